@@ -1,0 +1,425 @@
+/* The store and the tracker against a real memcached that this test
+   starts on a free loopback port and stops by PID. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "ab-tracker.h"
+
+static pid_t mc_pid;
+static int mc_port;
+static char tmpdir[64];
+static char secret_path[128];
+
+static int free_port(void)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) < 0)
+		return -1;
+	port = ntohs(sin.sin_port);
+	close(fd);
+	return port;
+}
+
+static bool port_open(int port)
+{
+	struct sockaddr_in sin;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	bool ok;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ok = connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+	close(fd);
+	return ok;
+}
+
+static void mc_start(void)
+{
+	char port[16];
+	int i;
+
+	snprintf(port, sizeof(port), "%d", mc_port);
+	mc_pid = fork();
+	assert_true(mc_pid >= 0);
+	if (mc_pid == 0) {
+		execlp("memcached", "memcached", "-l", "127.0.0.1", "-p", port,
+		       "-U", "0", "-m", "16", "-u", "root", (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 200 && !port_open(mc_port); i++)
+		usleep(10000);
+	if (!port_open(mc_port))
+		fail_msg("memcached did not start on port %d (is the memcached package installed?)",
+			 mc_port);
+}
+
+static void mc_stop(void)
+{
+	if (mc_pid <= 0)
+		return;
+	kill(mc_pid, SIGCONT);
+	kill(mc_pid, SIGKILL);
+	waitpid(mc_pid, NULL, 0);
+	mc_pid = 0;
+}
+
+static int setup(void **state)
+{
+	FILE *f;
+
+	(void)state;
+	strcpy(tmpdir, "/tmp/ab-store-XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	snprintf(secret_path, sizeof(secret_path), "%s/secret", tmpdir);
+	f = fopen(secret_path, "w");
+	fputs("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n", f);
+	fclose(f);
+	chmod(secret_path, 0600);
+	mc_port = free_port();
+	mc_start();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	mc_stop();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void make_config(struct ab_config *cfg)
+{
+	char servers[64];
+	const char *error;
+
+	ab_config_defaults(cfg);
+	snprintf(servers, sizeof(servers), "127.0.0.1:%d", mc_port);
+	assert_int_equal(ab_config_set(cfg, "memcached_servers", servers, "test", &error), 0);
+	assert_int_equal(ab_config_set(cfg, "secret_file", secret_path, "test", &error), 0);
+}
+
+static double now_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0;
+}
+
+static void test_counters_and_ttl(void **state)
+{
+	struct ab_config cfg;
+	struct ab_store *store;
+	const char *error;
+	uint64_t v = 0;
+	const char *keys[2] = { "ab1:t1:counter", "ab1:t1:missing" };
+	uint64_t values[2];
+	bool found[2], added;
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(ab_store_init(&cfg, NULL, NULL, &store, &error), 0);
+	assert_int_equal(ab_store_incr(store, keys[0], 1, 2, &v, &error), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(ab_store_incr(store, keys[0], 1, 2, &v, &error), 0);
+	assert_int_equal(v, 2);
+	assert_int_equal(ab_store_decr(store, keys[0], 5, &error), 0);
+	assert_int_equal(ab_store_mget(store, keys, 2, values, found, &error), 0);
+	assert_true(found[0]);
+	assert_int_equal(values[0], 0);	/* memcached never goes below 0 */
+	assert_false(found[1]);
+	assert_int_equal(ab_store_decr(store, keys[1], 1, &error), 0);
+
+	assert_int_equal(ab_store_add(store, "ab1:t1:marker", 7, 60, &added, &error), 0);
+	assert_true(added);
+	assert_int_equal(ab_store_add(store, "ab1:t1:marker", 8, 60, &added, &error), 0);
+	assert_false(added);
+	assert_int_equal(ab_store_set(store, "ab1:t1:set", 1234567890123ULL, 60, &error), 0);
+	keys[1] = "ab1:t1:set";
+	assert_int_equal(ab_store_mget(store, keys, 2, values, found, &error), 0);
+	assert_int_equal(values[1], 1234567890123ULL);
+	assert_int_equal(ab_store_delete(store, keys[1], &error), 0);
+	assert_int_equal(ab_store_delete(store, keys[1], &error), 0);
+
+	/* the TTL given at creation ends the counter (memcached's clock has
+	   one-second steps, so wait past it) */
+	sleep(3);
+	assert_int_equal(ab_store_mget(store, keys, 1, values, found, &error), 0);
+	assert_false(found[0]);
+	ab_store_deinit(&store);
+	assert_null(store);
+	ab_config_free(&cfg);
+}
+
+static void test_mget_is_one_request(void **state)
+{
+	struct ab_config cfg;
+	struct ab_store *store;
+	struct ab_store_stats before, after;
+	const char *error;
+	char names[24][32];
+	const char *keys[24];
+	uint64_t values[24];
+	bool found[24];
+	int i;
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(ab_store_init(&cfg, NULL, NULL, &store, &error), 0);
+	for (i = 0; i < 24; i++) {
+		snprintf(names[i], sizeof(names[i]), "ab1:t2:%02d", i);
+		keys[i] = names[i];
+		if (i % 2 == 0)
+			assert_int_equal(ab_store_set(store, keys[i], (uint64_t)i, 60, &error), 0);
+	}
+	ab_store_get_stats(store, &before);
+	assert_int_equal(ab_store_mget(store, keys, 24, values, found, &error), 0);
+	ab_store_get_stats(store, &after);
+	assert_int_equal(after.requests - before.requests, 1);
+	for (i = 0; i < 24; i++) {
+		assert_int_equal(found[i], i % 2 == 0);
+		if (found[i])
+			assert_int_equal(values[i], (uint64_t)i);
+	}
+	ab_store_deinit(&store);
+	ab_config_free(&cfg);
+}
+
+static void test_tracker_dictionary_run_blocks(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt a;
+	struct ab_decision d;
+	struct ab_address_status st;
+	const char *error;
+	char user[32];
+	time_t now = time(NULL);
+	int i;
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(ab_tracker_init(&cfg, NULL, NULL, &tracker, &error), 0);
+	for (i = 0; i < (int)cfg.ip_max_accounts; i++) {
+		snprintf(user, sizeof(user), "user%02d", i);
+		assert_int_equal(ab_attempt_init(tracker, &a, user, "::ffff:203.0.113.9",
+						 "imap", "guess", 5, &error), 0);
+		ab_tracker_allow(tracker, &a, now, 0, &d);
+		assert_int_not_equal(d.verdict, AB_REJECT);
+		assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_FAILURE, now, &error), 0);
+	}
+	assert_int_equal(ab_attempt_init(tracker, &a, "user99", "203.0.113.9",
+					 "pop3", NULL, 0, &error), 0);
+	ab_tracker_allow(tracker, &a, now, 0, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_string_equal(d.reason, "address blocked");
+	assert_int_equal(d.retry_after_s, cfg.block_time_s);
+
+	assert_int_equal(ab_tracker_address_status(tracker, "203.0.113.9", now, &st, &error), 0);
+	assert_true(st.blocked);
+	assert_int_equal(st.accounts, cfg.ip_max_accounts);
+	assert_int_equal(st.failures, cfg.ip_max_accounts);
+	assert_int_equal(st.strikes, 1);
+	assert_int_equal(st.inflight, 0);	/* every allowed attempt was reported */
+
+	assert_int_equal(ab_tracker_unblock(tracker, "203.0.113.9", &error), 0);
+	ab_tracker_allow(tracker, &a, now, AB_ALLOW_DRY_RUN, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_int_equal(ab_tracker_block(tracker, "203.0.113.0/24", 60, now, &error), 0);
+	ab_tracker_allow(tracker, &a, now, AB_ALLOW_DRY_RUN, &d);
+	assert_string_equal(d.reason, "subnet blocked");
+	assert_int_equal(ab_tracker_block(tracker, "203.0.113.0/23", 60, now, &error), -1);
+	assert_non_null(strstr(error, "/24 subnet"));
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
+static void test_tracker_lockout_and_familiar(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt a;
+	struct ab_decision d;
+	struct ab_account_status st;
+	const char *error;
+	char addr[32], pw[16];
+	time_t now = time(NULL);
+	unsigned int i;
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(ab_tracker_init(&cfg, NULL, NULL, &tracker, &error), 0);
+	/* the user logs in from home: home becomes familiar */
+	assert_int_equal(ab_attempt_init(tracker, &a, "Carol", "192.0.2.10", "imap",
+					 "right", 5, &error), 0);
+	assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_SUCCESS, now, &error), 0);
+
+	/* a phone with a stale password: the same wrong password locks nothing */
+	for (i = 0; i < 3 * cfg.account_lock_failures; i++) {
+		assert_int_equal(ab_attempt_init(tracker, &a, "carol", "198.18.0.1", "imap",
+						 "stale", 5, &error), 0);
+		assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_FAILURE, now, &error), 0);
+	}
+	assert_int_equal(ab_tracker_account_status(tracker, "carol", now, &st, &error), 0);
+	assert_int_equal(st.failures, 1);
+	assert_false(st.locked);
+
+	/* a botnet: one guess each from rotating addresses */
+	for (i = 1; i < cfg.account_lock_failures; i++) {
+		snprintf(addr, sizeof(addr), "100.64.%u.%u", i, i);
+		snprintf(pw, sizeof(pw), "guess%u", i);
+		assert_int_equal(ab_attempt_init(tracker, &a, "carol", addr, "imap",
+						 pw, strlen(pw), &error), 0);
+		assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_FAILURE, now, &error), 0);
+	}
+	assert_int_equal(ab_tracker_account_status(tracker, "carol", now, &st, &error), 0);
+	assert_true(st.locked);
+	assert_int_equal(st.failures, cfg.account_lock_failures);
+	assert_int_equal(st.familiar_subnets, 1);
+
+	/* a new address is refused, home (another host in its /24) is not */
+	ab_attempt_init(tracker, &a, "carol", "198.51.100.200", "imap", NULL, 0, &error);
+	ab_tracker_allow(tracker, &a, now, AB_ALLOW_DRY_RUN, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	ab_attempt_init(tracker, &a, "carol", "192.0.2.99", "imap", NULL, 0, &error);
+	ab_tracker_allow(tracker, &a, now, AB_ALLOW_DRY_RUN, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+
+	/* success from home does not clear the lock failures elsewhere set */
+	assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_SUCCESS, now, &error), 0);
+	assert_int_equal(ab_tracker_account_status(tracker, "carol", now, &st, &error), 0);
+	assert_true(st.locked);
+
+	assert_int_equal(ab_tracker_unlock(tracker, "CAROL", &error), 0);
+	ab_attempt_init(tracker, &a, "carol", "198.51.100.200", "imap", NULL, 0, &error);
+	ab_tracker_allow(tracker, &a, now, AB_ALLOW_DRY_RUN, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
+static int log_errors;
+static void count_log(enum ab_log_level level, const char *msg, void *ctx)
+{
+	(void)msg;
+	(void)ctx;
+	if (level == AB_LOG_ERROR)
+		log_errors++;
+}
+
+static void fail_mode_case(bool hung, enum ab_fail_mode mode)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt a;
+	struct ab_decision d;
+	struct ab_store_stats stats;
+	const char *error;
+	double start, worst = 0, t;
+	int i;
+
+	make_config(&cfg);
+	cfg.fail_mode = mode;
+	assert_int_equal(ab_tracker_init(&cfg, count_log, NULL, &tracker, &error), 0);
+	assert_int_equal(ab_attempt_init(tracker, &a, "dave", "192.0.2.44", "imap",
+					 NULL, 0, &error), 0);
+	ab_tracker_allow(tracker, &a, time(NULL), AB_ALLOW_DRY_RUN, &d);
+	assert_false(d.store_failed);
+
+	if (hung)
+		kill(mc_pid, SIGSTOP);
+	else
+		mc_stop();
+	log_errors = 0;
+	for (i = 0; i < 20; i++) {
+		start = now_ms();
+		ab_tracker_allow(tracker, &a, time(NULL), 0, &d);
+		t = now_ms() - start;
+		if (t > worst)
+			worst = t;
+		assert_true(d.store_failed);
+		assert_int_equal(d.verdict, mode == AB_FAIL_OPEN ? AB_ALLOW : AB_REJECT);
+	}
+	ab_store_get_stats(ab_tracker_store(tracker), &stats);
+	print_message("  %s memcached, fail_mode=%s: slowest of 20 decisions %.1f ms "
+		      "(poll_timeout %u ms), breaker opened %llu, skipped %llu\n",
+		      hung ? "hung" : "dead", mode == AB_FAIL_OPEN ? "open" : "closed",
+		      worst, cfg.poll_timeout_ms, stats.breaker_opened, stats.skipped);
+	/* bounded: a generous multiple of the configured timeouts, far below
+	   anything a client would notice as a hang */
+	assert_true(worst < 1000.0);
+	assert_int_equal(stats.breaker_opened, 1);
+	assert_true(stats.skipped >= 15);
+	/* logged once, not once per login */
+	assert_int_equal(log_errors, 1);
+
+	if (hung) {
+		kill(mc_pid, SIGCONT);
+	} else {
+		mc_start();
+	}
+	/* after the cooldown the breaker lets a request through again */
+	sleep(cfg.breaker_cooldown_s + 1);
+	ab_tracker_allow(tracker, &a, time(NULL), AB_ALLOW_DRY_RUN, &d);
+	if (d.store_failed) {
+		/* libmemcached may still hold the server as dead for
+		   dead_timeout after a refused connection */
+		sleep(cfg.dead_timeout_s);
+		ab_tracker_allow(tracker, &a, time(NULL), AB_ALLOW_DRY_RUN, &d);
+	}
+	assert_false(d.store_failed);
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
+static void test_hung_memcached_open(void **state)
+{
+	(void)state;
+	fail_mode_case(true, AB_FAIL_OPEN);
+}
+
+static void test_dead_memcached_closed(void **state)
+{
+	(void)state;
+	fail_mode_case(false, AB_FAIL_CLOSED);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_counters_and_ttl),
+		cmocka_unit_test(test_mget_is_one_request),
+		cmocka_unit_test(test_tracker_dictionary_run_blocks),
+		cmocka_unit_test(test_tracker_lockout_and_familiar),
+		cmocka_unit_test(test_hung_memcached_open),
+		cmocka_unit_test(test_dead_memcached_closed),
+	};
+	return cmocka_run_group_tests_name("store", tests, setup, teardown);
+}

@@ -1,0 +1,334 @@
+/* The config file and PAM module arguments share this one parser: a
+   table of keys, each with its type, its place in struct ab_config and
+   its limits. Defaults are set in ab_config_defaults() only. */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ab-config.h"
+#include "ab-error.h"
+
+#define DAY (24U * 3600U)
+/* memcached reads a TTL over 30 days as an absolute time */
+#define TTL_MAX (30U * DAY - 1U)
+
+enum key_type {
+	T_STRING,
+	T_UINT,
+	T_SECONDS,
+	T_MILLIS,
+	T_DAYS,
+	T_CIDRS,
+	T_FAIL_MODE,
+};
+
+struct key_def {
+	const char *name;
+	enum key_type type;
+	size_t offset;
+	unsigned long long min, max;	/* in the field's own unit */
+};
+
+#define F(field) offsetof(struct ab_config, field)
+static const struct key_def keys[] = {
+	{ "secret_file", T_STRING, F(secret_file), 0, 0 },
+	{ "api_key_file", T_STRING, F(api_key_file), 0, 0 },
+	{ "memcached_servers", T_STRING, F(memcached_servers), 0, 0 },
+	{ "connect_timeout", T_MILLIS, F(connect_timeout_ms), 1, 10000 },
+	{ "poll_timeout", T_MILLIS, F(poll_timeout_ms), 1, 10000 },
+	{ "dead_timeout", T_SECONDS, F(dead_timeout_s), 1, 3600 },
+	{ "server_failure_limit", T_UINT, F(server_failure_limit), 1, 100 },
+	{ "breaker_failures", T_UINT, F(breaker_failures), 1, 1000 },
+	{ "breaker_cooldown", T_SECONDS, F(breaker_cooldown_s), 1, 3600 },
+	{ "fail_mode", T_FAIL_MODE, F(fail_mode), 0, 0 },
+	{ "fail_log_interval", T_SECONDS, F(fail_log_interval_s), 1, DAY },
+	{ "default_domain", T_STRING, F(default_domain), 0, 0 },
+	{ "trusted_networks", T_CIDRS, F(trusted_networks), 0, 0 },
+	{ "restrict_networks", T_CIDRS, F(restrict_networks), 0, 0 },
+	{ "trusted_proxies", T_CIDRS, F(trusted_proxies), 0, 0 },
+	{ "ip_window", T_SECONDS, F(ip_window_s), 1, TTL_MAX },
+	{ "ip_free_failures", T_UINT, F(ip_free_failures), 0, 1000000 },
+	{ "ip_block_failures", T_UINT, F(ip_block_failures), 1, 1000000 },
+	{ "ip_max_accounts", T_UINT, F(ip_max_accounts), 1, 1000000 },
+	{ "max_inflight", T_UINT, F(max_inflight), 1, 1000000 },
+	{ "net_free_failures", T_UINT, F(net_free_failures), 0, 1000000 },
+	{ "net_block_failures", T_UINT, F(net_block_failures), 1, 1000000 },
+	{ "net_max_accounts", T_UINT, F(net_max_accounts), 1, 1000000 },
+	{ "tarpit_max", T_SECONDS, F(tarpit_max_s), 0, 300 },
+	{ "block_time", T_SECONDS, F(block_time_s), 1, 7 * DAY },
+	{ "block_max", T_SECONDS, F(block_max_s), 1, 7 * DAY },
+	{ "account_window", T_SECONDS, F(account_window_s), 1, TTL_MAX },
+	{ "account_lock_failures", T_UINT, F(account_lock_failures), 1, 1000000 },
+	{ "familiar_failures", T_UINT, F(familiar_failures), 1, 1000000 },
+	{ "lock_time", T_SECONDS, F(lock_time_s), 1, TTL_MAX },
+	{ "familiar_days", T_DAYS, F(familiar_days), 1, 29 },
+	{ "password_repeat", T_SECONDS, F(password_repeat_s), 0, TTL_MAX },
+	{ "pam_max_delay", T_SECONDS, F(pam_max_delay_s), 0, 30 },
+};
+#undef F
+
+void ab_config_defaults(struct ab_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->secret_file = strdup("/etc/authbrake/secret");
+	cfg->api_key_file = strdup("/etc/authbrake/api-key");
+	cfg->memcached_servers = strdup("127.0.0.1:11211");
+	cfg->connect_timeout_ms = 50;
+	cfg->poll_timeout_ms = 50;
+	cfg->dead_timeout_s = 10;
+	cfg->server_failure_limit = 2;
+	cfg->breaker_failures = 3;
+	cfg->breaker_cooldown_s = 5;
+	cfg->fail_mode = AB_FAIL_OPEN;
+	cfg->fail_log_interval_s = 60;
+	cfg->default_domain = strdup("");
+
+	cfg->ip_window_s = 3600;
+	cfg->ip_free_failures = 5;
+	cfg->ip_block_failures = 20;
+	cfg->ip_max_accounts = 10;
+	cfg->max_inflight = 20;
+	cfg->net_free_failures = 30;
+	cfg->net_block_failures = 100;
+	cfg->net_max_accounts = 40;
+	cfg->tarpit_max_s = 15;
+	cfg->block_time_s = 15 * 60;
+	cfg->block_max_s = DAY;
+
+	cfg->account_window_s = 3600;
+	cfg->account_lock_failures = 10;
+	cfg->familiar_failures = 10;
+	cfg->lock_time_s = 3600;
+	cfg->familiar_days = 14;
+	cfg->password_repeat_s = 3600;
+	cfg->pam_max_delay_s = 2;
+}
+
+void ab_config_free(struct ab_config *cfg)
+{
+	free(cfg->secret_file);
+	free(cfg->api_key_file);
+	free(cfg->memcached_servers);
+	free(cfg->default_domain);
+	ab_cidr_list_free(&cfg->trusted_networks);
+	ab_cidr_list_free(&cfg->restrict_networks);
+	ab_cidr_list_free(&cfg->trusted_proxies);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+int ab_duration_parse_ms(const char *str, unsigned long long *ms_r,
+			 const char **error_r)
+{
+	unsigned long long n, unit = 1000;
+	char *end;
+
+	if (str[0] < '0' || str[0] > '9')
+		return ab_error(error_r, "'%s' is not a duration (like 50ms, 30s, 15m, 1h, 7d)", str);
+	errno = 0;
+	n = strtoull(str, &end, 10);
+	if (errno != 0)
+		return ab_error(error_r, "'%s' is too large", str);
+	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+		unit = 1000;
+	else if (strcmp(end, "ms") == 0)
+		unit = 1;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		unit = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		unit = 3600 * 1000;
+	else if (strcmp(end, "d") == 0)
+		unit = DAY * 1000ULL;
+	else if (strcmp(end, "w") == 0)
+		unit = 7 * DAY * 1000ULL;
+	else
+		return ab_error(error_r, "'%s' has an unknown unit '%s' (use ms, s, m, h, d, w)",
+				str, end);
+	if (n > ULLONG_MAX / unit)
+		return ab_error(error_r, "'%s' is too large", str);
+	*ms_r = n * unit;
+	return 0;
+}
+
+const char *ab_duration_str(unsigned long long secs, char *buf, size_t size)
+{
+	if (secs >= DAY && secs % 3600 == 0)
+		snprintf(buf, size, "%llud%lluh", secs / DAY, secs % DAY / 3600);
+	else if (secs >= 3600)
+		snprintf(buf, size, "%lluh%llum", secs / 3600, secs % 3600 / 60);
+	else if (secs >= 60)
+		snprintf(buf, size, "%llum%llus", secs / 60, secs % 60);
+	else
+		snprintf(buf, size, "%llus", secs);
+	return buf;
+}
+
+static int set_uint(unsigned int *field, unsigned long long value,
+		    const struct key_def *def, const char *shown,
+		    const char *unit, unsigned long long scale,
+		    const char *where, const char **error_r)
+{
+	if (value < def->min * scale || value > def->max * scale)
+		return ab_error(error_r, "%s: %s = %s is out of range (%llu%s to %llu%s)",
+				where, def->name, shown, def->min, unit,
+				def->max, unit);
+	*field = (unsigned int)(value / scale);
+	return 0;
+}
+
+int ab_config_set(struct ab_config *cfg, const char *key, const char *value,
+		  const char *where, const char **error_r)
+{
+	const struct key_def *def = NULL;
+	void *field;
+	const char *error;
+	unsigned long long n;
+	size_t i;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (strcmp(keys[i].name, key) == 0) {
+			def = &keys[i];
+			break;
+		}
+	}
+	if (def == NULL)
+		return ab_error(error_r, "%s: unknown setting '%s'", where, key);
+	field = (char *)cfg + def->offset;
+
+	switch (def->type) {
+	case T_STRING: {
+		char *copy = strdup(value);
+		if (copy == NULL)
+			return ab_error(error_r, "%s: out of memory", where);
+		free(*(char **)field);
+		*(char **)field = copy;
+		return 0;
+	}
+	case T_UINT: {
+		char *end;
+		if (value[0] < '0' || value[0] > '9')
+			return ab_error(error_r, "%s: %s = '%s' is not a number",
+					where, key, value);
+		errno = 0;
+		n = strtoull(value, &end, 10);
+		if (*end != '\0' || errno != 0)
+			return ab_error(error_r, "%s: %s = '%s' is not a number",
+					where, key, value);
+		return set_uint(field, n, def, value, "", 1, where, error_r);
+	}
+	case T_SECONDS:
+	case T_MILLIS:
+	case T_DAYS:
+		if (ab_duration_parse_ms(value, &n, &error) < 0)
+			return ab_error(error_r, "%s: %s: %s", where, key, error);
+		if (def->type == T_MILLIS)
+			return set_uint(field, n, def, value, "ms", 1, where, error_r);
+		if (def->type == T_DAYS) {
+			/* a bare number of familiar_days means days */
+			if (strspn(value, "0123456789") == strlen(value))
+				n *= DAY;
+			return set_uint(field, n, def, value, "d",
+					DAY * 1000ULL, where, error_r);
+		}
+		if (n % 1000 != 0)
+			return ab_error(error_r, "%s: %s = %s: use whole seconds",
+					where, key, value);
+		return set_uint(field, n, def, value, "s", 1000, where, error_r);
+	case T_CIDRS:
+		if (ab_cidr_list_parse(value, field, &error) < 0)
+			return ab_error(error_r, "%s: %s: %s", where, key, error);
+		return 0;
+	case T_FAIL_MODE:
+		if (strcmp(value, "open") == 0)
+			cfg->fail_mode = AB_FAIL_OPEN;
+		else if (strcmp(value, "closed") == 0)
+			cfg->fail_mode = AB_FAIL_CLOSED;
+		else
+			return ab_error(error_r, "%s: fail_mode = '%s': use open or closed",
+					where, value);
+		return 0;
+	}
+	return ab_error(error_r, "%s: %s: internal error", where, key);
+}
+
+static char *trim(char *s)
+{
+	char *end;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	end = s + strlen(s);
+	while (end > s && (end[-1] == ' ' || end[-1] == '\t' ||
+			   end[-1] == '\n' || end[-1] == '\r'))
+		*--end = '\0';
+	return s;
+}
+
+int ab_config_load(struct ab_config *cfg, const char *path,
+		   const char **error_r)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096], where[600];
+	unsigned int lineno = 0;
+
+	if (f == NULL)
+		return ab_error(error_r, "%s: cannot read: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *p, *eq, *key, *value;
+
+		lineno++;
+		snprintf(where, sizeof(where), "%s:%u", path, lineno);
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			fclose(f);
+			return ab_error(error_r, "%s: line is longer than %zu bytes",
+					where, sizeof(line) - 2);
+		}
+		/* '#' starts a comment anywhere: no value needs one */
+		if ((p = strchr(line, '#')) != NULL)
+			*p = '\0';
+		p = trim(line);
+		if (*p == '\0')
+			continue;
+		eq = strchr(p, '=');
+		if (eq == NULL) {
+			fclose(f);
+			return ab_error(error_r, "%s: expected 'key = value', got '%.80s'",
+					where, p);
+		}
+		*eq = '\0';
+		key = trim(p);
+		value = trim(eq + 1);
+		if (*key == '\0') {
+			fclose(f);
+			return ab_error(error_r, "%s: setting name is missing before '='", where);
+		}
+		if (ab_config_set(cfg, key, value, where, error_r) < 0) {
+			fclose(f);
+			return -1;
+		}
+	}
+	if (ferror(f)) {
+		fclose(f);
+		return ab_error(error_r, "%s: read error", path);
+	}
+	fclose(f);
+	return ab_config_validate(cfg, error_r);
+}
+
+int ab_config_validate(const struct ab_config *cfg, const char **error_r)
+{
+	if (cfg->block_max_s < cfg->block_time_s)
+		return ab_error(error_r, "block_max (%us) is shorter than block_time (%us)",
+				cfg->block_max_s, cfg->block_time_s);
+	if (cfg->ip_block_failures <= cfg->ip_free_failures)
+		return ab_error(error_r, "ip_block_failures (%u) must be above ip_free_failures (%u)",
+				cfg->ip_block_failures, cfg->ip_free_failures);
+	if (cfg->net_block_failures <= cfg->net_free_failures)
+		return ab_error(error_r, "net_block_failures (%u) must be above net_free_failures (%u)",
+				cfg->net_block_failures, cfg->net_free_failures);
+	if (cfg->memcached_servers == NULL || cfg->memcached_servers[0] == '\0')
+		return ab_error(error_r, "memcached_servers is empty");
+	return 0;
+}

@@ -1,0 +1,581 @@
+/* The tracker: attempt → keyed-hash keys → one mget → engine → writes.
+   The faces (Dovecot service, PAM module, CLI) call only this. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "ab-error.h"
+#include "ab-tracker.h"
+
+struct ab_tracker {
+	const struct ab_config *cfg;
+	struct ab_secret secret;
+	struct ab_store *store;
+	ab_log_fn *log;
+	void *log_ctx;
+	/* store failures are logged once per fail_log_interval */
+	time_t last_fail_log;
+	unsigned long long fail_suppressed;
+};
+
+typedef char ab_key[AB_KEY_LEN];
+
+static const char slot_kind[AB_SLOT_COUNT][2] = {
+	[AB_SLOT_IP_FAIL] = "if", [AB_SLOT_IP_ACCTS] = "ia",
+	[AB_SLOT_IP_PAIR] = "ip", [AB_SLOT_IP_BLOCK] = "ib",
+	[AB_SLOT_IP_STRIKES] = "is", [AB_SLOT_IP_INFLIGHT] = "ii",
+	[AB_SLOT_NET_FAIL] = "nf", [AB_SLOT_NET_ACCTS] = "na",
+	[AB_SLOT_NET_PAIR] = "np", [AB_SLOT_NET_BLOCK] = "nb",
+	[AB_SLOT_NET_STRIKES] = "ns",
+	[AB_SLOT_ACCT_FAIL] = "af", [AB_SLOT_ACCT_SFAIL] = "as",
+	[AB_SLOT_ACCT_LOCK] = "al", [AB_SLOT_ACCT_FAM] = "fm",
+	[AB_SLOT_ACCT_FAMFAIL] = "ff", [AB_SLOT_ACCT_FAMCOUNT] = "fc",
+	[AB_SLOT_ACCT_PW] = "pw",
+};
+
+static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
+			const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
+			const char *fmt, ...)
+{
+	char msg[768];
+	va_list args;
+
+	if (tracker->log == NULL)
+		return;
+	va_start(args, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, args);
+	va_end(args);
+	tracker->log(level, msg, tracker->log_ctx);
+}
+
+int ab_tracker_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
+		    struct ab_tracker **tracker_r, const char **error_r)
+{
+	struct ab_tracker *tracker = calloc(1, sizeof(*tracker));
+
+	if (tracker == NULL)
+		return ab_error(error_r, "out of memory");
+	tracker->cfg = cfg;
+	tracker->log = log;
+	tracker->log_ctx = log_ctx;
+	if (ab_secret_load(cfg->secret_file, &tracker->secret, error_r) < 0 ||
+	    ab_store_init(cfg, log, log_ctx, &tracker->store, error_r) < 0) {
+		ab_tracker_deinit(&tracker);
+		return -1;
+	}
+	*tracker_r = tracker;
+	return 0;
+}
+
+void ab_tracker_deinit(struct ab_tracker **_tracker)
+{
+	struct ab_tracker *tracker = *_tracker;
+
+	if (tracker == NULL)
+		return;
+	*_tracker = NULL;
+	ab_store_deinit(&tracker->store);
+	memset(&tracker->secret, 0, sizeof(tracker->secret));
+	free(tracker);
+}
+
+struct ab_store *ab_tracker_store(struct ab_tracker *tracker)
+{
+	return tracker->store;
+}
+
+const struct ab_config *ab_tracker_config(struct ab_tracker *tracker)
+{
+	return tracker->cfg;
+}
+
+int ab_attempt_init(struct ab_tracker *tracker, struct ab_attempt *attempt_r,
+		    const char *login, const char *address,
+		    const char *protocol, const void *pw, size_t pw_len,
+		    const char **error_r)
+{
+	const char *error;
+
+	memset(attempt_r, 0, sizeof(*attempt_r));
+	if (login != NULL &&
+	    ab_account_normalize(login, tracker->cfg->default_domain,
+				 attempt_r->account, &error) < 0)
+		return ab_error(error_r, "invalid login: %s", error);
+	if (address != NULL && address[0] != '\0') {
+		if (ab_addr_parse(address, &attempt_r->addr, &error) < 0)
+			return ab_error(error_r, "invalid address: %s", error);
+		attempt_r->has_addr = true;
+	}
+	snprintf(attempt_r->protocol, sizeof(attempt_r->protocol), "%s",
+		 protocol != NULL && protocol[0] != '\0' ? protocol : "-");
+	if (pw != NULL && pw_len > 0 && attempt_r->account[0] != '\0') {
+		attempt_r->pw_fp = ab_pw_fingerprint(&tracker->secret,
+						     attempt_r->account, pw, pw_len);
+		attempt_r->has_pw = true;
+	}
+	return 0;
+}
+
+/* Address bytes with their family, so 1.2.3.4 and ::102:304 differ. */
+static size_t addr_bytes(const struct ab_addr *addr, uint8_t buf[17])
+{
+	buf[0] = (uint8_t)addr->family;
+	memcpy(buf + 1, addr->bytes, 16);
+	return 17;
+}
+
+static void slot_key(struct ab_tracker *tracker, enum ab_slot slot,
+		     const struct ab_attempt *attempt, ab_key key_r)
+{
+	struct ab_addr masked;
+	uint8_t addr[17], fp[2];
+	size_t addr_len = 0, account_len = strlen(attempt->account);
+
+	switch (slot) {
+	case AB_SLOT_IP_FAIL: case AB_SLOT_IP_ACCTS: case AB_SLOT_IP_PAIR:
+	case AB_SLOT_IP_BLOCK: case AB_SLOT_IP_STRIKES: case AB_SLOT_IP_INFLIGHT:
+		ab_addr_origin(&attempt->addr, &masked);
+		addr_len = addr_bytes(&masked, addr);
+		break;
+	default:
+		ab_addr_subnet(&attempt->addr, &masked);
+		addr_len = addr_bytes(&masked, addr);
+		break;
+	}
+	switch (slot) {
+	case AB_SLOT_IP_PAIR: case AB_SLOT_NET_PAIR:
+		ab_hash_key(&tracker->secret, slot_kind[slot], addr, addr_len,
+			    attempt->account, account_len, key_r);
+		break;
+	case AB_SLOT_ACCT_FAIL: case AB_SLOT_ACCT_LOCK: case AB_SLOT_ACCT_FAMCOUNT:
+		ab_hash_key(&tracker->secret, slot_kind[slot],
+			    attempt->account, account_len, NULL, 0, key_r);
+		break;
+	case AB_SLOT_ACCT_SFAIL: case AB_SLOT_ACCT_FAM: case AB_SLOT_ACCT_FAMFAIL:
+		ab_hash_key(&tracker->secret, slot_kind[slot],
+			    attempt->account, account_len, addr, addr_len, key_r);
+		break;
+	case AB_SLOT_ACCT_PW:
+		fp[0] = (uint8_t)(attempt->pw_fp >> 8);
+		fp[1] = (uint8_t)attempt->pw_fp;
+		ab_hash_key(&tracker->secret, slot_kind[slot],
+			    attempt->account, account_len, fp, sizeof(fp), key_r);
+		break;
+	default:
+		ab_hash_key(&tracker->secret, slot_kind[slot], addr, addr_len,
+			    NULL, 0, key_r);
+		break;
+	}
+}
+
+/* Read every slot that applies (or those in only, when only is not NULL)
+   in one mget. Returns the store's result: 0, 1 (partial) or -1. */
+static int read_snapshot(struct ab_tracker *tracker,
+			 const struct ab_attempt *attempt,
+			 struct ab_snapshot *snap_r, ab_key keys[AB_SLOT_COUNT],
+			 const char **error_r)
+{
+	const char *key_ptrs[AB_SLOT_COUNT];
+	enum ab_slot slots[AB_SLOT_COUNT];
+	uint64_t values[AB_SLOT_COUNT];
+	bool found[AB_SLOT_COUNT];
+	size_t n = 0, i;
+	int ret;
+
+	memset(snap_r, 0, sizeof(*snap_r));
+	for (i = 0; i < AB_SLOT_COUNT; i++) {
+		if (!ab_slot_applies((enum ab_slot)i, attempt))
+			continue;
+		slot_key(tracker, (enum ab_slot)i, attempt, keys[i]);
+		key_ptrs[n] = keys[i];
+		slots[n++] = (enum ab_slot)i;
+	}
+	if (n == 0)
+		return 0;
+	ret = ab_store_mget(tracker->store, key_ptrs, n, values, found, error_r);
+	for (i = 0; i < n; i++) {
+		snap_r->value[slots[i]] = values[i];
+		snap_r->found[slots[i]] = found[i];
+	}
+	return ret;
+}
+
+static void store_failure(struct ab_tracker *tracker, time_t now,
+			  const char *what, const char *error)
+{
+	if (tracker->last_fail_log != 0 &&
+	    now - tracker->last_fail_log < (time_t)tracker->cfg->fail_log_interval_s) {
+		tracker->fail_suppressed++;
+		return;
+	}
+	tracker_log(tracker, AB_LOG_ERROR,
+		    "%s: %s; fail_mode=%s: %s (%llu more like this since the last message)",
+		    what, error,
+		    tracker->cfg->fail_mode == AB_FAIL_OPEN ? "open" : "closed",
+		    tracker->cfg->fail_mode == AB_FAIL_OPEN ?
+		    "logins are let through unchecked" : "logins are rejected",
+		    tracker->fail_suppressed);
+	tracker->last_fail_log = now;
+	tracker->fail_suppressed = 0;
+}
+
+void ab_tracker_allow(struct ab_tracker *tracker,
+		      const struct ab_attempt *attempt, time_t now,
+		      unsigned int flags, struct ab_decision *decision_r)
+{
+	const struct ab_config *cfg = tracker->cfg;
+	struct ab_snapshot snap;
+	ab_key keys[AB_SLOT_COUNT];
+	const char *error;
+	int ret;
+
+	ret = read_snapshot(tracker, attempt, &snap, keys, &error);
+	if (ret < 0) {
+		store_failure(tracker, now, "memcached unreachable", error);
+		memset(decision_r, 0, sizeof(*decision_r));
+		decision_r->store_failed = true;
+		if (cfg->fail_mode == AB_FAIL_OPEN) {
+			decision_r->verdict = AB_ALLOW;
+			decision_r->reason = "store unavailable, fail_mode=open";
+			decision_r->user_msg = "";
+		} else {
+			decision_r->verdict = AB_REJECT;
+			decision_r->reason = "store unavailable, fail_mode=closed";
+			decision_r->user_msg = "Login is temporarily unavailable; try again in a few minutes.";
+		}
+		return;
+	}
+	if (ret > 0)
+		store_failure(tracker, now, "memcached partly unreachable, deciding on the servers that answered",
+			      error);
+	ab_decide(&snap, attempt, cfg, now, decision_r);
+
+	if ((flags & AB_ALLOW_DRY_RUN) == 0 && decision_r->verdict != AB_REJECT &&
+	    attempt->has_addr && !ab_attempt_trusted(attempt, cfg)) {
+		if (ab_store_incr(tracker->store, keys[AB_SLOT_IP_INFLIGHT], 1,
+				  120, NULL, &error) < 0)
+			store_failure(tracker, now, "memcached: counting an attempt in flight", error);
+	}
+}
+
+static int apply_ops(struct ab_tracker *tracker, const struct ab_ops *ops,
+		     ab_key keys[AB_SLOT_COUNT], struct ab_snapshot *after,
+		     const char **error_r)
+{
+	unsigned int i;
+	int ret = 0;
+
+	for (i = 0; i < ops->count; i++) {
+		const struct ab_op *op = &ops->op[i];
+		const char *key = keys[op->slot];
+		uint64_t value;
+		int r = 0;
+
+		switch (op->kind) {
+		case AB_OP_INCR:
+			r = ab_store_incr(tracker->store, key, op->value,
+					  op->ttl_s, &value, error_r);
+			if (r == 0) {
+				after->value[op->slot] = value;
+				after->found[op->slot] = true;
+			}
+			break;
+		case AB_OP_DECR:
+			r = ab_store_decr(tracker->store, key, op->value, error_r);
+			break;
+		case AB_OP_SET:
+			r = ab_store_set(tracker->store, key, op->value,
+					 op->ttl_s, error_r);
+			if (r == 0) {
+				after->value[op->slot] = op->value;
+				after->found[op->slot] = true;
+			}
+			break;
+		case AB_OP_ADD: {
+			bool added;
+			r = ab_store_add(tracker->store, key, op->value,
+					 op->ttl_s, &added, error_r);
+			break;
+		}
+		case AB_OP_DELETE:
+			r = ab_store_delete(tracker->store, key, error_r);
+			break;
+		}
+		/* go on: every count that lands still protects */
+		if (r < 0)
+			ret = -1;
+	}
+	return ret;
+}
+
+static void log_escalation(struct ab_tracker *tracker,
+			   const struct ab_attempt *attempt,
+			   const struct ab_snapshot *after,
+			   const struct ab_ops *ops, time_t now)
+{
+	char addr[AB_ADDR_STRLEN], dur[32];
+	unsigned int i;
+
+	for (i = 0; i < ops->count; i++) {
+		const struct ab_op *op = &ops->op[i];
+		struct ab_addr masked;
+
+		switch (op->slot) {
+		case AB_SLOT_IP_BLOCK:
+			ab_addr_origin(&attempt->addr, &masked);
+			tracker_log(tracker, AB_LOG_WARNING,
+				    "address %s blocked for %s: %llu failures, %llu accounts tried",
+				    ab_addr_str(&masked, ab_addr_origin_prefix(&masked), addr),
+				    ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur)),
+				    (unsigned long long)after->value[AB_SLOT_IP_FAIL],
+				    (unsigned long long)after->value[AB_SLOT_IP_ACCTS]);
+			break;
+		case AB_SLOT_NET_BLOCK:
+			ab_addr_subnet(&attempt->addr, &masked);
+			tracker_log(tracker, AB_LOG_WARNING,
+				    "subnet %s blocked for %s: %llu failures, %llu accounts tried",
+				    ab_addr_str(&masked, ab_addr_subnet_prefix(&masked), addr),
+				    ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur)),
+				    (unsigned long long)after->value[AB_SLOT_NET_FAIL],
+				    (unsigned long long)after->value[AB_SLOT_NET_ACCTS]);
+			break;
+		case AB_SLOT_ACCT_LOCK:
+			tracker_log(tracker, AB_LOG_WARNING,
+				    "account \"%s\" locked for unfamiliar origins for %s: %llu failures",
+				    attempt->account,
+				    ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur)),
+				    (unsigned long long)after->value[AB_SLOT_ACCT_FAIL]);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+int ab_tracker_report(struct ab_tracker *tracker,
+		      const struct ab_attempt *attempt,
+		      enum ab_outcome outcome, time_t now,
+		      const char **error_r)
+{
+	struct ab_snapshot snap, after;
+	struct ab_ops ops;
+	ab_key keys[AB_SLOT_COUNT];
+	int ret;
+
+	ret = read_snapshot(tracker, attempt, &snap, keys, error_r);
+	if (ret < 0)
+		return -1;
+	after = snap;
+	ab_record(&snap, attempt, outcome, tracker->cfg, now, &ops);
+	if (apply_ops(tracker, &ops, keys, &after, error_r) < 0)
+		ret = -1;
+	ab_escalate(&after, attempt, outcome, tracker->cfg, now, &ops);
+	if (apply_ops(tracker, &ops, keys, &after, error_r) < 0)
+		ret = -1;
+	log_escalation(tracker, attempt, &after, &ops, now);
+	return ret < 0 ? -1 : 0;
+}
+
+const char *ab_decision_log_line(const struct ab_attempt *attempt,
+				 const struct ab_decision *decision,
+				 char *buf, size_t size)
+{
+	static const char *const verdicts[] = {
+		[AB_ALLOW] = "allow", [AB_TARPIT] = "tarpit", [AB_REJECT] = "reject",
+	};
+	char addr[AB_ADDR_STRLEN], extra[64] = "";
+
+	if (decision->verdict == AB_TARPIT)
+		snprintf(extra, sizeof(extra), " delay=%us", decision->delay_s);
+	else if (decision->verdict == AB_REJECT && decision->retry_after_s > 0)
+		snprintf(extra, sizeof(extra), " retry_after=%us",
+			 decision->retry_after_s);
+	snprintf(buf, size,
+		 "account=\"%s\" address=%s protocol=%s decision=%s%s reason=\"%s\"",
+		 attempt->account[0] != '\0' ? attempt->account : "-",
+		 attempt->has_addr ?
+		 ab_addr_str(&attempt->addr, (unsigned int)ab_addr_len(&attempt->addr) * 8, addr) : "-",
+		 attempt->protocol, verdicts[decision->verdict], extra,
+		 decision->reason);
+	return buf;
+}
+
+/* --- administration --- */
+
+static unsigned long long time_left(const struct ab_snapshot *snap,
+				    enum ab_slot slot, time_t now)
+{
+	if (!snap->found[slot] || snap->value[slot] <= (uint64_t)now)
+		return 0;
+	return snap->value[slot] - (uint64_t)now;
+}
+
+int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
+			      time_t now, struct ab_account_status *status_r,
+			      const char **error_r)
+{
+	struct ab_attempt attempt;
+	struct ab_snapshot snap;
+	ab_key keys[AB_SLOT_COUNT];
+
+	memset(status_r, 0, sizeof(*status_r));
+	if (ab_attempt_init(tracker, &attempt, login, NULL, NULL, NULL, 0,
+			    error_r) < 0)
+		return -1;
+	if (read_snapshot(tracker, &attempt, &snap, keys, error_r) != 0)
+		return -1;
+	status_r->failures = snap.value[AB_SLOT_ACCT_FAIL];
+	status_r->lock_left_s = time_left(&snap, AB_SLOT_ACCT_LOCK, now);
+	status_r->locked = status_r->lock_left_s > 0;
+	status_r->familiar_subnets = snap.value[AB_SLOT_ACCT_FAMCOUNT];
+	return 0;
+}
+
+int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
+			      time_t now, struct ab_address_status *status_r,
+			      const char **error_r)
+{
+	struct ab_attempt attempt;
+	struct ab_snapshot snap;
+	ab_key keys[AB_SLOT_COUNT];
+	const struct ab_config *cfg = tracker->cfg;
+
+	memset(status_r, 0, sizeof(*status_r));
+	if (ab_attempt_init(tracker, &attempt, NULL, address, NULL, NULL, 0,
+			    error_r) < 0)
+		return -1;
+	if (!attempt.has_addr)
+		return ab_error(error_r, "address is empty");
+	if (read_snapshot(tracker, &attempt, &snap, keys, error_r) != 0)
+		return -1;
+	status_r->failures = snap.value[AB_SLOT_IP_FAIL];
+	status_r->accounts = snap.value[AB_SLOT_IP_ACCTS];
+	status_r->inflight = snap.value[AB_SLOT_IP_INFLIGHT];
+	status_r->strikes = snap.value[AB_SLOT_IP_STRIKES];
+	status_r->block_left_s = time_left(&snap, AB_SLOT_IP_BLOCK, now);
+	status_r->blocked = status_r->block_left_s > 0;
+	status_r->net_failures = snap.value[AB_SLOT_NET_FAIL];
+	status_r->net_accounts = snap.value[AB_SLOT_NET_ACCTS];
+	status_r->net_strikes = snap.value[AB_SLOT_NET_STRIKES];
+	status_r->net_block_left_s = time_left(&snap, AB_SLOT_NET_BLOCK, now);
+	status_r->net_blocked = status_r->net_block_left_s > 0;
+	status_r->trusted = ab_attempt_trusted(&attempt, cfg);
+	status_r->restricted_out = cfg->restrict_networks.count > 0 &&
+		!ab_cidr_list_match(&cfg->restrict_networks, &attempt.addr);
+	return 0;
+}
+
+static int delete_slots(struct ab_tracker *tracker,
+			const struct ab_attempt *attempt,
+			const enum ab_slot *slots, size_t n,
+			const char **error_r)
+{
+	ab_key key;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		slot_key(tracker, slots[i], attempt, key);
+		if (ab_store_delete(tracker->store, key, error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
+		      const char **error_r)
+{
+	static const enum ab_slot slots[] = {
+		AB_SLOT_ACCT_LOCK, AB_SLOT_ACCT_FAIL,
+	};
+	struct ab_attempt attempt;
+
+	if (ab_attempt_init(tracker, &attempt, login, NULL, NULL, NULL, 0,
+			    error_r) < 0)
+		return -1;
+	if (delete_slots(tracker, &attempt, slots, 2, error_r) < 0)
+		return -1;
+	tracker_log(tracker, AB_LOG_INFO, "account \"%s\" unlocked by an administrator",
+		    attempt.account);
+	return 0;
+}
+
+/* An address (or its IPv6 /64) names the address slots, a /24 or /48 the
+   subnet slots. */
+static int parse_target(struct ab_tracker *tracker, const char *target,
+			struct ab_attempt *attempt_r, bool *subnet_r,
+			const char **error_r)
+{
+	struct ab_cidr cidr;
+	const char *error;
+	unsigned int full;
+
+	memset(attempt_r, 0, sizeof(*attempt_r));
+	if (ab_cidr_parse(target, &cidr, &error) < 0)
+		return ab_error(error_r, "%s", error);
+	(void)tracker;
+	full = (unsigned int)ab_addr_len(&cidr.net) * 8;
+	attempt_r->addr = cidr.net;
+	attempt_r->has_addr = true;
+	snprintf(attempt_r->protocol, sizeof(attempt_r->protocol), "-");
+	if (cidr.prefix == full || cidr.prefix == ab_addr_origin_prefix(&cidr.net))
+		*subnet_r = false;
+	else if (cidr.prefix == ab_addr_subnet_prefix(&cidr.net))
+		*subnet_r = true;
+	else
+		return ab_error(error_r, "'%s': give an address%s or its /%u subnet",
+				target, cidr.net.family == AF_INET ? "" : " (or its /64)",
+				ab_addr_subnet_prefix(&cidr.net));
+	return 0;
+}
+
+int ab_tracker_block(struct ab_tracker *tracker, const char *target,
+		     unsigned int duration_s, time_t now, const char **error_r)
+{
+	struct ab_attempt attempt;
+	bool subnet;
+	ab_key key;
+	char dur[32];
+
+	if (parse_target(tracker, target, &attempt, &subnet, error_r) < 0)
+		return -1;
+	if (duration_s == 0)
+		duration_s = tracker->cfg->block_time_s;
+	if (duration_s > 7 * 24 * 3600)
+		return ab_error(error_r, "a block lasts a week at most");
+	slot_key(tracker, subnet ? AB_SLOT_NET_BLOCK : AB_SLOT_IP_BLOCK,
+		 &attempt, key);
+	if (ab_store_set(tracker->store, key, (uint64_t)now + duration_s,
+			 duration_s, error_r) < 0)
+		return -1;
+	tracker_log(tracker, AB_LOG_WARNING, "%s %s blocked for %s by an administrator",
+		    subnet ? "subnet" : "address", target,
+		    ab_duration_str(duration_s, dur, sizeof(dur)));
+	return 0;
+}
+
+int ab_tracker_unblock(struct ab_tracker *tracker, const char *target,
+		       const char **error_r)
+{
+	static const enum ab_slot ip_slots[] = {
+		AB_SLOT_IP_BLOCK, AB_SLOT_IP_FAIL, AB_SLOT_IP_ACCTS,
+		AB_SLOT_IP_STRIKES, AB_SLOT_IP_INFLIGHT,
+	};
+	static const enum ab_slot net_slots[] = {
+		AB_SLOT_NET_BLOCK, AB_SLOT_NET_FAIL, AB_SLOT_NET_ACCTS,
+		AB_SLOT_NET_STRIKES,
+	};
+	struct ab_attempt attempt;
+	bool subnet;
+
+	if (parse_target(tracker, target, &attempt, &subnet, error_r) < 0)
+		return -1;
+	if (subnet ? delete_slots(tracker, &attempt, net_slots, 4, error_r) :
+	    delete_slots(tracker, &attempt, ip_slots, 5, error_r))
+		return -1;
+	tracker_log(tracker, AB_LOG_INFO, "%s %s unblocked by an administrator",
+		    subnet ? "subnet" : "address", target);
+	return 0;
+}

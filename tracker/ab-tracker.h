@@ -1,0 +1,92 @@
+/* The tracker: what the Dovecot service, the PAM module and the CLI call.
+   It turns an attempt into keys, reads them in one mget, asks the engine,
+   and writes what the engine says. */
+#ifndef AB_TRACKER_H
+#define AB_TRACKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "ab-config.h"
+#include "ab-engine.h"
+#include "ab-hash.h"
+#include "ab-log.h"
+#include "ab-store.h"
+
+struct ab_tracker;
+
+/* cfg must outlive the tracker. Loads the secret and sets up the store
+   (no connection is made until the first call). */
+int ab_tracker_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
+		    struct ab_tracker **tracker_r, const char **error_r);
+void ab_tracker_deinit(struct ab_tracker **tracker);
+struct ab_store *ab_tracker_store(struct ab_tracker *tracker);
+const struct ab_config *ab_tracker_config(struct ab_tracker *tracker);
+
+/* Normalise what a face received into an attempt. login may be NULL
+   (address rules only), address may be NULL or "" (account rules only),
+   pw may be NULL. A malformed login or address is an error. */
+int ab_attempt_init(struct ab_tracker *tracker, struct ab_attempt *attempt_r,
+		    const char *login, const char *address,
+		    const char *protocol, const void *pw, size_t pw_len,
+		    const char **error_r);
+
+enum ab_allow_flags {
+	/* a dry run: change nothing (the CLI's check) */
+	AB_ALLOW_DRY_RUN = 1 << 0,
+};
+
+/* Decide. Never fails: when the store cannot answer, the decision follows
+   fail_mode and says so (decision_r->store_failed). */
+void ab_tracker_allow(struct ab_tracker *tracker,
+		      const struct ab_attempt *attempt, time_t now,
+		      unsigned int flags, struct ab_decision *decision_r);
+/* Record an outcome. Returns -1 when the store could not take it. */
+int ab_tracker_report(struct ab_tracker *tracker,
+		      const struct ab_attempt *attempt,
+		      enum ab_outcome outcome, time_t now,
+		      const char **error_r);
+
+/* One line for logs: account, address, protocol, decision, reason. */
+const char *ab_decision_log_line(const struct ab_attempt *attempt,
+				 const struct ab_decision *decision,
+				 char *buf, size_t size);
+
+/* --- administration (the CLI) --- */
+
+struct ab_account_status {
+	unsigned long long failures;	/* from unfamiliar origins */
+	bool locked;
+	unsigned long long lock_left_s;
+	unsigned long long familiar_subnets;
+};
+
+struct ab_address_status {
+	unsigned long long failures, accounts, inflight, strikes;
+	bool blocked;
+	unsigned long long block_left_s;
+	unsigned long long net_failures, net_accounts, net_strikes;
+	bool net_blocked;
+	unsigned long long net_block_left_s;
+	bool trusted, restricted_out;
+};
+
+int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
+			      time_t now, struct ab_account_status *status_r,
+			      const char **error_r);
+int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
+			      time_t now, struct ab_address_status *status_r,
+			      const char **error_r);
+/* Clear an account's lock and its failure count. */
+int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
+		      const char **error_r);
+/* target: an address, or a subnet as "a.b.c.0/24" / "x:y:z::/48"
+   (also an IPv6 /64). duration_s 0 means block_time. */
+int ab_tracker_block(struct ab_tracker *tracker, const char *target,
+		     unsigned int duration_s, time_t now, const char **error_r);
+/* Remove a block and the counts behind it (and its strikes). */
+int ab_tracker_unblock(struct ab_tracker *tracker, const char *target,
+		       const char **error_r);
+
+#endif
