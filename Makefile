@@ -58,7 +58,8 @@ $(LIBAB): $(TRACKER_OBJ)
 $(B)/tracker $(B)/test $(B)/san:
 	mkdir -p $@
 
--include plugin/build.mk auth-shim/build.mk cli/build.mk bench/build.mk
+-include plugin/build.mk auth-shim/build.mk cli/build.mk bench/build.mk \
+         test/integration/build.mk
 
 # --- unit tests (cmocka) ------------------------------------------------
 UNIT_SRC   := $(wildcard test/unit/test-*.c)
