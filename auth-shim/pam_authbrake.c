@@ -1,0 +1,311 @@
+/* pam_authbrake: authbrake's decisions for a PAM stack (Courier's
+   authdaemond first of all), in pam_faillock's shape: "preauth" decides
+   before the real module, "authfail" and "authsucc" record its outcome.
+   A thin face: it builds an attempt, asks the tracker, translates. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#define PAM_SM_AUTH
+#define PAM_SM_ACCOUNT
+#include <security/pam_modules.h>
+#include <security/pam_ext.h>
+
+#include "ab-error.h"
+#include "ab-tracker.h"
+
+#define AB_PAM_EXPORT __attribute__((visibility("default")))
+
+enum pam_action {
+	ACTION_NONE,
+	ACTION_PREAUTH,
+	ACTION_AUTHFAIL,
+	ACTION_AUTHSUCC,
+};
+
+/* One PAM call: authdaemond forks per login, so nothing outlives it. */
+struct pam_call {
+	pam_handle_t *pamh;
+	enum pam_action action;
+	bool silent;
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt attempt;
+};
+
+static void pam_log(enum ab_log_level level, const char *msg, void *ctx)
+{
+	static const int prio[] = {
+		[AB_LOG_DEBUG] = LOG_DEBUG, [AB_LOG_INFO] = LOG_INFO,
+		[AB_LOG_WARNING] = LOG_WARNING, [AB_LOG_ERROR] = LOG_ERR,
+	};
+
+	pam_syslog(ctx, prio[level], "%s", msg);
+}
+
+static const char *fail_mode_name(enum ab_fail_mode mode)
+{
+	return mode == AB_FAIL_OPEN ? "open" : "closed";
+}
+
+/* The config file (conf=, else the default path), then the other
+   arguments as "key=value" through the same parser. */
+static int args_parse(struct pam_call *call, int flags, int argc,
+		      const char **argv, const char **error_r)
+{
+	const char *conf = AB_CONFIG_DEFAULT_PATH;
+	int i;
+
+	call->silent = (flags & PAM_SILENT) != 0;
+	for (i = 0; i < argc; i++) {
+		if (strncmp(argv[i], "conf=", 5) == 0)
+			conf = argv[i] + 5;
+	}
+	if (ab_config_load(&call->cfg, conf, error_r) < 0)
+		return -1;
+	for (i = 0; i < argc; i++) {
+		const char *eq = strchr(argv[i], '=');
+		char key[64];
+
+		if (strcmp(argv[i], "preauth") == 0)
+			call->action = ACTION_PREAUTH;
+		else if (strcmp(argv[i], "authfail") == 0)
+			call->action = ACTION_AUTHFAIL;
+		else if (strcmp(argv[i], "authsucc") == 0)
+			call->action = ACTION_AUTHSUCC;
+		else if (strcmp(argv[i], "silent") == 0)
+			call->silent = true;
+		else if (strncmp(argv[i], "conf=", 5) == 0)
+			continue;
+		else if (eq == NULL || eq == argv[i] ||
+			 (size_t)(eq - argv[i]) >= sizeof(key))
+			return ab_error(error_r, "unknown module argument '%.80s' "
+					"(use preauth, authfail, authsucc, silent, conf=FILE or key=value)",
+					argv[i]);
+		else {
+			memcpy(key, argv[i], (size_t)(eq - argv[i]));
+			key[eq - argv[i]] = '\0';
+			if (ab_config_set(&call->cfg, key, eq + 1,
+					  "module argument", error_r) < 0)
+				return -1;
+		}
+	}
+	return ab_config_validate(&call->cfg, error_r);
+}
+
+/* When the configuration cannot be read, its fail_mode cannot be either:
+   use a fail_mode= module argument if there is one, else the default
+   (open). See pam_authbrake(8), "A broken configuration". */
+static enum ab_fail_mode broken_config_fail_mode(int argc, const char **argv)
+{
+	enum ab_fail_mode mode = AB_FAIL_OPEN;
+	int i;
+
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "fail_mode=closed") == 0)
+			mode = AB_FAIL_CLOSED;
+		else if (strcmp(argv[i], "fail_mode=open") == 0)
+			mode = AB_FAIL_OPEN;
+	}
+	return mode;
+}
+
+/* The attempt from PAM_USER, PAM_RHOST, PAM_SERVICE (and PAM_AUTHTOK for
+   a failure's password fingerprint). A login or address the tracker
+   refuses is left out with a notice: the other rules still apply, and the
+   real module turns down a login that is not a user. */
+static void attempt_build(struct pam_call *call, bool with_pw)
+{
+	const void *rhost = NULL, *service = NULL, *authtok = NULL;
+	const char *user = NULL, *error;
+	const char *pw = NULL;
+
+	if (pam_get_user(call->pamh, &user, NULL) != PAM_SUCCESS ||
+	    user == NULL || user[0] == '\0')
+		user = NULL;
+	(void)pam_get_item(call->pamh, PAM_RHOST, &rhost);
+	(void)pam_get_item(call->pamh, PAM_SERVICE, &service);
+	if (with_pw &&
+	    pam_get_item(call->pamh, PAM_AUTHTOK, &authtok) == PAM_SUCCESS)
+		pw = authtok;
+
+	if (ab_attempt_init(call->tracker, &call->attempt, user, rhost,
+			    service, pw, pw == NULL ? 0 : strlen(pw),
+			    &error) == 0)
+		return;
+	pam_syslog(call->pamh, LOG_NOTICE, "%s; deciding without it", error);
+	if (ab_attempt_init(call->tracker, &call->attempt, user, NULL,
+			    service, pw, pw == NULL ? 0 : strlen(pw),
+			    &error) == 0)
+		return;
+	if (ab_attempt_init(call->tracker, &call->attempt, NULL, rhost,
+			    service, NULL, 0, &error) == 0)
+		return;
+	(void)ab_attempt_init(call->tracker, &call->attempt, NULL, NULL,
+			      service, NULL, 0, &error);
+}
+
+static void tarpit_sleep(unsigned int secs)
+{
+	struct timespec left = { .tv_sec = secs, .tv_nsec = 0 };
+
+	while (nanosleep(&left, &left) < 0 && errno == EINTR)
+		;
+}
+
+static int preauth(struct pam_call *call)
+{
+	struct ab_decision decision;
+	char line[768];
+	unsigned int slept;
+
+	ab_tracker_allow(call->tracker, &call->attempt, time(NULL), 0, &decision);
+	switch (decision.verdict) {
+	case AB_ALLOW:
+		return PAM_SUCCESS;
+	case AB_TARPIT:
+		slept = decision.delay_s < call->cfg.pam_max_delay_s ?
+			decision.delay_s : call->cfg.pam_max_delay_s;
+		pam_syslog(call->pamh, LOG_NOTICE, "%s slept=%us (pam_max_delay=%us)",
+			   ab_decision_log_line(&call->attempt, &decision,
+						line, sizeof(line)),
+			   slept, call->cfg.pam_max_delay_s);
+		tarpit_sleep(slept);
+		return PAM_SUCCESS;
+	case AB_REJECT:
+		break;
+	}
+	pam_syslog(call->pamh, LOG_WARNING, "%s",
+		   ab_decision_log_line(&call->attempt, &decision, line, sizeof(line)));
+	if (!call->silent && decision.user_msg != NULL &&
+	    decision.user_msg[0] != '\0')
+		(void)pam_error(call->pamh, "%s", decision.user_msg);
+	return PAM_AUTH_ERR;
+}
+
+static void record(struct pam_call *call, enum ab_outcome outcome)
+{
+	const char *error;
+
+	if (ab_tracker_report(call->tracker, &call->attempt, outcome,
+			      time(NULL), &error) < 0)
+		pam_syslog(call->pamh, LOG_ERR,
+			   "recording a %s in memcached failed: %s; the counts are incomplete",
+			   outcome == AB_OUTCOME_SUCCESS ? "success" : "failure",
+			   error);
+}
+
+/* What a call returns when the module cannot work: preauth follows
+   fail_mode; authfail stays a failure (the password was wrong whatever
+   the brake thinks); authsucc stays a success (recording never gates). */
+static int broken_result(const struct pam_call *call, enum ab_fail_mode mode)
+{
+	switch (call->action) {
+	case ACTION_AUTHFAIL:
+		return PAM_AUTH_ERR;
+	case ACTION_AUTHSUCC:
+		return PAM_SUCCESS;
+	default:
+		return mode == AB_FAIL_OPEN ? PAM_IGNORE : PAM_AUTH_ERR;
+	}
+}
+
+static const char *broken_consequence(const struct pam_call *call,
+				      enum ab_fail_mode mode)
+{
+	if (call->action != ACTION_PREAUTH)
+		return "this attempt is not recorded";
+	return mode == AB_FAIL_OPEN ?
+		"the brake is off, the password check goes on" :
+		"logins are refused";
+}
+
+static int run(pam_handle_t *pamh, int flags, int argc, const char **argv,
+	       enum pam_action forced)
+{
+	struct pam_call call;
+	const char *error;
+	int ret;
+
+	memset(&call, 0, sizeof(call));
+	call.pamh = pamh;
+	ab_config_defaults(&call.cfg);
+	if (args_parse(&call, flags, argc, argv, &error) < 0) {
+		enum ab_fail_mode mode = broken_config_fail_mode(argc, argv);
+
+		if (forced != ACTION_NONE)
+			call.action = forced;
+		pam_syslog(pamh, LOG_ERR,
+			   "configuration error: %s; fail_mode=%s (%s): %s",
+			   error, fail_mode_name(mode),
+			   mode == AB_FAIL_OPEN ? "the default, no fail_mode=closed module argument" :
+			   "from the module arguments",
+			   broken_consequence(&call, mode));
+		ab_config_free(&call.cfg);
+		return broken_result(&call, mode);
+	}
+	if (forced != ACTION_NONE)
+		call.action = forced;
+	if (call.action == ACTION_NONE) {
+		pam_syslog(pamh, LOG_ERR,
+			   "configuration error: no action: give preauth, authfail or authsucc; "
+			   "fail_mode=%s: %s", fail_mode_name(call.cfg.fail_mode),
+			   broken_consequence(&call, call.cfg.fail_mode));
+		call.action = ACTION_PREAUTH;
+		ret = broken_result(&call, call.cfg.fail_mode);
+		ab_config_free(&call.cfg);
+		return ret;
+	}
+	if (ab_tracker_init(&call.cfg, pam_log, pamh, &call.tracker, &error) < 0) {
+		pam_syslog(pamh, LOG_ERR, "cannot start: %s; fail_mode=%s: %s",
+			   error, fail_mode_name(call.cfg.fail_mode),
+			   broken_consequence(&call, call.cfg.fail_mode));
+		ret = broken_result(&call, call.cfg.fail_mode);
+		ab_config_free(&call.cfg);
+		return ret;
+	}
+
+	attempt_build(&call, call.action == ACTION_AUTHFAIL);
+	switch (call.action) {
+	case ACTION_PREAUTH:
+		ret = preauth(&call);
+		break;
+	case ACTION_AUTHFAIL:
+		record(&call, AB_OUTCOME_FAILURE);
+		ret = PAM_AUTH_ERR;
+		break;
+	default:
+		record(&call, AB_OUTCOME_SUCCESS);
+		ret = PAM_SUCCESS;
+		break;
+	}
+	memset(&call.attempt, 0, sizeof(call.attempt));
+	ab_tracker_deinit(&call.tracker);
+	ab_config_free(&call.cfg);
+	return ret;
+}
+
+AB_PAM_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags,
+				      int argc, const char **argv)
+{
+	return run(pamh, flags, argc, argv, ACTION_NONE);
+}
+
+AB_PAM_EXPORT int pam_sm_setcred(pam_handle_t *pamh, int flags,
+				 int argc, const char **argv)
+{
+	(void)pamh; (void)flags; (void)argc; (void)argv;
+	return PAM_SUCCESS;
+}
+
+/* In the account phase the module records a success, for stacks that
+   cannot run "authsucc" in the auth phase (use one or the other). */
+AB_PAM_EXPORT int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags,
+				   int argc, const char **argv)
+{
+	return run(pamh, flags, argc, argv, ACTION_AUTHSUCC);
+}
