@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,8 @@ static const char usage_text[] =
 "                               never overwrites\n"
 "  genkey --api-key [FILE]      write a new policy API key (default:\n"
 "                               api_key_file) and print Dovecot's setting\n"
+"  config                       print the settings in effect (after reading\n"
+"                               the configuration file over the defaults)\n"
 "\n"
 "options:\n"
 "  -c, --config FILE   configuration file (default " AB_CONFIG_DEFAULT_PATH ")\n"
@@ -791,6 +794,161 @@ static int cmd_genkey(struct cli *cli, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* --- config ------------------------------------------------------------ */
+
+/* The settings in effect, in the order of authbrake.conf(5); the output
+   is itself a valid configuration file. */
+enum setting_type {
+	S_STRING,
+	S_UINT,
+	S_SECONDS,
+	S_MILLIS,
+	S_DAYS,
+	S_CIDRS,
+	S_FAIL_MODE,
+};
+
+#define S(name, type, field) { name, type, offsetof(struct ab_config, field) }
+static const struct setting {
+	const char *name;
+	enum setting_type type;
+	size_t offset;
+} settings[] = {
+	S("secret_file", S_STRING, secret_file),
+	S("api_key_file", S_STRING, api_key_file),
+	S("memcached_servers", S_STRING, memcached_servers),
+	S("connect_timeout", S_MILLIS, connect_timeout_ms),
+	S("poll_timeout", S_MILLIS, poll_timeout_ms),
+	S("dead_timeout", S_SECONDS, dead_timeout_s),
+	S("server_failure_limit", S_UINT, server_failure_limit),
+	S("breaker_failures", S_UINT, breaker_failures),
+	S("breaker_cooldown", S_SECONDS, breaker_cooldown_s),
+	S("fail_mode", S_FAIL_MODE, fail_mode),
+	S("fail_log_interval", S_SECONDS, fail_log_interval_s),
+	S("default_domain", S_STRING, default_domain),
+	S("trusted_networks", S_CIDRS, trusted_networks),
+	S("restrict_networks", S_CIDRS, restrict_networks),
+	S("trusted_proxies", S_CIDRS, trusted_proxies),
+	S("ip_window", S_SECONDS, ip_window_s),
+	S("ip_free_failures", S_UINT, ip_free_failures),
+	S("ip_block_failures", S_UINT, ip_block_failures),
+	S("ip_max_accounts", S_UINT, ip_max_accounts),
+	S("max_inflight", S_UINT, max_inflight),
+	S("net_free_failures", S_UINT, net_free_failures),
+	S("net_block_failures", S_UINT, net_block_failures),
+	S("net_max_accounts", S_UINT, net_max_accounts),
+	S("tarpit_max", S_SECONDS, tarpit_max_s),
+	S("block_time", S_SECONDS, block_time_s),
+	S("block_max", S_SECONDS, block_max_s),
+	S("account_window", S_SECONDS, account_window_s),
+	S("account_lock_failures", S_UINT, account_lock_failures),
+	S("familiar_failures", S_UINT, familiar_failures),
+	S("lock_time", S_SECONDS, lock_time_s),
+	S("familiar_days", S_DAYS, familiar_days),
+	S("password_repeat", S_SECONDS, password_repeat_s),
+	S("pam_max_delay", S_SECONDS, pam_max_delay_s),
+};
+#undef S
+
+/* The largest unit that divides the value exactly: 3600 -> "1h". */
+static const char *exact_duration(unsigned long long secs, char *buf, size_t size)
+{
+	static const struct {
+		const char *unit;
+		unsigned long long secs;
+	} units[] = { { "d", 86400 }, { "h", 3600 }, { "m", 60 } };
+	size_t i;
+
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (secs > 0 && secs % units[i].secs == 0) {
+			snprintf(buf, size, "%llu%s", secs / units[i].secs, units[i].unit);
+			return buf;
+		}
+	}
+	snprintf(buf, size, "%llus", secs);
+	return buf;
+}
+
+static const char *setting_value(const struct ab_config *cfg,
+				 const struct setting *set, char *buf, size_t size)
+{
+	const void *field = (const char *)cfg + set->offset;
+	unsigned int n = *(const unsigned int *)field;
+
+	switch (set->type) {
+	case S_STRING:
+		return *(char *const *)field != NULL ? *(char *const *)field : "";
+	case S_UINT:
+		snprintf(buf, size, "%u", n);
+		return buf;
+	case S_SECONDS:
+		return exact_duration(n, buf, size);
+	case S_MILLIS:
+		if (n % 1000 == 0)
+			return exact_duration(n / 1000, buf, size);
+		snprintf(buf, size, "%ums", n);
+		return buf;
+	case S_DAYS:
+		snprintf(buf, size, "%ud", n);
+		return buf;
+	case S_FAIL_MODE:
+		return cfg->fail_mode == AB_FAIL_OPEN ? "open" : "closed";
+	case S_CIDRS: {
+		const struct ab_cidr_list *list = field;
+		char addr[AB_ADDR_STRLEN];
+		size_t i, len = 0;
+
+		buf[0] = '\0';
+		for (i = 0; i < list->count && len < size; i++) {
+			int ret = snprintf(buf + len, size - len, "%s%s",
+					   i > 0 ? ", " : "",
+					   ab_addr_str(&list->items[i].net,
+						       list->items[i].prefix, addr));
+			if (ret < 0)
+				break;
+			len += (size_t)ret;
+		}
+		return buf;
+	}
+	}
+	return "?";
+}
+
+static int cmd_config(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct json_out out;
+	char buf[4096];
+	size_t i;
+	int c, ret;
+
+	reset_getopt();
+	while ((c = next_opt(argc, argv, opts, cli)) != -1)
+		return bad_option("config", c, argc, argv);
+	if (optind != argc)
+		return usage_error("config: unexpected argument '%s'", argv[optind]);
+	if ((ret = cli_load_config(cli)) != EXIT_OK)
+		return ret;
+	if (cli->json)
+		json_begin(&out, stdout);
+	else
+		printf("# %s\n", cli->config_path);
+	for (i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		const char *value = setting_value(&cli->cfg, &settings[i], buf, sizeof(buf));
+
+		if (cli->json)
+			json_str(&out, settings[i].name, value);
+		else
+			printf("%s = %s\n", settings[i].name, value);
+	}
+	if (cli->json)
+		json_end(&out);
+	return EXIT_OK;
+}
+
 /* --- main -------------------------------------------------------------- */
 
 static const struct {
@@ -803,6 +961,7 @@ static const struct {
 	{ "block", cmd_block },
 	{ "unblock", cmd_unblock },
 	{ "genkey", cmd_genkey },
+	{ "config", cmd_config },
 };
 
 int main(int argc, char **argv)
