@@ -52,8 +52,25 @@ static const char *fail_mode_name(enum ab_fail_mode mode)
 	return mode == AB_FAIL_OPEN ? "open" : "closed";
 }
 
-/* The config file (conf=, else the default path), then the other
-   arguments as "key=value" through the same parser. */
+/* The action words first (so even a broken configuration knows what the
+   call was for), then the config file (conf=, else the default path),
+   then the other arguments as "key=value" through the same parser. */
+static enum pam_action args_action(int argc, const char **argv)
+{
+	enum pam_action action = ACTION_NONE;
+	int i;
+
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "preauth") == 0)
+			action = ACTION_PREAUTH;
+		else if (strcmp(argv[i], "authfail") == 0)
+			action = ACTION_AUTHFAIL;
+		else if (strcmp(argv[i], "authsucc") == 0)
+			action = ACTION_AUTHSUCC;
+	}
+	return action;
+}
+
 static int args_parse(struct pam_call *call, int flags, int argc,
 		      const char **argv, const char **error_r)
 {
@@ -71,28 +88,25 @@ static int args_parse(struct pam_call *call, int flags, int argc,
 		const char *eq = strchr(argv[i], '=');
 		char key[64];
 
-		if (strcmp(argv[i], "preauth") == 0)
-			call->action = ACTION_PREAUTH;
-		else if (strcmp(argv[i], "authfail") == 0)
-			call->action = ACTION_AUTHFAIL;
-		else if (strcmp(argv[i], "authsucc") == 0)
-			call->action = ACTION_AUTHSUCC;
-		else if (strcmp(argv[i], "silent") == 0)
-			call->silent = true;
-		else if (strncmp(argv[i], "conf=", 5) == 0)
+		if (strcmp(argv[i], "preauth") == 0 ||
+		    strcmp(argv[i], "authfail") == 0 ||
+		    strcmp(argv[i], "authsucc") == 0 ||
+		    strncmp(argv[i], "conf=", 5) == 0)
 			continue;
-		else if (eq == NULL || eq == argv[i] ||
-			 (size_t)(eq - argv[i]) >= sizeof(key))
+		if (strcmp(argv[i], "silent") == 0) {
+			call->silent = true;
+			continue;
+		}
+		if (eq == NULL || eq == argv[i] ||
+		    (size_t)(eq - argv[i]) >= sizeof(key))
 			return ab_error(error_r, "unknown module argument '%.80s' "
 					"(use preauth, authfail, authsucc, silent, conf=FILE or key=value)",
 					argv[i]);
-		else {
-			memcpy(key, argv[i], (size_t)(eq - argv[i]));
-			key[eq - argv[i]] = '\0';
-			if (ab_config_set(&call->cfg, key, eq + 1,
-					  "module argument", error_r) < 0)
-				return -1;
-		}
+		memcpy(key, argv[i], (size_t)(eq - argv[i]));
+		key[eq - argv[i]] = '\0';
+		if (ab_config_set(&call->cfg, key, eq + 1, "module argument",
+				  error_r) < 0)
+			return -1;
 	}
 	return ab_config_validate(&call->cfg, error_r);
 }
@@ -233,12 +247,17 @@ static int run(pam_handle_t *pamh, int flags, int argc, const char **argv,
 
 	memset(&call, 0, sizeof(call));
 	call.pamh = pamh;
+	call.action = forced != ACTION_NONE ? forced : args_action(argc, argv);
+	if (call.action == ACTION_NONE) {
+		pam_syslog(pamh, LOG_ERR,
+			   "configuration error: no action: give preauth, authfail or authsucc "
+			   "as a module argument; the module is ignored");
+		return PAM_IGNORE;
+	}
 	ab_config_defaults(&call.cfg);
 	if (args_parse(&call, flags, argc, argv, &error) < 0) {
 		enum ab_fail_mode mode = broken_config_fail_mode(argc, argv);
 
-		if (forced != ACTION_NONE)
-			call.action = forced;
 		pam_syslog(pamh, LOG_ERR,
 			   "configuration error: %s; fail_mode=%s (%s): %s",
 			   error, fail_mode_name(mode),
@@ -247,18 +266,6 @@ static int run(pam_handle_t *pamh, int flags, int argc, const char **argv,
 			   broken_consequence(&call, mode));
 		ab_config_free(&call.cfg);
 		return broken_result(&call, mode);
-	}
-	if (forced != ACTION_NONE)
-		call.action = forced;
-	if (call.action == ACTION_NONE) {
-		pam_syslog(pamh, LOG_ERR,
-			   "configuration error: no action: give preauth, authfail or authsucc; "
-			   "fail_mode=%s: %s", fail_mode_name(call.cfg.fail_mode),
-			   broken_consequence(&call, call.cfg.fail_mode));
-		call.action = ACTION_PREAUTH;
-		ret = broken_result(&call, call.cfg.fail_mode);
-		ab_config_free(&call.cfg);
-		return ret;
 	}
 	if (ab_tracker_init(&call.cfg, pam_log, pamh, &call.tracker, &error) < 0) {
 		pam_syslog(pamh, LOG_ERR, "cannot start: %s; fail_mode=%s: %s",
