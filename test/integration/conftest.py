@@ -1,0 +1,102 @@
+"""pytest fixtures over harness.py: every server is stopped by PID in teardown.
+
+Fixtures:
+  memcached            a fresh Memcached per test
+  memcached_factory    make(**kw) -> started Memcached; all stopped at teardown
+  authbrake_conf       make(memcached_servers, **overrides) -> AuthbrakeConf
+                       (files in a fresh 0755 temp dir per call)
+  dovecot_factory      make(**Dovecot kwargs) -> started Dovecot; stopped at
+                       teardown; its dir is kept (and its log tail printed)
+                       when the test failed, removed otherwise
+  policy_binary        path of build/authbrake-policy; fails the test (never
+                       skips) when it has not been built: run `make` first
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request):
+    for when in ("setup", "call"):
+        rep = getattr(request.node, "rep_" + when, None)
+        if rep is not None and rep.failed:
+            return True
+    return False
+
+
+@pytest.fixture
+def policy_binary():
+    if not os.access(harness.POLICY_BIN, os.X_OK):
+        pytest.fail(f"{harness.POLICY_BIN} is missing: run `make` first")
+    return str(harness.POLICY_BIN)
+
+
+@pytest.fixture
+def memcached_factory():
+    started = []
+
+    def make(**kw):
+        mc = harness.Memcached(**kw)
+        started.append(mc)
+        return mc.start()
+
+    yield make
+    for mc in started:
+        mc.stop()
+        shutil.rmtree(mc.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def memcached(memcached_factory):
+    return memcached_factory()
+
+
+@pytest.fixture
+def authbrake_conf(request):
+    dirs = []
+
+    def make(memcached_servers, **overrides):
+        d = tempfile.mkdtemp(prefix="ab-conf-")
+        os.chmod(d, 0o755)
+        dirs.append(d)
+        return harness.write_authbrake_conf(d, memcached_servers, **overrides)
+
+    yield make
+    if not _failed(request):
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot_factory(request):
+    started = []
+
+    def make(**kw):
+        dc = harness.Dovecot(**kw)
+        started.append(dc)
+        return dc.start()
+
+    yield make
+    failed = _failed(request)
+    for dc in started:
+        dc.stop()
+        if failed:
+            tail = dc.log_text()[-6000:]
+            sys.stderr.write(f"\n--- kept {dc.dir}; tail of {dc.log_path}:\n{tail}\n")
+        else:
+            shutil.rmtree(dc.dir, ignore_errors=True)

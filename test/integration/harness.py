@@ -1,0 +1,825 @@
+"""Real servers for authbrake's integration tests: memcached, Dovecot, clients.
+
+Every server gets its own temporary directory and free 127.0.0.1 ports, and
+is stopped by PID (also when a test fails: use them as context managers or
+through the fixtures in conftest.py). Standard library only.
+
+API (stable; other test modules import it):
+
+free_port() -> int
+    A TCP port on 127.0.0.1 that was free a moment ago.
+
+class Memcached(port=None, memory_mb=64)          context manager
+    .start()  .stop()  .kill() (SIGKILL)  .pause() (SIGSTOP)  .resume() (SIGCONT)
+    .restart()  start again on the *same* port (state is lost: it is a new process)
+    .pid  .port  .address ("127.0.0.1:PORT")  .running
+    .command(line) -> str       one raw text-protocol command ("stats", "flush_all")
+    .dump_keys() -> [str]       every key stored (lru_crawler metadump)
+
+write_authbrake_conf(dir, memcached_servers, **overrides) -> AuthbrakeConf
+    Writes DIR/secret (64 hex digits, 0600), DIR/api-key (0600) and
+    DIR/authbrake.conf with TEST_DEFAULTS updated by overrides
+    (key=value; a value None drops the key so the tracker's default holds;
+    lists/tuples are joined with ", "). The result is the conf path (a str)
+    with .api_key, .secret_file, .api_key_file, .settings (dict written).
+    memcached_servers may be a Memcached, a list of them, or a string.
+
+class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
+              extra_conf="", policy_user="root", anvil_penalty=False)
+                                                                context manager
+    Self-contained dovecot.conf (base_dir, state_dir, log file in its own dir),
+    `dovecot -F -c CONF`, IMAP and POP3 listeners on free 127.0.0.1 ports,
+    ssl = no, disable_plaintext_auth = no, auth_failure_delay = 0,
+    auth_verbose + auth_debug (every password check shows in the log),
+    passwd-file passdb/userdb ({PLAIN} passwords; users = {name: password},
+    default DEFAULT_USERS). With policy_conf (a path from write_authbrake_conf)
+    the authbrake-policy service from build/ runs under the master on
+    .policy_port with the auth_policy_* settings of iface.md.
+    trusted_networks -> login_trusted_networks. anvil_penalty=False turns off
+    Dovecot's own per-address delay (2..15 s after failures) so tests measure
+    authbrake alone; True keeps it as production has it.
+    .start() .stop() .reload() (SIGHUP)  .pid  .imap_port  .pop3_port
+    .policy_port  .conf_path  .log_path  .dir  .policy_conf  .api_key
+    .add_user(name, password)
+    .auth_test(user, pw, rip, service="imap", extra=None) -> (ok, output, seconds)
+    .imap_login(user, pw, src="127.0.0.1", timeout=30) -> (ok, message, seconds)
+    .pop3_login(user, pw, src="127.0.0.1", timeout=30) -> (ok, message, seconds)
+    .log_text() -> str   .log_mark() -> int   .log_since(mark) -> str
+    .wait_log(regex, since=0, timeout=5) -> re.Match | None
+    .policy_pids() -> [int]     authbrake-policy processes under this master
+    .policy_post(command, body, api_key=True, headers=None) -> (status, text)
+
+imap_login / pop3_login / auth_test are also module functions taking the
+ports/conf first. `seconds` is the time of the authentication exchange
+(LOGIN, or USER+PASS), not of connecting.
+
+http_post(port, path, body, headers=None, timeout=10) -> (status, text)
+    Raw HTTP POST to 127.0.0.1:port (body: bytes, str or JSON-able object).
+"""
+
+import errno
+import http.client
+import imaplib
+import json
+import os
+import poplib
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_DIR = REPO_ROOT / "build"
+POLICY_BIN = BUILD_DIR / "authbrake-policy"
+
+DOVECOT_BIN = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVEADM_BIN = shutil.which("doveadm") or "/usr/bin/doveadm"
+MEMCACHED_BIN = shutil.which("memcached") or "/usr/bin/memcached"
+
+DEFAULT_USERS = {
+    "alice": "alice-secret-1",
+    "bob": "bob-secret-2",
+    "carol": "carol-secret-3",
+}
+
+# Small thresholds so a test reaches each state in a few attempts and a
+# tarpit costs little; the production defaults are in tracker/ab-config.c.
+TEST_DEFAULTS = {
+    "fail_mode": "open",
+    "fail_log_interval": "1s",
+    "ip_window": "10m",
+    "ip_free_failures": 3,
+    "ip_block_failures": 8,
+    "ip_max_accounts": 5,
+    "net_free_failures": 20,
+    "net_block_failures": 60,
+    "net_max_accounts": 20,
+    "tarpit_max": "2s",
+    "block_time": "60s",
+    "block_max": "5m",
+    "account_window": "10m",
+    "account_lock_failures": 5,
+    "familiar_failures": 5,
+    "lock_time": "5m",
+    "familiar_days": 1,
+    "password_repeat": "10m",
+}
+
+AUTH_POLICY_ATTRIBUTES = (
+    "login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} "
+    "real_rip=%{real_rip} device_id=%{client_id} protocol=%s "
+    "session_id=%{session}")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0, host="127.0.0.1", proc=None):
+    """Wait until something accepts on host:port; False on timeout or if proc died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    # a zombie still answers kill(0): look at its state
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
+    """Signal a Popen, wait for it, SIGKILL it if it does not go."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _children_of(ppid):
+    """PIDs whose parent is ppid (from /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == ppid:
+            out.append(int(name))
+    return out
+
+
+def _descendants_of(pid):
+    out, todo = [], [pid]
+    while todo:
+        kids = _children_of(todo.pop())
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+# --------------------------------------------------------------- memcached
+
+class Memcached:
+    """A private memcached on 127.0.0.1 (TCP only, -U 0), stopped by PID."""
+
+    def __init__(self, port=None, memory_mb=64):
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.memory_mb = memory_mb
+        self.dir = tempfile.mkdtemp(prefix="ab-memcached-")
+        self.proc = None
+        self.paused = False
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self):
+        if self.running:
+            return self
+        cmd = [MEMCACHED_BIN, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
+               "-m", str(self.memory_mb), "-c", "1024"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "memcache" if _user_exists("memcache") else "nobody"]
+        self.log = open(os.path.join(self.dir, "memcached.log"), "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self.paused = False
+        if not wait_port(self.port, 10, proc=self.proc):
+            self.stop()
+            raise RuntimeError(f"memcached did not start on port {self.port}: "
+                               + self._log_tail())
+        return self
+
+    def _log_tail(self):
+        try:
+            with open(os.path.join(self.dir, "memcached.log"), "rb") as f:
+                return f.read()[-2000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def pause(self):
+        """SIGSTOP: the port still accepts connections but nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        os.kill(self.pid, signal.SIGCONT)
+        self.paused = False
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.paused and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.paused = False
+        _stop_process(self.proc, signal.SIGTERM, 5)
+        self.proc = None
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+    def kill(self):
+        """SIGKILL, as a crash would."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait(5)
+        self.proc = None
+        self.paused = False
+
+    def restart(self):
+        """Stop and start again on the same port (an empty cache)."""
+        self.stop()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return self.start()
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def command(self, line, timeout=3.0):
+        """Send one text-protocol command, return the reply up to END/OK/etc."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(line.encode() + b"\r\n")
+            data = b""
+            ends = (b"END\r\n", b"OK\r\n", b"ERROR\r\n", b"STORED\r\n",
+                    b"DELETED\r\n", b"NOT_FOUND\r\n")
+            while not any(data.endswith(e) for e in ends):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if data.isdigit() or re.fullmatch(rb"\d+\r\n", data):
+                    break
+            return data.decode(errors="replace")
+
+    def dump_keys(self):
+        """Every key in the cache (URL-encoded as memcached prints them)."""
+        out = self.command("lru_crawler metadump all")
+        keys = []
+        for line in out.splitlines():
+            m = re.match(r"key=(\S+)", line)
+            if m:
+                keys.append(m.group(1))
+        return keys
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __repr__(self):
+        return f"<Memcached {self.address} pid={self.pid}>"
+
+
+def _user_exists(name):
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+# ------------------------------------------------------------ authbrake.conf
+
+class AuthbrakeConf(str):
+    """The path of an authbrake.conf, carrying what a test needs about it."""
+    api_key = ""
+    api_key_file = ""
+    secret_file = ""
+    settings = None
+
+
+def _write_private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def _servers_str(servers):
+    if isinstance(servers, Memcached):
+        return servers.address
+    if isinstance(servers, (list, tuple)):
+        return ", ".join(_servers_str(s) for s in servers)
+    return str(servers)
+
+
+def write_authbrake_conf(dir, memcached_servers, **overrides):
+    """Write secret, api key and authbrake.conf into dir; return the conf path."""
+    dir = str(dir)
+    os.makedirs(dir, exist_ok=True)
+    secret_file = os.path.join(dir, "secret")
+    api_key_file = os.path.join(dir, "api-key")
+    conf_path = os.path.join(dir, "authbrake.conf")
+    api_key = secrets.token_hex(16)
+    _write_private(secret_file, secrets.token_hex(32) + "\n")
+    _write_private(api_key_file, api_key + "\n")
+
+    settings = {"secret_file": secret_file, "api_key_file": api_key_file,
+                "memcached_servers": _servers_str(memcached_servers)}
+    settings.update(TEST_DEFAULTS)
+    for key, value in overrides.items():
+        if value is None:
+            settings.pop(key, None)
+        elif isinstance(value, (list, tuple)):
+            settings[key] = ", ".join(str(v) for v in value)
+        else:
+            settings[key] = value
+    lines = ["# authbrake.conf written by test/integration/harness.py"]
+    lines += [f"{k} = {v}" for k, v in settings.items()]
+    with open(conf_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(conf_path, 0o644)
+
+    path = AuthbrakeConf(conf_path)
+    path.api_key = api_key
+    path.api_key_file = api_key_file
+    path.secret_file = secret_file
+    path.settings = settings
+    return path
+
+
+# ------------------------------------------------------------------ clients
+
+class _BoundIMAP(imaplib.IMAP4):
+    def __init__(self, host, port, src, timeout):
+        self._src = src
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(self._src, 0))
+
+
+class _BoundPOP3(poplib.POP3):
+    def __init__(self, host, port, src, timeout):
+        self._src = src
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(self._src, 0))
+
+
+def _text(x):
+    if isinstance(x, (bytes, bytearray)):
+        return x.decode(errors="replace")
+    if isinstance(x, list):
+        return " ".join(_text(i) for i in x)
+    return str(x)
+
+
+def imap_login(port, user, password, src="127.0.0.1", timeout=30):
+    """LOGIN over IMAP from source address src: (ok, server message, seconds)."""
+    conn = _BoundIMAP("127.0.0.1", port, src, timeout)
+    try:
+        t0 = time.monotonic()
+        try:
+            typ, data = conn.login(user, password)
+            ok, msg = typ == "OK", _text(data)
+        except (imaplib.IMAP4.error, imaplib.IMAP4.abort) as e:
+            ok, msg = False, _text(e.args[0] if e.args else e)
+        except (OSError, EOFError) as e:
+            ok, msg = False, f"connection error: {e!r}"
+        seconds = time.monotonic() - t0
+        try:
+            if ok:
+                conn.logout()
+            else:
+                conn.shutdown()
+        except Exception:
+            pass
+        return ok, msg, seconds
+    finally:
+        try:
+            conn.sock.close()
+        except Exception:
+            pass
+
+
+def pop3_login(port, user, password, src="127.0.0.1", timeout=30):
+    """USER/PASS over POP3 from source address src: (ok, server message, seconds)."""
+    conn = _BoundPOP3("127.0.0.1", port, src, timeout)
+    try:
+        t0 = time.monotonic()
+        try:
+            conn.user(user)
+            resp = conn.pass_(password)
+            ok, msg = True, _text(resp)
+        except poplib.error_proto as e:
+            ok, msg = False, _text(e.args[0] if e.args else e)
+        except (OSError, EOFError) as e:
+            ok, msg = False, f"connection error: {e!r}"
+        seconds = time.monotonic() - t0
+        try:
+            if ok:
+                conn.quit()
+        except Exception:
+            pass
+        return ok, msg, seconds
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def auth_test(conf_path, user, password, rip, service="imap", extra=None,
+              timeout=60):
+    """`doveadm -c CONF auth test -x rip=RIP -x service=...`: (ok, output, seconds)."""
+    cmd = [DOVEADM_BIN, "-c", str(conf_path), "auth", "test",
+           "-x", f"rip={rip}", "-x", f"service={service}"]
+    for k, v in (extra or {}).items():
+        cmd += ["-x", f"{k}={v}"]
+    cmd += [user, password]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       stdin=subprocess.DEVNULL, timeout=timeout)
+    seconds = time.monotonic() - t0
+    out = r.stdout.decode(errors="replace")
+    ok = r.returncode == 0 and "auth succeeded" in out
+    return ok, out, seconds
+
+
+def http_post(port, path, body, headers=None, timeout=10):
+    """POST body to http://127.0.0.1:port/path; returns (status, response text)."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    elif isinstance(body, str):
+        body = body.encode()
+    hdrs = {"Content-Type": "application/json"}
+    hdrs.update(headers or {})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------ Dovecot
+
+def _mail_owner():
+    """uid, gid and name that own the test mailboxes."""
+    if os.geteuid() != 0:
+        pw = pwd.getpwuid(os.geteuid())
+        return pw.pw_uid, pw.pw_gid
+    pw = pwd.getpwnam("nobody")   # uid 65534 >= Dovecot's first_valid_uid
+    return pw.pw_uid, pw.pw_gid
+
+
+class Dovecot:
+    """A private Dovecot (IMAP + POP3 + optional authbrake-policy), stopped by PID."""
+
+    def __init__(self, dir=None, users=None, policy_conf=None,
+                 trusted_networks=None, extra_conf="", policy_user="root",
+                 anvil_penalty=False):
+        self.anvil_penalty = anvil_penalty
+        self.dir = str(dir) if dir else tempfile.mkdtemp(prefix="ab-dovecot-")
+        self._own_dir = dir is None
+        os.makedirs(self.dir, exist_ok=True)
+        # the auth process (user dovecot) reads the passwd-file through this dir
+        os.chmod(self.dir, 0o755)
+        self.users = dict(DEFAULT_USERS if users is None else users)
+        self.policy_conf = policy_conf
+        self.api_key = getattr(policy_conf, "api_key", None)
+        if policy_conf is not None and not self.api_key:
+            with open(os.path.join(os.path.dirname(str(policy_conf)), "api-key")) as f:
+                self.api_key = f.read().strip()
+        self.trusted_networks = trusted_networks
+        self.extra_conf = extra_conf
+        self.policy_user = policy_user
+        self.imap_port = free_port()
+        self.pop3_port = free_port()
+        self.policy_port = free_port() if policy_conf is not None else None
+        self.conf_path = os.path.join(self.dir, "dovecot.conf")
+        self.log_path = os.path.join(self.dir, "dovecot.log")
+        self.base_dir = os.path.join(self.dir, "run")
+        self.state_dir = os.path.join(self.dir, "state")
+        self.home_root = os.path.join(self.dir, "home")
+        self.passwd_path = os.path.join(self.dir, "users")
+        self.uid, self.gid = _mail_owner()
+        self.proc = None
+        self._write_config()
+
+    # -- configuration
+    def _passwd_line(self, name, password):
+        home = os.path.join(self.home_root, name)
+        return f"{name}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{home}::\n"
+
+    def _write_users(self):
+        tmp = self.passwd_path + ".tmp"
+        with open(tmp, "w") as f:
+            for name, password in self.users.items():
+                f.write(self._passwd_line(name, password))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.passwd_path)
+        os.makedirs(self.home_root, exist_ok=True)
+        os.chmod(self.home_root, 0o755)
+        for name in self.users:
+            home = os.path.join(self.home_root, name)
+            if not os.path.isdir(home):
+                os.makedirs(home)
+                os.chown(home, self.uid, self.gid)
+                os.chmod(home, 0o700)
+
+    def add_user(self, name, password):
+        """Add or change a user; Dovecot re-reads the passwd-file by mtime."""
+        self.users[name] = password
+        self._write_users()
+        # passwd-file notices a change by mtime: make sure it moves
+        t = time.time() + 1
+        os.utime(self.passwd_path, (t, t))
+
+    def _write_config(self):
+        if os.geteuid() == 0:
+            internal_user, login_user = "dovecot", "dovenull"
+        else:
+            internal_user = login_user = pwd.getpwuid(os.geteuid()).pw_name
+        self._write_users()
+        c = f"""# dovecot.conf written by test/integration/harness.py
+base_dir = {self.base_dir}
+state_dir = {self.state_dir}
+instance_name = ab-test-{os.path.basename(self.dir)}
+log_path = {self.log_path}
+info_log_path = {self.log_path}
+debug_log_path = {self.log_path}
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+default_internal_user = {internal_user}
+default_login_user = {login_user}
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_verbose = yes
+auth_debug = yes
+auth_cache_size = 0
+login_log_format_elements = user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{{session}}>
+"""
+        if self.trusted_networks:
+            nets = self.trusted_networks
+            if isinstance(nets, (list, tuple)):
+                nets = " ".join(nets)
+            c += f"login_trusted_networks = {nets}\n"
+        c += f"""
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {self.passwd_path}
+}}
+userdb {{
+  driver = passwd-file
+  args = {self.passwd_path}
+}}
+
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+"""
+        if self.policy_conf is not None:
+            user = self.policy_user or "$default_internal_user"
+            c += f"""
+service authbrake-policy {{
+  executable = {POLICY_BIN} -C {self.policy_conf}
+  inet_listener authbrake-policy {{
+    address = 127.0.0.1
+    port = {self.policy_port}
+  }}
+  user = {user}
+  service_count = 0
+  process_limit = 4
+  process_min_avail = 4
+  client_limit = 32
+}}
+auth_policy_server_url = http://127.0.0.1:{self.policy_port}/
+auth_policy_server_api_header = X-API-Key: {self.api_key}
+auth_policy_hash_nonce = {secrets.token_hex(16)}
+auth_policy_hash_truncate = 12
+auth_policy_request_attributes = {AUTH_POLICY_ATTRIBUTES}
+auth_policy_reject_on_fail = no
+auth_policy_check_before_auth = yes
+auth_policy_check_after_auth = yes
+auth_policy_report_after_auth = yes
+"""
+        if not self.anvil_penalty:
+            # Dovecot's own per-address penalty (2..15 s after failures) would
+            # hide authbrake's tarpit: the auth process cannot open a mode-0
+            # socket and then runs without it. Production keeps it.
+            c += """
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+"""
+        c += self.extra_conf + "\n"
+        with open(self.conf_path, "w") as f:
+            f.write(c)
+
+    # -- life cycle
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout=20):
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self._stderr = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
+        self.proc = subprocess.Popen([DOVECOT_BIN, "-F", "-c", self.conf_path],
+                                     stdout=self._stderr, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        ports = [self.imap_port, self.pop3_port]
+        ok = all(wait_port(p, timeout, proc=self.proc) for p in ports)
+        auth_socket = os.path.join(self.base_dir, "auth-client")
+        deadline = time.monotonic() + timeout
+        while ok and not os.path.exists(auth_socket):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                ok = False
+                break
+            time.sleep(0.05)
+        if ok and self.policy_port is not None:
+            ok = wait_port(self.policy_port, timeout, proc=self.proc)
+            # process_min_avail: give the master a moment to fork them
+            deadline = time.monotonic() + timeout
+            while ok and len(self.policy_pids()) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if not ok:
+            err = self._diagnostics()
+            self.stop()
+            raise RuntimeError("dovecot did not start:\n" + err)
+        return self
+
+    def _diagnostics(self):
+        parts = []
+        for name in ("dovecot.stderr", "dovecot.log"):
+            try:
+                with open(os.path.join(self.dir, name), "rb") as f:
+                    parts.append(f"--- {name}\n" + f.read()[-4000:].decode(errors="replace"))
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    def reload(self):
+        os.kill(self.pid, signal.SIGHUP)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        kids = _descendants_of(self.proc.pid) if self.proc.poll() is None else []
+        _stop_process(self.proc, signal.SIGTERM, 15)
+        self.proc = None
+        # anything of ours the master left behind (it should not)
+        deadline = time.monotonic() + 3
+        for pid in kids:
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if getattr(self, "_stderr", None):
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if self._own_dir and exc[0] is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- inspection
+    def policy_pids(self):
+        """PIDs of the authbrake-policy processes this master runs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        out = []
+        for pid in _children_of(self.proc.pid):
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+            if os.path.basename(exe.replace(" (deleted)", "")) == "authbrake-policy":
+                out.append(pid)
+        return sorted(out)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_mark(self):
+        """An offset into the log; pass it to log_since() / wait_log()."""
+        try:
+            return os.path.getsize(self.log_path)
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, mark):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(mark)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, regex, since=0, timeout=5.0):
+        """Wait for a log line matching regex after offset since; the match or None."""
+        pat = re.compile(regex, re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = pat.search(self.log_since(since))
+            if m or time.monotonic() > deadline:
+                return m
+            time.sleep(0.05)
+
+    # -- clients
+    def imap_login(self, user, password, src="127.0.0.1", timeout=30):
+        return imap_login(self.imap_port, user, password, src, timeout)
+
+    def pop3_login(self, user, password, src="127.0.0.1", timeout=30):
+        return pop3_login(self.pop3_port, user, password, src, timeout)
+
+    def auth_test(self, user, password, rip, service="imap", extra=None, timeout=60):
+        return auth_test(self.conf_path, user, password, rip, service, extra, timeout)
+
+    def policy_post(self, command, body, api_key=True, headers=None, timeout=10):
+        """POST to the policy service; api_key True = the right key, False = none,
+        a string = that key. Returns (status, text)."""
+        hdrs = dict(headers or {})
+        if api_key is True:
+            hdrs["X-API-Key"] = self.api_key
+        elif api_key:
+            hdrs["X-API-Key"] = api_key
+        path = f"/?command={command}" if command is not None else "/"
+        return http_post(self.policy_port, path, body, hdrs, timeout)
+
+    def __repr__(self):
+        return (f"<Dovecot imap={self.imap_port} pop3={self.pop3_port} "
+                f"policy={self.policy_port} pid={self.pid}>")
