@@ -1,0 +1,240 @@
+"""End to end: real Courier imapd/pop3d, authdaemond with authpam, and
+pam_authbrake.so in the project's own PAM stacks; then Courier and Dovecot
+(authbrake-policy) sharing one memcached and one authbrake.conf.
+
+Courier is unpacked from Debian's packages and run in a private mount
+namespace (see courier.py). Courier's login processes sleep ~5 s after every
+failed login before they answer, outside authdaemond's workers, so failures
+are driven on parallel connections, each test from its own 127.N.0.0/16 of
+sources so no test's counters touch another's.
+
+pam_unix logs every password it checks ("authentication failure" or nothing
+on success); a refusal with no pam_unix line for that login was made by
+pam_authbrake's preauth, before the password was checked.
+"""
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import courier
+import harness
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root: useradd, mount namespaces")
+
+PASSWORD = "Stapler-orbit-42"
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def memcached():
+    with harness.Memcached() as mc:
+        yield mc
+
+
+@pytest.fixture(scope="module")
+def conf(memcached, tmp_path_factory):
+    d = tmp_path_factory.mktemp("authbrake-courier")
+    return harness.write_authbrake_conf(d, memcached)
+
+
+@pytest.fixture(scope="module")
+def courier_srv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("courier")
+    srv = courier.Courier(dir=d, daemons=5)
+    try:
+        srv.start()
+        yield srv
+    except BaseException:
+        print(srv.diagnostics())
+        raise
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def brake(courier_srv, conf):
+    """Courier with pam_authbrake's imap and pop3 stacks."""
+    if not courier.PAM_MODULE.exists():
+        pytest.fail(f"{courier.PAM_MODULE} is missing: run make")
+    for service in ("imap", "pop3"):
+        courier_srv.set_pam_stack(service, courier.authbrake_stack(service, conf))
+    mark = courier_srv.syslog_mark()
+    yield courier_srv
+    for service in ("imap", "pop3"):
+        courier_srv.set_pam_stack(service, courier.pam_unix_stack())
+    print(courier_srv.syslog_text(mark))
+
+
+@pytest.fixture
+def users():
+    with courier.SystemUsers() as u:
+        yield u
+
+
+def parallel(calls):
+    """Run (function, args...) tuples at once; their results in order."""
+    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
+        futures = [pool.submit(c[0], *c[1:]) for c in calls]
+        return [f.result() for f in futures]
+
+
+def pam_lines(srv, mark, user=None):
+    lines = srv.syslog.lines(mark)
+    return [l for l in lines if user is None or user in l]
+
+
+def checked_by_pam_unix(srv, mark, user, addr):
+    """Did pam_unix check a password for user from addr after mark?"""
+    return any("pam_unix" in l and f"user={user}" in l and f"rhost=::ffff:{addr}" in l
+               for l in srv.syslog.lines(mark))
+
+
+# ------------------------------------------------------------------ Courier alone
+
+def test_plain_pam_unix_login(courier_srv, users):
+    """The harness itself: Courier with a pam_unix-only stack."""
+    for service in ("imap", "pop3"):
+        courier_srv.set_pam_stack(service, courier.pam_unix_stack())
+    user = users.add(PASSWORD)
+    (ok_i, msg_i, _), (ok_p, msg_p, _), (bad, msg_b, _) = parallel([
+        (courier_srv.imap_login, user, PASSWORD, "127.40.0.1"),
+        (courier_srv.pop3_login, user, PASSWORD, "127.40.0.2"),
+        (courier_srv.imap_login, user, "not-" + PASSWORD, "127.40.0.3"),
+    ])
+    assert ok_i, msg_i
+    assert ok_p, msg_p
+    assert not bad and "Login failed" in msg_b, msg_b
+    assert re.search(rf"LOGIN, user={user}, ip=\[::ffff:127\.40\.0\.1\]",
+                     courier_srv.log_text())
+
+
+def test_right_password_passes_brake(brake, users):
+    user = users.add(PASSWORD)
+    mark = brake.syslog_mark()
+    (ok_i, msg_i, _), (ok_p, msg_p, _), (bad, msg_b, _) = parallel([
+        (brake.imap_login, user, PASSWORD, "127.41.0.1"),
+        (brake.pop3_login, user, PASSWORD, "127.41.0.2"),
+        (brake.pop3_login, user, "wrong-" + PASSWORD, "127.41.0.3"),
+    ])
+    assert ok_i, msg_i + brake.syslog_text(mark)
+    assert ok_p, msg_p + brake.syslog_text(mark)
+    assert not bad, msg_b
+    # the wrong password did reach pam_unix: the brake let it through
+    assert checked_by_pam_unix(brake, mark, user, "127.41.0.3"), brake.syslog_text(mark)
+
+
+def test_dictionary_run_blocks_address(brake, users):
+    """One address tries many accounts over POP3: blocked, and then the right
+    password is refused on IMAP and POP3 before pam_unix sees it."""
+    user = users.add(PASSWORD)
+    attacker = "127.42.0.66"
+    names = ["monday", "monica", "monroe", "montana", "montague", "monty"]
+    mark = brake.syslog_mark()
+    results = parallel([(brake.pop3_login, n, "123456", attacker) for n in names])
+    assert not any(ok for ok, _, _ in results), results
+
+    # the dictionary run left a block on the address (distinct accounts)
+    assert brake.syslog.wait(r"pam_authbrake.*address=127\.42\.0\.66 .*decision=(tarpit|reject)",
+                             mark, 1), brake.syslog_text(mark)
+
+    mark = brake.syslog_mark()
+    (ok_i, msg_i, _), (ok_p, msg_p, _), (ok_o, msg_o, _) = parallel([
+        (brake.imap_login, user, PASSWORD, attacker),
+        (brake.pop3_login, user, PASSWORD, attacker),
+        (brake.imap_login, user, PASSWORD, "127.42.1.5"),   # another /24: untouched
+    ])
+    assert not ok_i, msg_i
+    assert not ok_p, msg_p
+    assert ok_o, msg_o + brake.syslog_text(mark)
+    text = brake.syslog_text(mark)
+    rejects = re.findall(rf'pam_authbrake\((imap|pop3):auth\).*account="{user}" '
+                         rf'address=127\.42\.0\.66 .*decision=reject.*reason="address blocked"',
+                         text)
+    assert sorted(rejects) == ["imap", "pop3"], text
+    assert not checked_by_pam_unix(brake, mark, user, attacker), text
+
+
+def test_locked_account_refused_from_new_address_allowed_from_familiar(brake, users):
+    user = users.add(PASSWORD)
+    home = "127.43.1.10"
+    ok, msg, _ = brake.imap_login(user, PASSWORD, home)   # home /24 becomes familiar
+    assert ok, msg
+
+    # a botnet rotating addresses (one /24 each), each guess a new password
+    mark = brake.syslog_mark()
+    results = parallel([(brake.imap_login, user, f"guess-{k}", f"127.43.{20 + k}.9")
+                        for k in range(5)])
+    assert not any(ok for ok, _, _ in results), results
+
+    mark = brake.syslog_mark()
+    (ok_new, msg_new, _), (ok_new3, msg_new3, _), (ok_home, msg_home, _) = parallel([
+        (brake.imap_login, user, PASSWORD, "127.43.99.1"),
+        (brake.pop3_login, user, PASSWORD, "127.43.98.1"),
+        (brake.pop3_login, user, PASSWORD, "127.43.1.77"),   # same /24 as home
+    ])
+    text = brake.syslog_text(mark)
+    assert not ok_new, msg_new
+    assert not ok_new3, msg_new3
+    assert ok_home, msg_home + text
+    assert len(re.findall(rf'account="{user}" address=127\.43\.9[89]\.1 .*decision=reject'
+                          rf'.*reason="account locked for unfamiliar origins"', text)) == 2, text
+    assert not checked_by_pam_unix(brake, mark, user, "127.43.99.1"), text
+
+
+# ------------------------------------------------------------------ with Dovecot
+
+@pytest.fixture(scope="module")
+def dovecot(conf, tmp_path_factory):
+    if not harness.POLICY_BIN.exists():
+        pytest.fail(f"{harness.POLICY_BIN} is missing: run make")
+    d = tmp_path_factory.mktemp("dovecot")
+    with harness.Dovecot(dir=d, policy_conf=conf) as dc:
+        yield dc
+
+
+def test_courier_pop3_failures_block_address_on_dovecot_imap(brake, dovecot):
+    attacker = "127.44.0.66"
+    user, password = next(iter(harness.DEFAULT_USERS.items()))
+    ok, msg, _ = dovecot.imap_login(user, password, "127.44.1.1")
+    assert ok, msg           # Dovecot and its policy service work
+
+    names = ["admin", "info", "sales", "support", "test", "webmaster"]
+    results = parallel([(brake.pop3_login, n, "password1", attacker) for n in names])
+    assert not any(ok for ok, _, _ in results), results
+
+    mark = dovecot.log_mark()
+    ok, msg, seconds = dovecot.imap_login(user, password, attacker)
+    assert not ok, msg
+    assert dovecot.wait_log(r'address=127\.44\.0\.66 .*decision=reject.*reason="address blocked"',
+                            mark), dovecot.log_since(mark)
+
+
+def test_account_locked_through_dovecot_is_locked_on_courier(brake, dovecot, users):
+    user = users.add(PASSWORD)
+    dovecot.add_user(user, PASSWORD)
+    home = "127.45.1.10"
+    ok, out, _ = dovecot.auth_test(user, PASSWORD, home)
+    assert ok, out           # the home /24 becomes familiar, through Dovecot
+
+    for k in range(5):
+        ok, out, _ = dovecot.auth_test(user, f"guess-{k}", f"127.45.{20 + k}.9")
+        assert not ok, out
+    ok, out, _ = dovecot.auth_test(user, PASSWORD, "127.45.99.2")
+    assert not ok, out       # locked on Dovecot itself
+
+    mark = brake.syslog_mark()
+    (ok_new, msg_new, _), (ok_home, msg_home, _) = parallel([
+        (brake.imap_login, user, PASSWORD, "127.45.99.1"),
+        (brake.pop3_login, user, PASSWORD, "127.45.1.77"),
+    ])
+    text = brake.syslog_text(mark)
+    assert not ok_new, msg_new
+    assert ok_home, msg_home + text
+    assert re.search(rf'account="{user}" address=127\.45\.99\.1 .*decision=reject'
+                     rf'.*reason="account locked for unfamiliar origins"', text), text
+    assert not checked_by_pam_unix(brake, mark, user, "127.45.99.1"), text
