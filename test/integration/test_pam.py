@@ -131,7 +131,8 @@ class PamStack:
 
     count = 0
 
-    def __init__(self, conf, syslog_listener, preauth_args="", common_args=""):
+    def __init__(self, conf, syslog_listener, preauth_args="", common_args="",
+                 text=None):
         PamStack.count += 1
         # the service name is the protocol in logs, which keeps 15 bytes
         self.name = f"abtest{os.getpid() % 100000}-{PamStack.count}"
@@ -139,6 +140,9 @@ class PamStack:
         self.syslog = syslog_listener
         conf_arg = f"conf={conf}" if conf else ""
         mod = str(MODULE)
+        if text is not None:
+            self.path.write_text(text)
+            return
         self.path.write_text(
             "# written by test/integration/test_pam.py; removed after the test\n"
             f"auth requisite {mod} preauth {conf_arg} {common_args} {preauth_args}\n"
@@ -181,12 +185,17 @@ def make_stack(tmp_path, memcached, syslog, test_user):
     and pam_max_delay = 0 (so the tarpit does not slow the test)."""
     stacks = []
 
-    def make(conf=None, preauth_args="", common_args="", **overrides):
+    def make(conf=None, preauth_args="", common_args="", text=None, **overrides):
         if conf is None:
             overrides.setdefault("pam_max_delay", 0)
             conf = write_authbrake_conf(tmp_path / f"conf{len(stacks)}",
                                         memcached, **overrides)
-        stack = PamStack(conf, syslog, preauth_args, common_args)
+        if text is not None:
+            text = "".join(
+                line if line.startswith("#") else
+                line.replace("pam_authbrake.so ", f"{MODULE} conf={conf} ")
+                for line in text.splitlines(keepends=True))
+        stack = PamStack(conf, syslog, preauth_args, common_args, text)
         stacks.append(stack)
         return stack
 
@@ -404,6 +413,27 @@ def test_tarpit_is_capped_by_pam_max_delay(make_stack, test_user, syslog):
     assert (f'address={addr} protocol={stack.name} decision=tarpit delay=8s '
             'reason="address failures over ip_free_failures" slept=1s') in log, log
     assert elapsed < 6, elapsed      # far below the 8 s the engine asked for
+
+
+@pytest.mark.parametrize("service", ["imap", "pop3"])
+def test_shipped_courier_stacks(make_stack, test_user, syslog, service):
+    """conf.d/pam.d/imap and pop3 as shipped (module path and conf= filled in)."""
+    shipped = (Path(__file__).resolve().parents[2] / "conf.d" / "pam.d" / service).read_text()
+    assert sum(1 for line in shipped.splitlines()
+               if not line.startswith("#") and "pam_authbrake.so " in line) == 3
+    stack = make_stack(text=shipped)
+    ok, out, _ = stack.auth(test_user, PASSWORD, "::ffff:192.0.2.200")
+    assert ok, out
+    attacker = "::ffff:198.51.100.201"
+    for name in ("u1", "u2", "u3", "u4", "u5"):
+        ok, out, _ = stack.auth(name, "guess", attacker)
+        assert not ok and "Password:" in out, out
+    mark = syslog.mark()
+    ok, out, _ = stack.auth(test_user, PASSWORD, attacker)
+    assert not ok and refused_before_password(out), out
+    assert 'address=198.51.100.201 ' in syslog.since(mark)
+    ok, out, _ = stack.auth(test_user, PASSWORD, "::ffff:192.0.2.201")
+    assert ok, out
 
 
 def test_password_never_in_memcached_or_log(make_stack, memcached, test_user, syslog):
