@@ -1,0 +1,120 @@
+"""Shared pieces of the benchmarks: where results go, what machine this is,
+printing each figure with how it was obtained, CSV files, percentiles."""
+
+import csv
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS = Path(os.environ.get("BENCH_RESULTS", BENCH_DIR / "results"))
+BUILD = REPO_ROOT / "build"
+
+sys.path.insert(0, str(REPO_ROOT / "test" / "integration"))
+import harness  # noqa: E402  (the project's real-server harness)
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True,
+                              timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine():
+    """What the figures were measured on, from nproc, lscpu and dpkg."""
+    lscpu = sh("lscpu")
+    model = re.search(r"^Model name:\s*(.+)$", lscpu, re.M)
+    mhz = re.search(r"^CPU max MHz:\s*(.+)$", lscpu, re.M)
+    mem = re.search(r"^MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text(), re.M)
+
+    def ver(pkg):
+        return sh(f"dpkg-query -W -f='${{Version}}' {pkg}") or "?"
+
+    return {
+        "nproc": sh("nproc"),
+        "cpu": model.group(1) if model else platform.processor(),
+        "cpu_max_mhz": mhz.group(1) if mhz else "",
+        "mem_gib": f"{int(mem.group(1)) / 1048576:.1f}" if mem else "?",
+        "kernel": platform.release(),
+        "os": sh(". /etc/os-release && echo $PRETTY_NAME"),
+        "dovecot": ver("dovecot-core"),
+        "memcached": ver("memcached"),
+        "wrk": ver("wrk"),
+        "libpam": ver("libpam-modules"),
+        "git": sh(f"git -C {REPO_ROOT} describe --always --dirty"),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def machine_line(m):
+    return (f"{m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, {m['os']}, "
+            f"kernel {m['kernel']}, dovecot {m['dovecot']}, memcached {m['memcached']}")
+
+
+def say(part, text):
+    print(f"[{part}] {text}", flush=True)
+
+
+def figure(part, what, value, how):
+    """Print one figure and, on the next line, how it was obtained."""
+    print(f"[{part}] {what}: {value}", flush=True)
+    print(f"[{part}]     how: {how}", flush=True)
+
+
+def write_csv(name, rows, fields=None):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    if not rows:
+        return path
+    fields = fields or list(rows[0].keys())
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    return path
+
+
+def percentile(values, p):
+    """Nearest-rank percentile of a list (p in 0..100); None when empty."""
+    if not values:
+        return None
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(round(p / 100.0 * len(v) + 0.5)) - 1))
+    return v[k]
+
+
+def ms(seconds):
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def gnuplot(script_name, script):
+    """Run a gnuplot script (kept beside the PNG); a failure is reported, not fatal."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / script_name
+    path.write_text(script)
+    exe = shutil.which("gnuplot")
+    if exe is None:
+        return "gnuplot not installed (apt-get install gnuplot-nox)"
+    r = subprocess.run([exe, str(path)], cwd=RESULTS, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    if r.returncode != 0:
+        return f"gnuplot failed: {r.stdout.strip()[-500:]}"
+    return None
+
+
+def production_overrides(**extra):
+    """authbrake.conf overrides that drop every test threshold of the
+    harness, so the tracker's production defaults (tracker/ab-config.c) hold."""
+    over = {k: None for k in harness.TEST_DEFAULTS}
+    over.update(extra)
+    return over

@@ -1,0 +1,15 @@
+# bench/: `make bench` runs every benchmark (about 10 minutes on 2 cores) and
+# writes CSV, gnuplot PNGs and summary.md under bench/results/. Timings never
+# fail the build; a part that cannot run is reported and the rest go on.
+# BENCH_PARTS=policy,auth,pam,attack picks parts; BENCH_QUICK=1 shortens runs.
+
+PAM_BENCH := $(B)/bench/pam-bench
+
+$(B)/bench:
+	mkdir -p $@
+
+$(PAM_BENCH): bench/pam-bench.c | $(B)/bench
+	$(CC) $(AB_CFLAGS) -o $@ $< -lpam
+
+bench: all $(PAM_BENCH)
+	$(PYTHON) bench/run.py $(if $(BENCH_PARTS),--parts $(BENCH_PARTS)) $(if $(BENCH_QUICK),--quick)
