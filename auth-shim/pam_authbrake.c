@@ -268,7 +268,7 @@ static int run(pam_handle_t *pamh, int flags, int argc, const char **argv,
 		return broken_result(&call, mode);
 	}
 	if (ab_tracker_init(&call.cfg, pam_log, pamh, &call.tracker, &error) < 0) {
-		pam_syslog(pamh, LOG_ERR, "cannot start: %s; fail_mode=%s: %s",
+		pam_syslog(pamh, LOG_ERR, "configuration error: %s; fail_mode=%s: %s",
 			   error, fail_mode_name(call.cfg.fail_mode),
 			   broken_consequence(&call, call.cfg.fail_mode));
 		ret = broken_result(&call, call.cfg.fail_mode);

@@ -448,3 +448,24 @@ def test_password_never_in_memcached_or_log(make_stack, memcached, test_user, sy
         assert needle not in " ".join(keys)
     assert secret_guess not in log
     assert all(re.fullmatch(r"ab1:[a-z]{2}:[0-9a-f]{32}", k) for k in keys), keys
+
+
+def test_hostname_rhost_falls_back_to_account_rules(make_stack, test_user, syslog):
+    stack = make_stack()
+    mark = syslog.mark()
+    ok, out, _ = stack.auth(test_user, PASSWORD, "mail.example.com")
+    assert ok, out
+    log = syslog.since(mark)
+    assert "invalid address" in log and "deciding without it" in log, log
+
+
+def test_unreadable_secret_follows_the_files_fail_mode(make_stack, tmp_path, memcached,
+                                                       test_user, syslog):
+    conf = write_authbrake_conf(tmp_path / "nosecret", memcached, fail_mode="closed",
+                                secret_file=str(tmp_path / "no-such-secret"))
+    stack = make_stack(conf=conf)
+    mark = syslog.mark()
+    ok, out, _ = stack.auth(test_user, PASSWORD, "192.0.2.70")
+    assert not ok and refused_before_password(out), out
+    log = syslog.since(mark)
+    assert "no-such-secret" in log and "fail_mode=closed: logins are refused" in log, log
