@@ -995,6 +995,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) {
+		fputs("authbrake: no command given\n", stderr);
 		fputs(usage_text, stderr);
 		return EXIT_USAGE;
 	}

@@ -1,0 +1,482 @@
+"""The authbrake admin tool against a real memcached (and, for unlock, a real
+Dovecot with authbrake-policy): every command, --json, exit codes, bad input.
+
+Every test writes its own authbrake.conf with its own secret, so its keys
+in the shared memcached are its own.
+"""
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+
+import pytest
+
+from harness import (BUILD_DIR, REPO_ROOT, Dovecot, Memcached, free_port,
+                     write_authbrake_conf)
+
+CLI = BUILD_DIR / "authbrake"
+POLICY = BUILD_DIR / "authbrake-policy"
+REFERENCE_CONF = REPO_ROOT / "conf.d" / "authbrake.conf"
+MAN_CONF = REPO_ROOT / "man" / "authbrake.conf.5"
+MAN_CLI = REPO_ROOT / "man" / "authbrake.8"
+CONFIG_C = REPO_ROOT / "tracker" / "ab-config.c"
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_STORE, EXIT_OTHER = 0, 1, 2, 3, 4
+
+
+def run(conf, *args, json_out=False, timeout=20):
+    """Run authbrake; a crash (signal) or an exit code outside 0-4 fails."""
+    cmd = [str(CLI)]
+    if conf is not None:
+        cmd += ["-c", str(conf)]
+    if json_out:
+        cmd.append("--json")
+    cmd += [a if isinstance(a, bytes) else str(a) for a in args]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, timeout=timeout)
+    r.out = r.stdout.decode(errors="replace")
+    r.err = r.stderr.decode(errors="replace")
+    assert r.returncode in (0, 1, 2, 3, 4), (cmd, r.returncode, r.out, r.err)
+    if r.returncode in (2, 3, 4):
+        assert r.err.startswith("authbrake: "), (cmd, r.err)
+    return r
+
+
+def run_json(conf, *args, expect=EXIT_OK):
+    r = run(conf, *args, json_out=True)
+    assert r.returncode == expect, (args, r.returncode, r.out, r.err)
+    lines = r.out.splitlines()
+    assert len(lines) == 1, r.out
+    return json.loads(lines[0])
+
+
+def tracker_keys():
+    """The keys the tracker's parser accepts, from its table."""
+    keys = re.findall(r'^\s*\{ "([a-z_]+)", T_[A-Z_]+,', CONFIG_C.read_text(), re.M)
+    assert len(keys) > 20, "cannot read the key table of tracker/ab-config.c"
+    return keys
+
+
+@pytest.fixture(scope="module")
+def mc():
+    with Memcached() as m:
+        yield m
+
+
+@pytest.fixture
+def conf(tmp_path, mc):
+    return write_authbrake_conf(tmp_path / "ab", mc)
+
+
+# ------------------------------------------------------------ usage
+
+def test_help_lists_commands_and_exit_codes():
+    r = run(None, "--help")
+    assert r.returncode == EXIT_OK
+    for word in ("status", "check", "unlock", "block", "unblock", "genkey",
+                 "config", "--json", "-c"):
+        assert word in r.out
+    for code in range(5):
+        assert re.search(rf"^\s+{code}\s+\S", r.out, re.M), f"exit code {code} undocumented"
+
+    r = run(None)
+    assert r.returncode == EXIT_USAGE and "usage:" in r.err
+    r = run(None, "frobnicate")
+    assert r.returncode == EXIT_USAGE
+    assert "unknown command 'frobnicate'" in r.err
+    r = run(None, "--frob", "status", "x")
+    assert r.returncode == EXIT_USAGE and "unknown option '--frob'" in r.err
+    r = run(None, "-c")
+    assert r.returncode == EXIT_USAGE and "needs a value" in r.err
+
+
+# ------------------------------------------------------------ status, check
+
+def test_status_of_fresh_user_and_address(conf):
+    st = run_json(conf, "status", "Alice")
+    assert st["type"] == "account" and st["account"] == "alice"
+    assert st["failures"] == 0 and st["locked"] is False
+    assert st["lock_left_s"] == 0 and st["familiar_subnets"] == 0
+    assert st["allow"]["verdict"] == "allow" and st["allow"]["store_failed"] is False
+
+    st = run_json(conf, "status", "::ffff:192.0.2.7")
+    assert st["type"] == "address" and st["address"] == "192.0.2.7"
+    assert st["blocked"] is False and st["failures"] == 0
+    assert st["subnet"]["network"] == "192.0.2.0/24"
+    assert st["allow"]["verdict"] == "allow"
+
+    st = run_json(conf, "status", "2001:db8:7:8::1")
+    assert st["address"] == "2001:db8:7:8::/64"
+    assert st["subnet"]["network"] == "2001:db8:7::/48"
+
+    # a name that looks like an address can still be asked about as a user
+    st = run_json(conf, "status", "--user", "10.0.0.1")
+    assert st["type"] == "account" and st["account"] == "10.0.0.1"
+
+    r = run(conf, "status", "alice")
+    assert r.returncode == EXIT_OK
+    assert re.search(r"^lock:\s+not locked$", r.out, re.M), r.out
+    assert re.search(r"^allow now:\s+allow", r.out, re.M), r.out
+
+
+def test_block_status_check_unblock_address(conf):
+    r = run(conf, "block", "192.0.2.7", "--for", "42m")
+    assert r.returncode == EXIT_OK, r.err
+    assert "192.0.2.7" in r.out and "42m" in r.out
+
+    r = run(conf, "status", "192.0.2.7")
+    assert r.returncode == EXIT_REJECTED, r.out + r.err
+    assert re.search(r"^block:\s+blocked, (42m|41m 5\ds) left", r.out, re.M), r.out
+    assert re.search(r"^allow now:\s+reject \(address blocked\)", r.out, re.M), r.out
+
+    st = run_json(conf, "status", "192.0.2.7", expect=EXIT_REJECTED)
+    assert st["blocked"] is True and 2500 < st["block_left_s"] <= 42 * 60
+    assert st["subnet"]["blocked"] is False
+    assert st["allow"]["verdict"] == "reject"
+    assert st["allow"]["reason"] == "address blocked"
+
+    d = run_json(conf, "check", "--user", "bob", "--address", "192.0.2.7",
+                 "--protocol", "imap", expect=EXIT_REJECTED)
+    assert d["verdict"] == "reject" and d["reason"] == "address blocked"
+    assert d["account"] == "bob" and d["protocol"] == "imap"
+    assert 2500 < d["retry_after_s"] <= 42 * 60 and d["message"]
+    r = run(conf, "check", "--user", "bob", "--address", "192.0.2.7")
+    assert r.returncode == EXIT_REJECTED
+    assert r.out.startswith("reject (address blocked), may pass again in 4")
+    # a neighbour in the same /24 is not blocked: the block is the address's
+    d = run_json(conf, "check", "--user", "bob", "--address", "192.0.2.8")
+    assert d["verdict"] == "allow"
+
+    r = run(conf, "unblock", "192.0.2.7")
+    assert r.returncode == EXIT_OK, r.err
+    assert "unblocked" in r.out
+    st = run_json(conf, "status", "192.0.2.7")
+    assert st["blocked"] is False and st["allow"]["verdict"] == "allow"
+    r = run(conf, "unblock", "192.0.2.7")
+    assert r.returncode == EXIT_OK and "was not blocked" in r.out
+
+
+def test_block_subnets_v4_and_v6(conf):
+    assert run(conf, "block", "198.51.100.0/24").returncode == EXIT_OK
+    st = run_json(conf, "status", "198.51.100.9", expect=EXIT_REJECTED)
+    assert st["blocked"] is False and st["subnet"]["blocked"] is True
+    d = run_json(conf, "check", "--user", "carol", "--address", "198.51.100.77",
+                 expect=EXIT_REJECTED)
+    assert d["reason"] == "subnet blocked"
+    st = run_json(conf, "status", "198.51.100.0/24", expect=EXIT_REJECTED)
+    assert st["type"] == "subnet" and st["subnet"]["blocked"] is True
+    assert run(conf, "unblock", "198.51.100.0/24").returncode == EXIT_OK
+    run_json(conf, "check", "--user", "carol", "--address", "198.51.100.77")
+
+    assert run(conf, "block", "2001:db8:5::/48", "--for", "2h").returncode == EXIT_OK
+    d = run_json(conf, "check", "--user", "carol", "--address", "2001:db8:5:1::9",
+                 expect=EXIT_REJECTED)
+    assert d["reason"] == "subnet blocked" and 7000 < d["retry_after_s"] <= 7200
+    # an IPv6 /64 is one address: blocking one address blocks its /64
+    assert run(conf, "block", "2001:db8:6:1::1").returncode == EXIT_OK
+    d = run_json(conf, "check", "--address", "2001:db8:6:1::ffff", expect=EXIT_REJECTED)
+    assert d["reason"] == "address blocked" and d["account"] is None
+    run_json(conf, "check", "--address", "2001:db8:6:2::1")
+    assert run(conf, "unblock", "2001:db8:6:1::/64").returncode == EXIT_OK
+    run_json(conf, "check", "--address", "2001:db8:6:1::ffff")
+
+
+def test_block_durations(conf):
+    assert run(conf, "block", "203.0.113.5").returncode == EXIT_OK
+    st = run_json(conf, "status", "203.0.113.5", expect=EXIT_REJECTED)
+    block_time = 60   # harness TEST_DEFAULTS
+    assert block_time - 5 <= st["block_left_s"] <= block_time
+    for bad, msg in (("8d", "a week"), ("10x", "unknown unit"), ("0", "at least 1s"),
+                     ("1500ms", "whole seconds"), ("soon", "not a duration")):
+        r = run(conf, "block", "203.0.113.6", "--for", bad)
+        assert r.returncode == EXIT_USAGE and msg in r.err, (bad, r.err)
+    st = run_json(conf, "status", "203.0.113.6")
+    assert st["blocked"] is False
+
+
+def test_bad_targets_and_logins(conf):
+    cases = [
+        (("status", "192.0.2.0/25"), "give an address or its /24 subnet"),
+        (("block", "not-an-address"), "not a network"),
+        (("block", "300.1.2.3"), "not a network"),
+        (("unblock", "2001:db8::/56"), "/48 subnet"),
+        (("block",), "give one ADDRESS or SUBNET"),
+        (("status",), "give one USER"),
+        (("status", "a", "b"), "give one USER"),
+        (("check",), "--user"),
+        (("check", "--user", "bob", "--address", "bogus"), "invalid address"),
+        (("check", "--user", "bob", "--address", "1.2.3.4", "--protocol", "i map"),
+         "--protocol"),
+        (("check", "--user", "bob", "--address"), "needs a value"),
+        (("status", "bo\x01b"), "control byte"),
+        (("unlock", " "), "login is empty"),
+        (("unlock", "a" * 300), "longer than"),
+        (("unblock", "--frob", "1.2.3.4"), "unknown option '--frob'"),
+        (("genkey", "a", "b"), "at most one FILE"),
+    ]
+    for args, msg in cases:
+        r = run(conf, *args)
+        assert r.returncode == EXIT_USAGE, (args, r.returncode, r.err)
+        assert msg in r.err, (args, r.err)
+
+
+def test_json_escapes_hostile_logins(conf):
+    login = 'Ev"il\\ \u00fc\u4e2d<script>'.encode() + b"\xff\xc3"
+    st = run_json(conf, "status", login)
+    assert st["account"] == 'ev"il\\ \u00fc\u4e2d<script>\ufffd\ufffd'
+    d = run_json(conf, "check", "--user", login, "--address", "192.0.2.1")
+    assert d["account"].startswith('ev"il\\') and d["verdict"] == "allow"
+
+
+def test_unlock_of_unlocked_user(conf):
+    r = run(conf, "unlock", "Dave")
+    assert r.returncode == EXIT_OK, r.err
+    assert r.out.strip() == "dave: was not locked; 0 failures cleared"
+    d = run_json(conf, "unlock", "dave")
+    assert d == {"account": "dave", "was_locked": False, "lock_left_s": 0,
+                 "failures_cleared": 0}
+
+
+# ------------------------------------------------------------ configuration
+
+def test_config_errors_name_file_and_line(tmp_path, mc):
+    conf = write_authbrake_conf(tmp_path / "ab", mc)
+    with open(conf) as f:
+        n = len(f.read().splitlines())
+    with open(conf, "a") as f:
+        f.write("foo = 1\n")
+    r = run(conf, "status", "alice")
+    assert r.returncode == EXIT_USAGE
+    assert r.err.strip() == f"authbrake: {conf}:{n + 1}: unknown setting 'foo'"
+
+    conf = write_authbrake_conf(tmp_path / "range", mc, tarpit_max="20m")
+    r = run(conf, "check", "--user", "a", "--address", "192.0.2.1")
+    assert r.returncode == EXIT_USAGE and "tarpit_max = 20m is out of range" in r.err
+
+    conf = write_authbrake_conf(tmp_path / "dep", mc, block_time="2h", block_max="1h")
+    r = run(conf, "status", "alice")
+    assert r.returncode == EXIT_USAGE
+    assert f"{conf}: block_max" in r.err and "shorter than block_time" in r.err
+
+    missing = tmp_path / "nope.conf"
+    r = run(missing, "status", "alice")
+    assert r.returncode == EXIT_USAGE
+    assert f"{missing}: cannot read: No such file or directory" in r.err
+
+
+def test_config_unreadable_by_caller(tmp_path, mc):
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed"
+    if os.geteuid() != 0:
+        pytest.fail("this test drops to user nobody and must start as root")
+    conf = write_authbrake_conf(tmp_path / "ab", mc)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(os.path.dirname(conf), 0o755)
+    os.chmod(conf, 0o600)
+    r = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        str(CLI), "-c", str(conf), "status", "alice"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+    assert r.returncode == EXIT_USAGE, r.stderr
+    assert f"{conf}: cannot read: Permission denied" in r.stderr.decode()
+
+
+def test_secret_file_problems_are_config_errors(tmp_path, mc):
+    conf = write_authbrake_conf(tmp_path / "ab", mc)
+    os.chmod(conf.secret_file, 0o644)
+    r = run(conf, "status", "alice")
+    assert r.returncode == EXIT_USAGE and "world-readable" in r.err
+    os.unlink(conf.secret_file)
+    r = run(conf, "status", "alice")
+    assert r.returncode == EXIT_USAGE and f"{conf.secret_file}: cannot open" in r.err
+
+
+def test_reference_config_parses_and_documents_every_key(tmp_path, mc):
+    """conf.d/authbrake.conf parses; its "#key = value" lines are the real
+    defaults; it and authbrake.conf(5) document every key the parser takes."""
+    base = write_authbrake_conf(tmp_path / "ab", mc)
+    overrides = (f"secret_file = {base.secret_file}\n"
+                 f"api_key_file = {base.api_key_file}\n"
+                 f"memcached_servers = {mc.address}\n")
+    text = REFERENCE_CONF.read_text()
+
+    ref = tmp_path / "reference.conf"
+    ref.write_text(text + overrides)
+    r = run(ref, "check", "--user", "alice", "--address", "192.0.2.1")
+    assert r.returncode == EXIT_OK, r.err
+    assert r.out.startswith("allow")
+
+    documented = dict(re.findall(r"^#([a-z_]+) =[ ]?(.*)$", text, re.M))
+    keys = tracker_keys()
+    assert sorted(documented) == sorted(keys)
+
+    # the defaults it shows are the defaults the code has
+    uncommented = tmp_path / "uncommented.conf"
+    uncommented.write_text(re.sub(r"^#([a-z_]+ =)", r"\1", text, flags=re.M) + overrides)
+    minimal = tmp_path / "minimal.conf"
+    minimal.write_text(overrides)
+    got = run_json(uncommented, "config")
+    want = run_json(minimal, "config")
+    assert got == want
+    assert list(want) == keys, "authbrake config does not list the tracker's keys"
+
+    # authbrake.conf(5) has each key as ".B key = default", the same default
+    man = dict(re.findall(r"^\.B ([a-z_]+) =[ ]?(.*)$", MAN_CONF.read_text(), re.M))
+    assert sorted(man) == sorted(keys)
+    for key in keys:
+        assert man[key].replace("\\-", "-") == documented[key], key
+
+
+def test_config_prints_a_valid_config(conf, tmp_path):
+    r = run(conf, "config")
+    assert r.returncode == EXIT_OK
+    again = tmp_path / "again.conf"
+    again.write_text(r.out)
+    assert run(again, "config").out.splitlines()[1:] == r.out.splitlines()[1:]
+    assert "account_lock_failures = 5" in r.out.splitlines()
+
+
+# ------------------------------------------------------------ store unreachable
+
+def test_store_unreachable_exits_3(tmp_path):
+    conf = write_authbrake_conf(tmp_path / "ab", f"127.0.0.1:{free_port()}")
+    for args in (("status", "alice"), ("status", "192.0.2.1"),
+                 ("check", "--user", "alice", "--address", "192.0.2.1"),
+                 ("unlock", "alice"), ("block", "192.0.2.1"),
+                 ("unblock", "192.0.2.0/24")):
+        r = run(conf, *args)
+        assert r.returncode == EXIT_STORE, (args, r.returncode, r.out, r.err)
+        assert "memcached 127.0.0.1:" in r.err, (args, r.err)
+    # fail_mode=open would let the login through: check says so, and still exits 3
+    d = run_json(conf, "check", "--user", "alice", "--address", "192.0.2.1",
+                 expect=EXIT_STORE)
+    assert d["store_failed"] is True and d["verdict"] == "allow"
+
+
+def test_hung_store_exits_3_quickly(tmp_path):
+    with Memcached() as m:
+        conf = write_authbrake_conf(tmp_path / "ab", m)
+        assert run(conf, "block", "192.0.2.9").returncode == EXIT_OK
+        m.pause()
+        try:
+            t0 = time.monotonic()
+            r = run(conf, "check", "--user", "alice", "--address", "192.0.2.9")
+            seconds = time.monotonic() - t0
+            assert r.returncode == EXIT_STORE, (r.out, r.err)
+            assert "TIMEOUT" in r.err.upper()
+            assert seconds < 5, seconds
+            assert run(conf, "unblock", "192.0.2.9").returncode == EXIT_STORE
+        finally:
+            m.resume()
+        assert run(conf, "status", "192.0.2.9").returncode == EXIT_REJECTED
+
+
+# ------------------------------------------------------------ genkey
+
+def assert_private(path):
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    assert mode & 0o137 == 0, f"{path} has mode {mode:04o}"
+
+
+def test_genkey_writes_private_secret_and_refuses_to_overwrite(tmp_path, mc):
+    conf = write_authbrake_conf(tmp_path / "ab", mc)
+    target = tmp_path / "new-secret"
+    old_umask = os.umask(0)
+    try:
+        r = run(None, "genkey", target)
+    finally:
+        os.umask(old_umask)
+    assert r.returncode == EXIT_OK, r.err
+    assert_private(target)
+    content = target.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}\n", content)
+
+    r = run(None, "genkey", target)
+    assert r.returncode == EXIT_OTHER and "File exists" in r.err
+    assert target.read_text() == content
+
+    r = run(None, "genkey", tmp_path / "no-such-dir" / "secret")
+    assert r.returncode == EXIT_OTHER and "No such file or directory" in r.err
+
+    # no FILE: secret_file from the configuration; the new secret works
+    os.unlink(conf.secret_file)
+    r = run(conf, "genkey")
+    assert r.returncode == EXIT_OK and conf.secret_file in r.out
+    assert_private(conf.secret_file)
+    assert run(conf, "status", "alice").returncode == EXIT_OK
+    r = run(conf, "genkey")
+    assert r.returncode == EXIT_OTHER and "refusing" in r.err
+
+
+def test_genkey_api_key_prints_dovecot_setting(tmp_path, mc):
+    conf = write_authbrake_conf(tmp_path / "ab", mc)
+    os.unlink(conf.api_key_file)
+    r = run(conf, "genkey", "--api-key")
+    assert r.returncode == EXIT_OK, r.err
+    assert_private(conf.api_key_file)
+    token = open(conf.api_key_file).read().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", token)
+    assert f"\nauth_policy_server_api_header = X-API-Key: {token}\n" in r.out
+    assert "root" in r.out      # advice: keep it in a root-only file
+    r = run(conf, "genkey", "--api-key")
+    assert r.returncode == EXIT_OTHER
+    assert open(conf.api_key_file).read().strip() == token
+    other = tmp_path / "key2"
+    r = run(None, "genkey", "--api-key", other)
+    assert r.returncode == EXIT_OK and other.read_text().strip() in r.out
+
+
+# ------------------------------------------------------------ through Dovecot
+
+def test_unlock_lets_a_locked_user_in_through_dovecot(tmp_path, mc):
+    assert POLICY.exists(), f"{POLICY} is not built (make)"
+    conf = write_authbrake_conf(tmp_path / "ab", mc)
+    lock_after = int(conf.settings["account_lock_failures"])
+    with Dovecot(policy_conf=conf) as dc:
+        # a botnet guessing bob's password: one guess per /24, each different
+        for i in range(lock_after):
+            ok, out, _ = dc.auth_test("bob", f"guess-{i}", f"10.{i + 1}.0.1")
+            assert not ok, out
+        st = run_json(conf, "status", "bob", expect=EXIT_REJECTED)
+        assert st["locked"] is True and st["failures"] >= lock_after
+        assert 0 < st["lock_left_s"] <= 5 * 60
+        r = run(conf, "status", "bob")
+        assert re.search(r"^lock:\s+locked, \dm( \d+s)? left$", r.out, re.M), r.out
+
+        # the right password from a new address is refused now
+        ok, msg, _ = dc.imap_login("bob", dc.users["bob"], src="127.77.1.1")
+        assert not ok, msg
+        d = run_json(conf, "check", "--user", "bob", "--address", "127.77.1.1",
+                     "--protocol", "imap", expect=EXIT_REJECTED)
+        assert d["reason"] == "account locked for unfamiliar origins"
+
+        r = run(conf, "unlock", "bob")
+        assert r.returncode == EXIT_OK, r.err
+        assert r.out.startswith("bob: unlocked (the lock had ")
+
+        ok, msg, _ = dc.imap_login("bob", dc.users["bob"], src="127.77.1.1")
+        assert ok, msg
+        st = run_json(conf, "status", "bob")
+        assert st["locked"] is False and st["familiar_subnets"] == 1
+
+
+def test_check_reports_tarpit_after_failures(tmp_path, mc):
+    assert POLICY.exists(), f"{POLICY} is not built (make)"
+    conf = write_authbrake_conf(tmp_path / "ab", mc)
+    free = int(conf.settings["ip_free_failures"])
+    with Dovecot(policy_conf=conf) as dc:
+        for i in range(free + 1):
+            ok, out, _ = dc.auth_test(f"nobody{i}", "x", "192.0.2.50")
+            assert not ok, out
+    st = run_json(conf, "status", "192.0.2.50")
+    assert st["failures"] == free + 1 and st["accounts"] == free + 1
+    d = run_json(conf, "check", "--user", "alice", "--address", "192.0.2.50")
+    assert d["verdict"] == "tarpit" and d["delay_s"] >= 1
+    r = run(conf, "check", "--user", "alice", "--address", "192.0.2.50")
+    assert r.returncode == EXIT_OK
+    assert r.out.startswith(f"tarpit {d['delay_s']}s before the password check")
+    # a dry run changes nothing
+    assert run_json(conf, "status", "192.0.2.50")["failures"] == free + 1
