@@ -21,3 +21,6 @@ install-cli: $(CLI_BIN)
 	install -m 0755 $(CLI_BIN) $(DESTDIR)$(SBINDIR)/authbrake
 	install -m 0644 man/authbrake.8 $(DESTDIR)$(MANDIR)/man8/authbrake.8
 	install -m 0644 man/authbrake.conf.5 $(DESTDIR)$(MANDIR)/man5/authbrake.conf.5
+
+# the manual page tests render with groff (-ww: every warning)
+DEB_EXTRA += groff-base
