@@ -1,0 +1,369 @@
+/* authbrake-policy: a Dovecot service answering the auth policy protocol
+   (auth_policy_server_url). It translates HTTP+JSON into tracker/ calls;
+   the policy itself lives in libauthbrake. */
+#include "lib.h"
+#include "buffer.h"
+#include "str.h"
+#include "str-sanitize.h"
+#include "json-parser.h"
+#include "ioloop.h"
+#include "istream.h"
+#include "http-server.h"
+#include "http-request.h"
+#include "master-service.h"
+#include "restrict-access.h"
+
+#include <sodium.h>
+
+#include "ab-config.h"
+#include "ab-tracker.h"
+#include "policy-body.h"
+
+#define POLICY_API_KEY_MAX 256
+#define POLICY_CLIENT_IDLE_MSECS (5 * 60 * 1000)
+
+struct policy_request {
+	struct http_server_request *req;
+	struct istream *payload;
+	struct io *io;
+	bool report;
+	buffer_t *body;
+};
+
+static struct ab_config policy_config;
+static struct ab_tracker *policy_tracker;
+static char policy_api_key[POLICY_API_KEY_MAX];
+static struct http_server *policy_http_server;
+
+static void policy_log(enum ab_log_level level, const char *msg,
+		       void *context ATTR_UNUSED)
+{
+	switch (level) {
+	case AB_LOG_DEBUG:
+		i_debug("%s", msg);
+		break;
+	case AB_LOG_INFO:
+		i_info("%s", msg);
+		break;
+	case AB_LOG_WARNING:
+		i_warning("%s", msg);
+		break;
+	case AB_LOG_ERROR:
+		i_error("%s", msg);
+		break;
+	}
+}
+
+static void policy_reply_json(struct http_server_request *req,
+			      unsigned int status, const char *reason,
+			      const char *json)
+{
+	struct http_server_response *resp;
+
+	resp = http_server_response_create(req, status, reason);
+	http_server_response_add_header(resp, "Content-Type",
+					"application/json");
+	http_server_response_set_payload_data(resp, (const unsigned char *)json,
+					      strlen(json));
+	http_server_response_submit(resp);
+}
+
+/* A client error: logged with its reason, answered with a JSON error,
+   and nothing is recorded. */
+static void policy_reply_error(struct http_server_request *req,
+			       unsigned int status, const char *reason,
+			       const char *error)
+{
+	string_t *json = t_str_new(128);
+
+	i_warning("rejected policy request: %u %s: %s", status, reason, error);
+	str_append(json, "{\"error\":\"");
+	json_append_escaped(json, error);
+	str_append(json, "\"}");
+	policy_reply_json(req, status, reason, str_c(json));
+}
+
+static bool policy_api_key_ok(const struct http_request *hreq)
+{
+	const char *key = http_request_header_get(hreq, "X-API-Key");
+	size_t len = strlen(policy_api_key);
+
+	if (key == NULL || strlen(key) != len)
+		return FALSE;
+	return sodium_memcmp(key, policy_api_key, len) == 0;
+}
+
+/* "/?command=allow" → "allow"; NULL when absent. */
+static const char *policy_command(const struct http_request *hreq)
+{
+	const char *query = strchr(hreq->target_raw, '?');
+	const char *const *args;
+
+	if (query == NULL)
+		return NULL;
+	for (args = t_strsplit(query + 1, "&"); *args != NULL; args++) {
+		if (str_begins(*args, "command="))
+			return *args + 8;
+	}
+	return NULL;
+}
+
+/* The client's address: remote only when it came through a proxy we trust
+   (Dovecot's rip can be set by a client in login_trusted_networks). */
+static const char *policy_client_address(const struct policy_body *body,
+					 const char **error_r)
+{
+	struct ab_addr proxy;
+
+	if (body->real_rip == NULL || body->real_rip[0] == '\0' ||
+	    strcmp(body->real_rip, body->remote) == 0)
+		return body->remote;
+	if (ab_addr_parse(body->real_rip, &proxy, error_r) < 0) {
+		*error_r = t_strdup_printf("real_rip: %s", *error_r);
+		return NULL;
+	}
+	if (ab_cidr_list_match(&policy_config.trusted_proxies, &proxy))
+		return body->remote;
+	return body->real_rip;
+}
+
+static void policy_answer(struct policy_request *preq)
+{
+	struct http_server_request *req = preq->req;
+	struct policy_body body;
+	struct ab_attempt attempt;
+	struct ab_decision decision;
+	const char *address, *error;
+	char line[512];
+
+	if (policy_body_parse(http_server_request_get_pool(req),
+			      preq->body->data, preq->body->used,
+			      &body, &error) < 0) {
+		policy_reply_error(req, 400, "Bad Request", error);
+		return;
+	}
+	if (body.login == NULL || body.remote == NULL) {
+		policy_reply_error(req, 400, "Bad Request",
+				   body.login == NULL ? "missing \"login\"" :
+				   "missing \"remote\"");
+		return;
+	}
+	if (preq->report && !body.have_success) {
+		policy_reply_error(req, 400, "Bad Request",
+				   "report without \"success\"");
+		return;
+	}
+	if ((address = policy_client_address(&body, &error)) == NULL ||
+	    ab_attempt_init(policy_tracker, &attempt,
+			    body.login[0] == '\0' ? NULL : body.login,
+			    address, body.protocol != NULL ? body.protocol : "",
+			    body.pwhash,
+			    body.pwhash != NULL ? strlen(body.pwhash) : 0,
+			    &error) < 0) {
+		policy_reply_error(req, 400, "Bad Request", error);
+		return;
+	}
+
+	if (preq->report) {
+		enum ab_outcome outcome =
+			body.policy_reject ? AB_OUTCOME_POLICY_REJECT :
+			body.success ? AB_OUTCOME_SUCCESS : AB_OUTCOME_FAILURE;
+
+		/* Dovecot does not wait for a report's answer to go on; a
+		   store error is logged by the tracker and changes nothing
+		   for the client. */
+		if (ab_tracker_report(policy_tracker, &attempt, outcome,
+				      time(NULL), &error) < 0)
+			i_error("report not recorded: %s", error);
+		policy_reply_json(req, 200, "OK", "{\"status\":0}");
+		return;
+	}
+
+	ab_tracker_allow(policy_tracker, &attempt, time(NULL), 0, &decision);
+	switch (decision.verdict) {
+	case AB_ALLOW:
+		policy_reply_json(req, 200, "OK", "{\"status\":0}");
+		return;
+	case AB_TARPIT:
+		i_info("%s", ab_decision_log_line(&attempt, &decision,
+						  line, sizeof(line)));
+		policy_reply_json(req, 200, "OK",
+				  t_strdup_printf("{\"status\":%u}",
+						  decision.delay_s));
+		return;
+	case AB_REJECT: {
+		string_t *json = t_str_new(128);
+
+		i_info("%s", ab_decision_log_line(&attempt, &decision,
+						  line, sizeof(line)));
+		str_append(json, "{\"status\":-1,\"msg\":\"");
+		json_append_escaped(json, decision.user_msg);
+		str_append(json, "\"}");
+		policy_reply_json(req, 200, "OK", str_c(json));
+		return;
+	}
+	}
+	i_unreached();
+}
+
+static void policy_request_destroy(struct policy_request *preq)
+{
+	io_remove(&preq->io);
+	http_server_request_unref(&preq->req);
+}
+
+/* Reads the body ourselves rather than with lib-http's buffer_payload:
+   in Dovecot 2.3.19 that one panics when a chunked body passes the limit. */
+static void policy_payload_input(struct policy_request *preq)
+{
+	struct http_server_request *req = preq->req;
+	const unsigned char *data;
+	size_t size;
+	int ret;
+
+	while ((ret = i_stream_read_more(preq->payload, &data, &size)) > 0) {
+		if (preq->body->used + size > POLICY_BODY_MAX_SIZE)
+			break;
+		buffer_append(preq->body, data, size);
+		i_stream_skip(preq->payload, size);
+	}
+	if (ret == 0)
+		return;
+	io_remove(&preq->io);
+	if (ret > 0 || preq->payload->stream_errno == EMSGSIZE) {
+		policy_reply_error(req, 413, "Payload Too Large",
+			t_strdup_printf("body over %u bytes",
+					POLICY_BODY_MAX_SIZE));
+	} else if (preq->payload->stream_errno != 0) {
+		policy_reply_error(req, 400, "Bad Request",
+			t_strdup_printf("could not read the body: %s",
+					i_stream_get_error(preq->payload)));
+	} else T_BEGIN {
+		policy_answer(preq);
+	} T_END;
+}
+
+static void policy_handle_request(void *context ATTR_UNUSED,
+				  struct http_server_request *req)
+{
+	const struct http_request *hreq = http_server_request_get(req);
+	struct policy_request *preq;
+	const char *command;
+	pool_t pool;
+
+	if (!http_request_method_is(hreq, "POST")) {
+		http_server_request_fail_bad_method(req, "POST");
+		return;
+	}
+	if (!policy_api_key_ok(hreq)) {
+		policy_reply_error(req, 401, "Unauthorized",
+				   "missing or wrong X-API-Key");
+		return;
+	}
+	command = policy_command(hreq);
+	if (command == NULL || (strcmp(command, "allow") != 0 &&
+				strcmp(command, "report") != 0)) {
+		policy_reply_error(req, 400, "Bad Request",
+			command == NULL ? "no command in the URL" :
+			t_strdup_printf("unknown command \"%s\"",
+					str_sanitize_utf8(command, 32)));
+		return;
+	}
+	if (hreq->payload == NULL) {
+		policy_reply_error(req, 400, "Bad Request", "empty body");
+		return;
+	}
+
+	pool = http_server_request_get_pool(req);
+	preq = p_new(pool, struct policy_request, 1);
+	preq->req = req;
+	preq->report = strcmp(command, "report") == 0;
+	preq->body = buffer_create_dynamic(pool, 1024);
+	preq->payload = hreq->payload;
+	/* released in policy_request_destroy(), after the response is sent
+	   or when the client goes away first */
+	http_server_request_ref(req);
+	http_server_request_set_destroy_callback(req, policy_request_destroy,
+						 preq);
+	preq->io = io_add_istream(preq->payload, policy_payload_input, preq);
+	policy_payload_input(preq);
+}
+
+static void policy_connection_destroy(void *context ATTR_UNUSED,
+				      const char *reason ATTR_UNUSED)
+{
+	master_service_client_connection_destroyed(master_service);
+}
+
+static const struct http_server_callbacks policy_http_callbacks = {
+	.handle_request = policy_handle_request,
+	.connection_destroy = policy_connection_destroy,
+};
+
+static void policy_client_connected(struct master_service_connection *conn)
+{
+	master_service_client_connection_accept(conn);
+	(void)http_server_connection_create(policy_http_server, conn->fd,
+					    conn->fd, FALSE,
+					    &policy_http_callbacks, NULL);
+}
+
+static void policy_init(const char *config_path)
+{
+	const char *error;
+
+	ab_config_defaults(&policy_config);
+	if (ab_config_load(&policy_config, config_path, &error) < 0 ||
+	    ab_config_validate(&policy_config, &error) < 0)
+		i_fatal("%s", error);
+	if (ab_token_load(policy_config.api_key_file, policy_api_key,
+			  sizeof(policy_api_key), &error) < 0)
+		i_fatal("API key: %s (the policy endpoint refuses to run "
+			"without one)", error);
+	if (ab_tracker_init(&policy_config, policy_log, NULL, &policy_tracker,
+			    &error) < 0)
+		i_fatal("%s", error);
+}
+
+int main(int argc, char *argv[])
+{
+	const char *config_path = AB_CONFIG_DEFAULT_PATH;
+	struct http_server_settings http_set;
+	int c;
+
+	master_service = master_service_init("authbrake-policy",
+					     MASTER_SERVICE_FLAG_NO_SSL_INIT |
+					     MASTER_SERVICE_FLAG_DONT_SEND_STATS,
+					     &argc, &argv, "C:");
+	while ((c = master_getopt(master_service)) > 0) {
+		switch (c) {
+		case 'C':
+			config_path = optarg;
+			break;
+		default:
+			return FATAL_DEFAULT;
+		}
+	}
+	master_service_init_log(master_service);
+	/* Read the config and the secrets while we may still be root. */
+	policy_init(config_path);
+	restrict_access_by_env(RESTRICT_ACCESS_FLAG_ALLOW_ROOT, NULL);
+	restrict_access_allow_coredumps(TRUE);
+
+	i_zero(&http_set);
+	http_set.max_client_idle_time_msecs = POLICY_CLIENT_IDLE_MSECS;
+	http_set.max_pipelined_requests = 1;
+	http_set.request_limits.max_payload_size = POLICY_BODY_MAX_SIZE;
+	http_set.request_limits.max_target_length = 1024;
+	policy_http_server = http_server_init(&http_set);
+
+	master_service_init_finish(master_service);
+	master_service_run(master_service, policy_client_connected);
+
+	http_server_deinit(&policy_http_server);
+	ab_tracker_deinit(&policy_tracker);
+	ab_config_free(&policy_config);
+	sodium_memzero(policy_api_key, sizeof(policy_api_key));
+	master_service_deinit(&master_service);
+	return 0;
+}
