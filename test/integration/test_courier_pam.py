@@ -129,18 +129,15 @@ def test_right_password_passes_brake(brake, users):
 
 
 def test_dictionary_run_blocks_address(brake, users):
-    """One address tries many accounts over POP3: blocked, and then the right
-    password is refused on IMAP and POP3 before pam_unix sees it."""
+    """One address tries one common password on many accounts over POP3:
+    blocked, and then the right password is refused on IMAP and POP3 before
+    pam_unix sees it. (authpam looks the user up before it starts PAM, so
+    only accounts that exist reach pam_authbrake: the run uses real ones.)"""
     user = users.add(PASSWORD)
+    victims = [users.add(PASSWORD) for _ in range(6)]
     attacker = "127.42.0.66"
-    names = ["monday", "monica", "monroe", "montana", "montague", "monty"]
-    mark = brake.syslog_mark()
-    results = parallel([(brake.pop3_login, n, "123456", attacker) for n in names])
+    results = parallel([(brake.pop3_login, v, "123456", attacker) for v in victims])
     assert not any(ok for ok, _, _ in results), results
-
-    # the dictionary run left a block on the address (distinct accounts)
-    assert brake.syslog.wait(r"pam_authbrake.*address=127\.42\.0\.66 .*decision=(tarpit|reject)",
-                             mark, 1), brake.syslog_text(mark)
 
     mark = brake.syslog_mark()
     (ok_i, msg_i, _), (ok_p, msg_p, _), (ok_o, msg_o, _) = parallel([
@@ -189,22 +186,22 @@ def test_locked_account_refused_from_new_address_allowed_from_familiar(brake, us
 # ------------------------------------------------------------------ with Dovecot
 
 @pytest.fixture(scope="module")
-def dovecot(conf, tmp_path_factory):
+def dovecot(conf):
     if not harness.POLICY_BIN.exists():
         pytest.fail(f"{harness.POLICY_BIN} is missing: run make")
-    d = tmp_path_factory.mktemp("dovecot")
-    with harness.Dovecot(dir=d, policy_conf=conf) as dc:
+    # its own 0755 dir: Dovecot's auth process (user dovecot) reads the users file
+    with harness.Dovecot(policy_conf=conf) as dc:
         yield dc
 
 
-def test_courier_pop3_failures_block_address_on_dovecot_imap(brake, dovecot):
+def test_courier_pop3_failures_block_address_on_dovecot_imap(brake, dovecot, users):
     attacker = "127.44.0.66"
     user, password = next(iter(harness.DEFAULT_USERS.items()))
     ok, msg, _ = dovecot.imap_login(user, password, "127.44.1.1")
     assert ok, msg           # Dovecot and its policy service work
 
-    names = ["admin", "info", "sales", "support", "test", "webmaster"]
-    results = parallel([(brake.pop3_login, n, "password1", attacker) for n in names])
+    victims = [users.add(PASSWORD) for _ in range(5)]
+    results = parallel([(brake.pop3_login, v, "password1", attacker) for v in victims])
     assert not any(ok for ok, _, _ in results), results
 
     mark = dovecot.log_mark()
