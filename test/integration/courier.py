@@ -52,7 +52,7 @@ BUILD_DIR = harness.BUILD_DIR
 DEB_DIR = BUILD_DIR / "courier-debs"
 ROOT = BUILD_DIR / "courier-root"
 PAM_MODULE = BUILD_DIR / "pam_authbrake.so"
-PAM_CONF_DIR = Path(os.environ.get("AB_PAM_STACK_DIR", REPO_ROOT / "conf.d" / "pam.d"))
+PAM_CONF_DIR = REPO_ROOT / "conf.d" / "pam.d"
 
 # The binary packages Courier's imapd/pop3d/authdaemond are unpacked from.
 # Their shared-library dependencies that do not conflict with Dovecot are
