@@ -99,9 +99,9 @@ static int usage_error(const char *fmt, ...)
 
 /* The store's errors start with "memcached"; anything else that fails
    after the arguments were checked is unexpected. */
-static int store_error(const char *what, const char *error)
+static int store_error(int ret, const char *what, const char *error)
 {
-	return fail(strncmp(error, "memcached", 9) == 0 ? EXIT_STORE : EXIT_OTHER,
+	return fail(ret == AB_ERR_STORE ? EXIT_STORE : EXIT_OTHER,
 		    "%s: %s", what, error);
 }
 
@@ -334,9 +334,9 @@ static int status_account(struct cli *cli, const char *login)
 	if (ab_attempt_init(cli->tracker, &attempt, login, NULL, NULL, NULL, 0,
 			    &error) < 0)
 		return usage_error("status: %s", error);
-	if (ab_tracker_account_status(cli->tracker, login, time(NULL), &st,
-				      &error) < 0)
-		return store_error("status", error);
+	if ((ret = ab_tracker_account_status(cli->tracker, login, time(NULL), &st,
+				      &error)) < 0)
+		return store_error(ret, "status", error);
 	if ((ret = dry_run(cli, &attempt, &d)) != EXIT_OK)
 		return report_store_failed(cli);
 
@@ -397,9 +397,9 @@ static int status_address(struct cli *cli, const struct target *target)
 	bool blocked;
 	int ret;
 
-	if (ab_tracker_address_status(cli->tracker, target->addr, time(NULL),
-				      &st, &error) < 0)
-		return store_error("status", error);
+	if ((ret = ab_tracker_address_status(cli->tracker, target->addr, time(NULL),
+				      &st, &error)) < 0)
+		return store_error(ret, "status", error);
 	if (address) {
 		if (ab_attempt_init(cli->tracker, &attempt, NULL, target->addr,
 				    NULL, NULL, 0, &error) < 0)
@@ -607,11 +607,11 @@ static int cmd_unlock(struct cli *cli, int argc, char **argv)
 	if (ab_attempt_init(cli->tracker, &attempt, argv[optind], NULL, NULL,
 			    NULL, 0, &error) < 0)
 		return usage_error("unlock: %s", error);
-	if (ab_tracker_account_status(cli->tracker, argv[optind], time(NULL),
-				      &st, &error) < 0)
-		return store_error("unlock", error);
-	if (ab_tracker_unlock(cli->tracker, argv[optind], &error) < 0)
-		return store_error("unlock", error);
+	if ((ret = ab_tracker_account_status(cli->tracker, argv[optind], time(NULL),
+				      &st, &error)) < 0)
+		return store_error(ret, "unlock", error);
+	if ((ret = ab_tracker_unlock(cli->tracker, argv[optind], &error)) < 0)
+		return store_error(ret, "unlock", error);
 
 	if (cli->json) {
 		struct json_out out;
@@ -672,9 +672,9 @@ static int cmd_block(struct cli *cli, int argc, char **argv)
 		return ret;
 	if (secs == 0)
 		secs = cli->cfg.block_time_s;
-	if (ab_tracker_block(cli->tracker, target.shown, secs, time(NULL),
-			     &error) < 0)
-		return store_error("block", error);
+	if ((ret = ab_tracker_block(cli->tracker, target.shown, secs, time(NULL),
+			     &error)) < 0)
+		return store_error(ret, "block", error);
 
 	if (cli->json) {
 		struct json_out out;
@@ -715,11 +715,11 @@ static int cmd_unblock(struct cli *cli, int argc, char **argv)
 		return usage_error("unblock: %s", error);
 	if ((ret = cli_init(cli)) != EXIT_OK)
 		return ret;
-	if (ab_tracker_address_status(cli->tracker, target.addr, time(NULL),
-				      &st, &error) < 0)
-		return store_error("unblock", error);
-	if (ab_tracker_unblock(cli->tracker, target.shown, &error) < 0)
-		return store_error("unblock", error);
+	if ((ret = ab_tracker_address_status(cli->tracker, target.addr, time(NULL),
+				      &st, &error)) < 0)
+		return store_error(ret, "unblock", error);
+	if ((ret = ab_tracker_unblock(cli->tracker, target.shown, &error)) < 0)
+		return store_error(ret, "unblock", error);
 
 	address = target.kind == TARGET_ADDRESS;
 	was_blocked = address ? st.blocked : st.net_blocked;
@@ -796,124 +796,6 @@ static int cmd_genkey(struct cli *cli, int argc, char **argv)
 
 /* --- config ------------------------------------------------------------ */
 
-/* The settings in effect, in the order of authbrake.conf(5); the output
-   is itself a valid configuration file. */
-enum setting_type {
-	S_STRING,
-	S_UINT,
-	S_SECONDS,
-	S_MILLIS,
-	S_DAYS,
-	S_CIDRS,
-	S_FAIL_MODE,
-};
-
-#define S(name, type, field) { name, type, offsetof(struct ab_config, field) }
-static const struct setting {
-	const char *name;
-	enum setting_type type;
-	size_t offset;
-} settings[] = {
-	S("secret_file", S_STRING, secret_file),
-	S("api_key_file", S_STRING, api_key_file),
-	S("memcached_servers", S_STRING, memcached_servers),
-	S("connect_timeout", S_MILLIS, connect_timeout_ms),
-	S("poll_timeout", S_MILLIS, poll_timeout_ms),
-	S("dead_timeout", S_SECONDS, dead_timeout_s),
-	S("server_failure_limit", S_UINT, server_failure_limit),
-	S("breaker_failures", S_UINT, breaker_failures),
-	S("breaker_cooldown", S_SECONDS, breaker_cooldown_s),
-	S("fail_mode", S_FAIL_MODE, fail_mode),
-	S("fail_log_interval", S_SECONDS, fail_log_interval_s),
-	S("default_domain", S_STRING, default_domain),
-	S("trusted_networks", S_CIDRS, trusted_networks),
-	S("restrict_networks", S_CIDRS, restrict_networks),
-	S("trusted_proxies", S_CIDRS, trusted_proxies),
-	S("ip_window", S_SECONDS, ip_window_s),
-	S("ip_free_failures", S_UINT, ip_free_failures),
-	S("ip_block_failures", S_UINT, ip_block_failures),
-	S("ip_max_accounts", S_UINT, ip_max_accounts),
-	S("max_inflight", S_UINT, max_inflight),
-	S("net_free_failures", S_UINT, net_free_failures),
-	S("net_block_failures", S_UINT, net_block_failures),
-	S("net_max_accounts", S_UINT, net_max_accounts),
-	S("tarpit_max", S_SECONDS, tarpit_max_s),
-	S("block_time", S_SECONDS, block_time_s),
-	S("block_max", S_SECONDS, block_max_s),
-	S("account_window", S_SECONDS, account_window_s),
-	S("account_lock_failures", S_UINT, account_lock_failures),
-	S("familiar_failures", S_UINT, familiar_failures),
-	S("lock_time", S_SECONDS, lock_time_s),
-	S("familiar_days", S_DAYS, familiar_days),
-	S("password_repeat", S_SECONDS, password_repeat_s),
-	S("pam_max_delay", S_SECONDS, pam_max_delay_s),
-};
-#undef S
-
-/* The largest unit that divides the value exactly: 3600 -> "1h". */
-static const char *exact_duration(unsigned long long secs, char *buf, size_t size)
-{
-	static const struct {
-		const char *unit;
-		unsigned long long secs;
-	} units[] = { { "d", 86400 }, { "h", 3600 }, { "m", 60 } };
-	size_t i;
-
-	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (secs > 0 && secs % units[i].secs == 0) {
-			snprintf(buf, size, "%llu%s", secs / units[i].secs, units[i].unit);
-			return buf;
-		}
-	}
-	snprintf(buf, size, "%llus", secs);
-	return buf;
-}
-
-static const char *setting_value(const struct ab_config *cfg,
-				 const struct setting *set, char *buf, size_t size)
-{
-	const void *field = (const char *)cfg + set->offset;
-	unsigned int n = *(const unsigned int *)field;
-
-	switch (set->type) {
-	case S_STRING:
-		return *(char *const *)field != NULL ? *(char *const *)field : "";
-	case S_UINT:
-		snprintf(buf, size, "%u", n);
-		return buf;
-	case S_SECONDS:
-		return exact_duration(n, buf, size);
-	case S_MILLIS:
-		if (n % 1000 == 0)
-			return exact_duration(n / 1000, buf, size);
-		snprintf(buf, size, "%ums", n);
-		return buf;
-	case S_DAYS:
-		snprintf(buf, size, "%ud", n);
-		return buf;
-	case S_FAIL_MODE:
-		return cfg->fail_mode == AB_FAIL_OPEN ? "open" : "closed";
-	case S_CIDRS: {
-		const struct ab_cidr_list *list = field;
-		char addr[AB_ADDR_STRLEN];
-		size_t i, len = 0;
-
-		buf[0] = '\0';
-		for (i = 0; i < list->count && len < size; i++) {
-			int ret = snprintf(buf + len, size - len, "%s%s",
-					   i > 0 ? ", " : "",
-					   ab_addr_str(&list->items[i].net,
-						       list->items[i].prefix, addr));
-			if (ret < 0)
-				break;
-			len += (size_t)ret;
-		}
-		return buf;
-	}
-	}
-	return "?";
-}
-
 static int cmd_config(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -936,13 +818,13 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
 		json_begin(&out, stdout);
 	else
 		printf("# %s\n", cli->config_path);
-	for (i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
-		const char *value = setting_value(&cli->cfg, &settings[i], buf, sizeof(buf));
+	for (i = 0; i < ab_config_key_count(); i++) {
+		const char *value = ab_config_value_str(&cli->cfg, i, buf, sizeof(buf));
 
 		if (cli->json)
-			json_str(&out, settings[i].name, value);
+			json_str(&out, ab_config_key_name(i), value);
 		else
-			printf("%s = %s\n", settings[i].name, value);
+			printf("%s = %s\n", ab_config_key_name(i), value);
 	}
 	if (cli->json)
 		json_end(&out);

@@ -332,3 +332,86 @@ int ab_config_validate(const struct ab_config *cfg, const char **error_r)
 		return ab_error(error_r, "memcached_servers is empty");
 	return 0;
 }
+
+/* --- the settings in effect, as a config file would write them --- */
+
+size_t ab_config_key_count(void)
+{
+	return sizeof(keys) / sizeof(keys[0]);
+}
+
+const char *ab_config_key_name(size_t i)
+{
+	return i < ab_config_key_count() ? keys[i].name : NULL;
+}
+
+/* The largest unit that divides the value exactly: 3600 -> "1h". */
+static const char *exact_duration(unsigned long long secs, char *buf,
+				  size_t size)
+{
+	static const struct {
+		const char *unit;
+		unsigned long long secs;
+	} units[] = { { "d", 86400 }, { "h", 3600 }, { "m", 60 } };
+	size_t i;
+
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (secs > 0 && secs % units[i].secs == 0) {
+			snprintf(buf, size, "%llu%s", secs / units[i].secs,
+				 units[i].unit);
+			return buf;
+		}
+	}
+	snprintf(buf, size, "%llus", secs);
+	return buf;
+}
+
+const char *ab_config_value_str(const struct ab_config *cfg, size_t i,
+				char *buf, size_t size)
+{
+	const struct key_def *def = &keys[i];
+	const void *field = (const char *)cfg + def->offset;
+	unsigned int n = 0;
+
+	if (def->type != T_STRING && def->type != T_CIDRS &&
+	    def->type != T_FAIL_MODE)
+		n = *(const unsigned int *)field;
+	switch (def->type) {
+	case T_STRING:
+		return *(char *const *)field != NULL ? *(char *const *)field : "";
+	case T_UINT:
+		snprintf(buf, size, "%u", n);
+		return buf;
+	case T_SECONDS:
+		return exact_duration(n, buf, size);
+	case T_MILLIS:
+		if (n % 1000 == 0)
+			return exact_duration(n / 1000, buf, size);
+		snprintf(buf, size, "%ums", n);
+		return buf;
+	case T_DAYS:
+		snprintf(buf, size, "%ud", n);
+		return buf;
+	case T_FAIL_MODE:
+		return cfg->fail_mode == AB_FAIL_OPEN ? "open" : "closed";
+	case T_CIDRS: {
+		const struct ab_cidr_list *list = field;
+		char addr[AB_ADDR_STRLEN];
+		size_t j, len = 0;
+
+		buf[0] = '\0';
+		for (j = 0; j < list->count && len < size; j++) {
+			int ret = snprintf(buf + len, size - len, "%s%s",
+					   j > 0 ? ", " : "",
+					   ab_addr_str(&list->items[j].net,
+						       list->items[j].prefix,
+						       addr));
+			if (ret < 0)
+				break;
+			len += (size_t)ret;
+		}
+		return buf;
+	}
+	}
+	return "?";
+}

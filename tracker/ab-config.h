@@ -3,6 +3,8 @@
 #ifndef AB_CONFIG_H
 #define AB_CONFIG_H
 
+#include <stddef.h>
+
 #include "ab-identity.h"
 
 #define AB_CONFIG_DEFAULT_PATH "/etc/authbrake/authbrake.conf"
@@ -71,6 +73,13 @@ int ab_config_load(struct ab_config *cfg, const char *path,
 		   const char **error_r);
 /* Check values that depend on one another (e.g. block_max >= block_time). */
 int ab_config_validate(const struct ab_config *cfg, const char **error_r);
+
+/* The keys, in the order of authbrake.conf(5), and a key's value in
+   effect written as the config file would write it. */
+size_t ab_config_key_count(void);
+const char *ab_config_key_name(size_t i);
+const char *ab_config_value_str(const struct ab_config *cfg, size_t i,
+				char *buf, size_t size);
 
 /* "50ms", "30s", "15m", "1h", "7d", "2w"; a bare number is seconds.
    Result in milliseconds. */

@@ -426,7 +426,7 @@ int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
 			    error_r) < 0)
 		return -1;
 	if (read_snapshot(tracker, &attempt, &snap, keys, error_r) != 0)
-		return -1;
+		return AB_ERR_STORE;
 	status_r->failures = snap.value[AB_SLOT_ACCT_FAIL];
 	status_r->lock_left_s = time_left(&snap, AB_SLOT_ACCT_LOCK, now);
 	status_r->locked = status_r->lock_left_s > 0;
@@ -450,7 +450,7 @@ int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 	if (!attempt.has_addr)
 		return ab_error(error_r, "address is empty");
 	if (read_snapshot(tracker, &attempt, &snap, keys, error_r) != 0)
-		return -1;
+		return AB_ERR_STORE;
 	status_r->failures = snap.value[AB_SLOT_IP_FAIL];
 	status_r->accounts = snap.value[AB_SLOT_IP_ACCTS];
 	status_r->inflight = snap.value[AB_SLOT_IP_INFLIGHT];
@@ -479,7 +479,7 @@ static int delete_slots(struct ab_tracker *tracker,
 	for (i = 0; i < n; i++) {
 		slot_key(tracker, slots[i], attempt, key);
 		if (ab_store_delete(tracker->store, key, error_r) < 0)
-			return -1;
+			return AB_ERR_STORE;
 	}
 	return 0;
 }
@@ -496,7 +496,7 @@ int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
 			    error_r) < 0)
 		return -1;
 	if (delete_slots(tracker, &attempt, slots, 2, error_r) < 0)
-		return -1;
+		return AB_ERR_STORE;
 	tracker_log(tracker, AB_LOG_INFO, "account \"%s\" unlocked by an administrator",
 		    attempt.account);
 	return 0;
@@ -549,7 +549,7 @@ int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 		 &attempt, key);
 	if (ab_store_set(tracker->store, key, (uint64_t)now + duration_s,
 			 duration_s, error_r) < 0)
-		return -1;
+		return AB_ERR_STORE;
 	tracker_log(tracker, AB_LOG_WARNING, "%s %s blocked for %s by an administrator",
 		    subnet ? "subnet" : "address", target,
 		    ab_duration_str(duration_s, dur, sizeof(dur)));
@@ -574,7 +574,7 @@ int ab_tracker_unblock(struct ab_tracker *tracker, const char *target,
 		return -1;
 	if (subnet ? delete_slots(tracker, &attempt, net_slots, 4, error_r) :
 	    delete_slots(tracker, &attempt, ip_slots, 5, error_r))
-		return -1;
+		return AB_ERR_STORE;
 	tracker_log(tracker, AB_LOG_INFO, "%s %s unblocked by an administrator",
 		    subnet ? "subnet" : "address", target);
 	return 0;

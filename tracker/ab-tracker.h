@@ -53,7 +53,10 @@ const char *ab_decision_log_line(const struct ab_attempt *attempt,
 				 const struct ab_decision *decision,
 				 char *buf, size_t size);
 
-/* --- administration (the CLI) --- */
+/* --- administration (the CLI) ---
+   Each call returns 0, -1 for bad input (error_r says what), or
+   AB_ERR_STORE when memcached could not answer. */
+#define AB_ERR_STORE (-2)
 
 struct ab_account_status {
 	unsigned long long failures;	/* from unfamiliar origins */
