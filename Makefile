@@ -35,7 +35,7 @@ DEB_BENCH := wrk gnuplot-nox hyperfine
 DEB_EXTRA ?=
 
 .PHONY: all check check-unit check-integration check-sanitize install deps \
-        bench demo clean
+        bench demo demo-stop clean
 .DEFAULT_GOAL := all
 
 ALL_TARGETS     :=
@@ -104,6 +104,15 @@ deps:
 	else \
 		echo "deps: run as root:  apt-get install" $$missing; exit 2; \
 	fi
+
+# authbrake for real: memcached, Dovecot and authbrake-policy on loopback,
+# a scripted attack, a table of decisions; the stack stays up.
+demo: all
+	$(PYTHON) scripts/demo.py
+
+demo-stop:
+	@if [ -f $(B)/demo/pids ]; then kill $$(cat $(B)/demo/pids) 2>/dev/null; \
+		rm -f $(B)/demo/pids; echo "demo stopped"; else echo "no demo running"; fi
 
 clean:
 	rm -rf $(B)
