@@ -64,10 +64,18 @@ def say(part, text):
     print(f"[{part}] {text}", flush=True)
 
 
+def loadavg():
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def figure(part, what, value, how):
-    """Print one figure and, on the next line, how it was obtained."""
+    """Print one figure and, on the next line, how it was obtained (with the
+    load average when it was printed: other work on the machine shows)."""
     print(f"[{part}] {what}: {value}", flush=True)
-    print(f"[{part}]     how: {how}", flush=True)
+    print(f"[{part}]     how: {how} [load average {loadavg()}]", flush=True)
 
 
 def write_csv(name, rows, fields=None):

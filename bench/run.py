@@ -76,7 +76,7 @@ def main():
                 results[part] = auth_latency.run(m, n=200 if q else 2000)
             elif part == "pam":
                 import pam_bench
-                results[part] = pam_bench.run(m, n=30 if q else 300)
+                results[part] = pam_bench.run(m, n=10 if q else 50)
             elif part == "attack":
                 import attack
                 results[part] = attack.run(m, scale=0.25 if q else 1.0)
