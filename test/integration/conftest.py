@@ -96,7 +96,8 @@ def dovecot_factory(request):
     for dc in started:
         dc.stop()
         if failed:
-            tail = dc.log_text()[-6000:]
+            lines = [l for l in dc.log_text().splitlines() if ": Debug: " not in l]
+            tail = "\n".join(lines[-60:])
             sys.stderr.write(f"\n--- kept {dc.dir}; tail of {dc.log_path}:\n{tail}\n")
         else:
             shutil.rmtree(dc.dir, ignore_errors=True)

@@ -700,23 +700,41 @@ service anvil {
                 break
             time.sleep(0.05)
         if ok and self.policy_port is not None:
-            ok = wait_port(self.policy_port, timeout, proc=self.proc)
-            # process_min_avail: give the master a moment to fork them
-            deadline = time.monotonic() + timeout
-            while ok and len(self.policy_pids()) < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            ok = self._wait_policy_answers(timeout)
         if not ok:
             err = self._diagnostics()
             self.stop()
             raise RuntimeError("dovecot did not start:\n" + err)
         return self
 
+    def _wait_policy_answers(self, timeout):
+        """True once an authbrake-policy process answers HTTP (a GET, which it
+        refuses with 405 without logging or touching the store)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if "authbrake-policy: Fatal:" in self.log_text():
+                return False
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.policy_port,
+                                                  timeout=2)
+                try:
+                    conn.request("GET", "/")
+                    conn.getresponse().read()
+                    return True
+                finally:
+                    conn.close()
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.1)
+        return False
+
     def _diagnostics(self):
         parts = []
         for name in ("dovecot.stderr", "dovecot.log"):
             try:
                 with open(os.path.join(self.dir, name), "rb") as f:
-                    parts.append(f"--- {name}\n" + f.read()[-4000:].decode(errors="replace"))
+                    lines = [l for l in f.read().decode(errors="replace").splitlines()
+                             if ": Debug: " not in l]
+                    parts.append(f"--- {name}\n" + "\n".join(lines[-40:]))
             except OSError:
                 pass
         return "\n".join(parts)

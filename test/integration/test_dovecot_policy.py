@@ -1,19 +1,445 @@
-"""authbrake-policy under a real Dovecot master (issue 3)."""
+"""authbrake-policy under a real Dovecot master, with a real memcached (issue 3).
+
+Each test gets its own memcached, authbrake.conf (tight test thresholds) and
+Dovecot, so no state leaks between tests. Addresses: every test uses its own
+127.T.x.y range, and a /24 per origin where subnets matter. Dovecot's own
+anvil penalty is off in these Dovecots (harness default) so what is measured
+is authbrake's; auth_failure_delay = 0 leaves Dovecot's 0.5 s failure tick.
+"""
+
+import json
+import os
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import harness
 
+USERS = harness.DEFAULT_USERS
+ALICE, BOB, CAROL = "alice", "bob", "carol"
+
+DECISION_RE = re.compile(
+    r'authbrake-policy: \w+: account="(?P<account>[^"]*)" address=(?P<address>\S+) '
+    r'protocol=(?P<protocol>\S*) decision=(?P<decision>\w+)(?: delay=(?P<delay>\d+)s)?'
+    r'.*?reason="(?P<reason>[^"]*)"')
+
+
+@pytest.fixture
+def policy_dovecot(memcached, authbrake_conf, dovecot_factory, policy_binary):
+    """make(dovecot_kw=None, **authbrake overrides) -> Dovecot with authbrake-policy."""
+    def make(dovecot_kw=None, **overrides):
+        conf = authbrake_conf(memcached, **overrides)
+        return dovecot_factory(policy_conf=conf, **(dovecot_kw or {}))
+    return make
+
+
+def password_checks(dc, ip, since=0):
+    """User names whose password Dovecot's passdb looked up for address ip."""
+    pat = re.compile(r"passwd-file\(([^,()]*),%s[,)].*Performing passdb lookup"
+                     % re.escape(ip))
+    return pat.findall(dc.log_since(since))
+
+
+def decisions(dc, since=0, address=None):
+    """authbrake-policy's tarpit/reject log lines, parsed."""
+    out = [m.groupdict() for m in DECISION_RE.finditer(dc.log_since(since))]
+    return [d for d in out if address is None or d["address"] == address]
+
+
+def settle_log(dc, sentinel_ip):
+    """Make sure earlier auth lines are in the log: one more lookup, waited for."""
+    mark = dc.log_mark()
+    dc.auth_test("sentinel-user", "x", sentinel_ip)
+    # the auth process logs in order: its first line about the sentinel
+    # comes after every line about the requests that finished before
+    assert dc.wait_log(r"auth: .*\(sentinel-user,%s\)" % re.escape(sentinel_ip),
+                       since=mark, timeout=5), "sentinel request never logged"
+    time.sleep(0.2)   # authbrake-policy's lines come through another pipe
+
+
+def wait_decision(dc, since, address, reason, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in decisions(dc, since, address):
+            if d["reason"] == reason:
+                return d
+        time.sleep(0.05)
+    pytest.fail(f"no decision line for {address} with reason {reason!r}; got "
+                f"{decisions(dc, since, address)}")
+
+
+# ---------------------------------------------------------------------------
 
 def test_baseline_dovecot_without_policy(dovecot_factory):
     """Control: the harness's Dovecot checks passwords over IMAP, POP3 and doveadm."""
     dc = dovecot_factory()
-    user, pw = "alice", harness.DEFAULT_USERS["alice"]
-    assert dc.imap_login(user, pw, "127.0.0.2")[0]
-    ok, msg, _ = dc.imap_login(user, "wrong", "127.0.0.3")
+    pw = USERS[ALICE]
+    assert dc.imap_login(ALICE, pw, "127.0.0.2")[0]
+    ok, msg, _ = dc.imap_login(ALICE, "wrong", "127.0.0.3")
     assert not ok and "AUTHENTICATIONFAILED" in msg
-    assert dc.pop3_login(user, pw, "127.0.0.4")[0]
-    assert not dc.pop3_login(user, "wrong", "127.0.0.5")[0]
-    assert dc.auth_test(user, pw, "127.0.0.6")[0]
-    assert not dc.auth_test(user, "wrong", "127.0.0.7")[0]
+    assert dc.pop3_login(ALICE, pw, "127.0.0.4")[0]
+    assert not dc.pop3_login(ALICE, "wrong", "127.0.0.5")[0]
+    assert dc.auth_test(ALICE, pw, "127.0.0.6")[0]
+    assert not dc.auth_test(ALICE, "wrong", "127.0.0.7")[0]
     assert dc.wait_log(r"passwd-file\(alice,127\.0\.0\.7\b.*Password mismatch")
+
+
+def test_dictionary_run_from_one_address_is_blocked(policy_dovecot):
+    """1: a run over user names from one address is blocked over IMAP, and
+    from then on Dovecot no longer checks passwords for that address."""
+    dc = policy_dovecot(ip_max_accounts=4, ip_free_failures=40,
+                        ip_block_failures=50, account_lock_failures=50)
+    attacker = "127.10.0.1"
+    names = ["monday", "monica", "monroe", "montana", "monty", "moses",
+             "mother", "motor"]
+
+    # the first four names reach the password check and fail
+    for name in names[:4]:
+        ok, msg, _ = dc.imap_login(name, "Passw0rd!", attacker)
+        assert not ok and "AUTHENTICATIONFAILED" in msg, msg
+    settle_log(dc, "127.10.9.9")
+    assert password_checks(dc, attacker) == names[:4]
+
+    mark = dc.log_mark()
+    for name in names[4:]:
+        ok, msg, _ = dc.imap_login(name, "Passw0rd!", attacker)
+        assert not ok
+        assert "[ALERT]" in msg and "address" in msg, msg
+    # even a real user's right password is refused from the blocked address
+    ok, msg, _ = dc.imap_login(ALICE, USERS[ALICE], attacker)
+    assert not ok and "[ALERT]" in msg, msg
+    settle_log(dc, "127.10.9.10")
+    assert password_checks(dc, attacker, mark) == []
+    blocked = [d for d in decisions(dc, mark, attacker) if d["reason"] == "address blocked"]
+    assert {d["account"] for d in blocked} >= set(names[4:]) | {ALICE}
+    assert all(d["decision"] == "reject" and d["protocol"] == "imap" for d in blocked)
+
+    # the block is the attacker's: a neighbour in another /24 logs in
+    assert dc.imap_login(ALICE, USERS[ALICE], "127.10.1.1")[0]
+
+
+def test_rotating_addresses_lock_account_for_unfamiliar_origins(policy_dovecot):
+    """2: guesses against one account from many addresses lock it for new
+    origins; the user's familiar subnet still gets in (real IMAP logins)."""
+    dc = policy_dovecot(account_lock_failures=4, ip_free_failures=40,
+                        ip_block_failures=50, ip_max_accounts=50,
+                        net_free_failures=40, net_block_failures=100)
+    home = "127.20.1.5"
+    ok, msg, _ = dc.imap_login(BOB, USERS[BOB], home)
+    assert ok, msg
+
+    attackers = [f"127.21.{n}.1" for n in range(1, 7)]
+    with ThreadPoolExecutor(len(attackers)) as pool:
+        results = list(pool.map(
+            lambda a: dc.imap_login(BOB, f"guess-{a}", a), attackers))
+    assert not any(ok for ok, _, _ in results)
+
+    mark = dc.log_mark()
+    ok, msg, _ = dc.imap_login(BOB, USERS[BOB], "127.22.0.1")
+    assert not ok, "right password from a new address must be refused while locked"
+    assert "[ALERT]" in msg and "locked" in msg, msg
+    d = wait_decision(dc, mark, "127.22.0.1", "account locked for unfamiliar origins")
+    assert d["account"] == BOB and d["decision"] == "reject"
+
+    # another host on the user's usual /24 is familiar: accepted
+    ok, msg, _ = dc.imap_login(BOB, USERS[BOB], "127.20.1.77")
+    assert ok, msg
+    # and POP3 from home too
+    assert dc.pop3_login(BOB, USERS[BOB], home)[0]
+    # still locked for the unfamiliar
+    assert not dc.auth_test(BOB, USERS[BOB], "127.23.0.1")[0]
+
+
+def test_tarpit_grows_with_failures_and_stops_at_cap(policy_dovecot):
+    """3: measured delays grow 1, 2, 3 s with failures and stay at tarpit_max."""
+    dc = policy_dovecot(ip_free_failures=1, tarpit_max="3s", ip_block_failures=50,
+                        ip_max_accounts=50, account_lock_failures=50,
+                        net_free_failures=50)
+    src = "127.30.0.1"
+    mark = dc.log_mark()
+    measured = []
+    for i in range(6):
+        ok, out, secs = dc.auth_test(CAROL, f"wrong-{i}", src)
+        assert not ok
+        measured.append(secs)
+    # delay seen by attempt i (i earlier failures, 1 free): 0 0 1 2 then
+    # 3 where doubling would give 4 and 8
+    expected = [0, 0, 1, 2, 3, 3]
+    report = ", ".join(f"{m:.2f}" for m in measured)
+    for exp, got in zip(expected, measured):
+        # lower bound: the tarpit really waited; upper: Dovecot's 0.5 s
+        # failure tick plus generous slack
+        assert exp - 0.1 <= got <= exp + 1.5, f"expected ~{expected}, measured {report}"
+    assert measured[2] < measured[3] < measured[4], report
+    assert abs(measured[5] - measured[4]) < 1.0, f"not capped: {report}"
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        logged = [d for d in decisions(dc, mark, src) if d["decision"] == "tarpit"]
+        if len(logged) == 4:
+            break
+        time.sleep(0.05)
+    assert [int(d["delay"]) for d in logged] == [1, 2, 3, 3]
+    assert all(d["reason"] == "address failures over ip_free_failures" for d in logged)
+
+
+def test_repeated_same_wrong_password_locks_nothing(policy_dovecot):
+    """4: a client retrying one stale password many times is not an attack."""
+    dc = policy_dovecot(ip_free_failures=2, ip_block_failures=4, ip_max_accounts=4,
+                        account_lock_failures=3, tarpit_max="2s")
+    phone = "127.40.0.1"
+    mark = dc.log_mark()
+    for _ in range(8):
+        ok, out, secs = dc.auth_test(CAROL, "old-password-2019", phone)
+        assert not ok
+        assert "reason=" not in out, out      # failed on the password, not the policy
+        assert secs < 1.5, f"tarpitted after a repeated password ({secs:.2f}s)"
+    settle_log(dc, "127.40.9.9")
+    assert password_checks(dc, phone, mark) == [CAROL] * 8
+    assert decisions(dc, mark) == []
+    # neither the account nor the address is locked
+    assert dc.auth_test(CAROL, USERS[CAROL], "127.41.0.1")[0]
+    assert dc.imap_login(CAROL, USERS[CAROL], phone)[0]
+
+
+def test_restrict_networks_and_trusted_networks(policy_dovecot):
+    """5: outside restrict_networks is refused before any password check;
+    trusted_networks are exempt from the address rules."""
+    dc = policy_dovecot(restrict_networks=["127.50.0.0/16", "127.51.0.0/16"],
+                        trusted_networks=["127.51.0.0/16"],
+                        ip_free_failures=1, ip_block_failures=3, ip_max_accounts=3,
+                        tarpit_max="1s", account_lock_failures=50)
+    outside = "127.52.0.1"
+    mark = dc.log_mark()
+    ok, out, _ = dc.auth_test(ALICE, USERS[ALICE], outside)
+    assert not ok and "not accepted from your network" in out, out
+    ok, msg, _ = dc.imap_login(ALICE, USERS[ALICE], outside)
+    assert not ok and "[ALERT]" in msg, msg
+    wait_decision(dc, mark, outside, "address outside restrict_networks")
+    settle_log(dc, "127.50.9.9")
+    assert password_checks(dc, outside, mark) == []
+    assert dc.auth_test(ALICE, USERS[ALICE], "127.50.0.1")[0]
+
+    # trusted: more failures over more accounts than blocks an address, no
+    # tarpit, no block
+    trusted = "127.51.0.1"
+    mark = dc.log_mark()
+    for i in range(5):
+        ok, out, secs = dc.auth_test(f"user{i}", "nope", trusted)
+        assert not ok and "reason=" not in out, out
+        assert secs < 1.2, f"trusted address delayed {secs:.2f}s"
+    assert dc.imap_login(ALICE, USERS[ALICE], trusted)[0]
+    assert decisions(dc, mark, trusted) == []
+
+    # control: the same run from an untrusted address inside the
+    # restriction is tarpitted and then blocked
+    untrusted = "127.50.0.7"
+    # (other names: a wrong password already seen for an account is a
+    # retry, not a new guess, wherever it comes from)
+    for i in range(3):
+        dc.auth_test(f"other{i}", f"nope-{i}", untrusted)
+    ok, out, _ = dc.auth_test(ALICE, USERS[ALICE], untrusted)
+    assert not ok and "reason=" in out, out
+    wait_decision(dc, mark, untrusted, "address blocked")
+
+
+def test_pop3_and_imap_share_one_count(policy_dovecot):
+    """6: failures over IMAP and POP3 from one address add up."""
+    dc = policy_dovecot(ip_block_failures=4, ip_free_failures=3, ip_max_accounts=50,
+                        account_lock_failures=50)
+    src = "127.60.0.1"
+    for i, login in enumerate([dc.imap_login, dc.pop3_login, dc.imap_login,
+                               dc.pop3_login]):
+        ok, msg, _ = login(ALICE, f"wrong-{i}", src)
+        assert not ok and "ALERT" not in msg, msg   # password checked, not refused
+    mark = dc.log_mark()
+    ok, msg, _ = dc.pop3_login(ALICE, USERS[ALICE], src)
+    assert not ok and "address" in msg, msg
+    ok, msg, _ = dc.imap_login(ALICE, USERS[ALICE], src)
+    assert not ok and "[ALERT]" in msg, msg
+    d_pop3 = wait_decision(dc, mark, src, "address blocked")
+    got = {d["protocol"] for d in decisions(dc, mark, src) if d["reason"] == "address blocked"}
+    assert d_pop3["decision"] == "reject" and got == {"pop3", "imap"}
+    # the same /24 is not blocked by 4 failures (net threshold is higher)
+    assert dc.pop3_login(ALICE, USERS[ALICE], "127.60.0.2")[0]
+
+
+def memcached_ops(mc):
+    """memcached's operation counters: any store access moves one of them."""
+    stats = dict(line.split()[1:3] for line in mc.command("stats").splitlines()
+                 if line.startswith("STAT "))
+    keys = ("cmd_get", "cmd_set", "cmd_touch", "get_hits", "get_misses",
+            "incr_hits", "incr_misses", "decr_hits", "decr_misses",
+            "delete_hits", "delete_misses", "cas_hits", "cas_misses")
+    return {k: stats.get(k) for k in keys}
+
+
+def test_policy_api_key_and_forged_report(policy_dovecot, memcached):
+    """7: no/wrong X-API-Key -> 401 and no state change; a forged report with
+    "success": true clears nothing (while a keyed one would have)."""
+    dc = policy_dovecot(ip_max_accounts=3, ip_free_failures=40, ip_block_failures=50,
+                        account_lock_failures=3)
+    # an address blocked by a dictionary run, an account locked by guesses
+    blocked = "127.70.0.1"
+    for name in ("u1", "u2", "u3"):
+        assert not dc.auth_test(name, "x", blocked)[0]
+    for n in range(1, 4):
+        assert not dc.auth_test(CAROL, f"guess{n}", f"127.72.{n}.1")[0]
+    assert "reason=" in dc.auth_test(ALICE, USERS[ALICE], blocked)[1]
+    assert "locked" in dc.auth_test(CAROL, USERS[CAROL], "127.71.0.2")[1]
+
+    forged = [
+        ("report", {"login": ALICE, "remote": blocked, "real_rip": blocked,
+                    "protocol": "imap", "pwhash": "0642", "success": True,
+                    "policy_reject": False}),
+        ("report", {"login": CAROL, "remote": "127.71.0.1", "protocol": "imap",
+                    "success": True, "policy_reject": False}),
+        ("allow", {"login": CAROL, "remote": "127.71.0.1", "protocol": "imap"}),
+    ]
+    before = memcached_ops(memcached)
+    mark = dc.log_mark()
+    for command, body in forged:
+        for key in (False, "wrong-" + dc.api_key, dc.api_key[:-1]):
+            status, text = dc.policy_post(command, body, api_key=key)
+            assert status == 401, (command, key, status, text)
+            assert "error" in json.loads(text)
+    assert memcached_ops(memcached) == before, "a request without the key touched the store"
+    assert dc.wait_log(r"rejected policy request: 401", since=mark)
+
+    # nothing was cleared
+    ok, out, _ = dc.auth_test(ALICE, USERS[ALICE], blocked)
+    assert not ok and "reason=" in out, out
+    ok, out, _ = dc.auth_test(CAROL, USERS[CAROL], "127.71.0.2")
+    assert not ok and "locked" in out, out
+
+    # control: the same success report with the key makes 127.71.0.0/24
+    # familiar for carol, so the forged one would have mattered
+    status, text = dc.policy_post("report", forged[1][1])
+    assert (status, json.loads(text)) == (200, {"status": 0})
+    assert dc.auth_test(CAROL, USERS[CAROL], "127.71.0.3")[0]
+
+
+def test_policy_rejects_bad_requests(policy_dovecot):
+    """7: oversized bodies get 413; malformed requests 400 with a JSON error
+    and a log line; the service keeps running."""
+    dc = policy_dovecot()
+    pids = dc.policy_pids()
+    good = {"login": ALICE, "remote": "127.73.0.1", "protocol": "imap"}
+
+    big = dict(good, padding="x" * 20000)
+    status, _ = dc.policy_post("allow", big)
+    assert status == 413
+
+    bad = [
+        ("allow", b'{"login": "alice", "remote": '),              # truncated JSON
+        ("allow", b'not json at all'),
+        ("allow", b'["alice", "127.0.0.1"]'),
+        ("allow", {"remote": "127.73.0.1"}),                      # no login
+        ("allow", {"login": ALICE}),                              # no remote
+        ("allow", dict(good, remote="999.1.2.3")),
+        ("allow", dict(good, remote="not-an-address")),
+        ("allow", dict(good, login="ali\u0001ce")),
+        ("allow", dict(good, login="alice\r\nfake log line")),
+        ("report", dict(good, login="al\tice", success=False)),
+        ("frobnicate", good),
+    ]
+    mark = dc.log_mark()
+    for command, body in bad:
+        status, text = dc.policy_post(command, body)
+        assert status == 400, (command, body, status, text)
+        err = json.loads(text)
+        assert isinstance(err.get("error"), str) and err["error"], text
+    deadline = time.monotonic() + 5
+    while (dc.log_since(mark).count("rejected policy request: 400") < len(bad)
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    assert dc.log_since(mark).count("rejected policy request: 400") == len(bad)
+    assert "fake log line" not in dc.log_since(mark).replace("\\r\\nfake log line", "")
+
+    status, text = dc.policy_post("allow", good)
+    assert (status, json.loads(text)) == (200, {"status": 0})
+    assert dc.policy_pids() == pids, "a bad request killed a policy process"
+
+
+def test_policy_process_killed_is_restarted(policy_dovecot):
+    """8: SIGKILL every authbrake-policy; the master starts new ones and
+    logins are decided again (the block kept in memcached still holds)."""
+    dc = policy_dovecot(ip_max_accounts=3, ip_free_failures=40, ip_block_failures=50)
+    blocked = "127.80.0.1"
+    for name in ("u1", "u2", "u3"):
+        dc.auth_test(name, "x", blocked)
+    assert not dc.auth_test(ALICE, USERS[ALICE], blocked)[0]
+
+    old = dc.policy_pids()
+    assert len(old) == 4
+    mark = dc.log_mark()
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    new = []
+    while time.monotonic() < deadline:
+        new = dc.policy_pids()
+        if len(new) == 4 and not set(new) & set(old):
+            break
+        time.sleep(0.05)
+    assert len(new) == 4 and not set(new) & set(old), (old, new)
+    assert dc.wait_log(r"authbrake-policy.*killed with signal 9", since=mark)
+
+    ok, out, _ = dc.auth_test(ALICE, USERS[ALICE], blocked)
+    assert not ok and "reason=" in out, out
+    wait_decision(dc, mark, blocked, "address blocked")
+    assert dc.imap_login(ALICE, USERS[ALICE], "127.80.1.1")[0]
+
+
+def test_memcached_down_follows_fail_mode(memcached, authbrake_conf, dovecot_factory,
+                                          policy_binary):
+    """8: memcached stopped -> fail_mode=open lets the right password in (and
+    still checks passwords), fail_mode=closed rejects; both recover."""
+    common = dict(breaker_cooldown="1s", dead_timeout="1s")
+    dc_open = dovecot_factory(policy_conf=authbrake_conf(memcached, fail_mode="open", **common))
+    dc_closed = dovecot_factory(policy_conf=authbrake_conf(memcached, fail_mode="closed", **common))
+    assert dc_open.auth_test(ALICE, USERS[ALICE], "127.81.0.1")[0]
+    assert dc_closed.auth_test(ALICE, USERS[ALICE], "127.81.0.2")[0]
+
+    memcached.stop()
+    mark_open, mark_closed = dc_open.log_mark(), dc_closed.log_mark()
+    ok, msg, secs = dc_open.imap_login(ALICE, USERS[ALICE], "127.81.0.3")
+    assert ok, msg
+    assert secs < 2.0, f"fail-open login took {secs:.2f}s"
+    ok, out, _ = dc_open.auth_test(ALICE, "wrong", "127.81.0.4")
+    assert not ok and "reason=" not in out
+    assert dc_open.wait_log(r"authbrake-policy: Error: .*fail_mode=open", since=mark_open)
+    assert dc_open.wait_log(r"passwd-file\(alice,127\.81\.0\.4\): Password mismatch",
+                            since=mark_open)
+
+    ok, msg, _ = dc_closed.imap_login(ALICE, USERS[ALICE], "127.81.0.5")
+    assert not ok and "[ALERT]" in msg, msg
+    assert not dc_closed.auth_test(ALICE, USERS[ALICE], "127.81.0.6")[0]
+    assert dc_closed.wait_log(r"authbrake-policy: Error: .*fail_mode=closed",
+                              since=mark_closed)
+    settle_log(dc_closed, "127.81.9.9")
+    assert password_checks(dc_closed, "127.81.0.6", mark_closed) == []
+
+    # memcached back on the same port: closed mode lets the user in again
+    memcached.start()
+    deadline = time.monotonic() + 10
+    while not dc_closed.auth_test(ALICE, USERS[ALICE], "127.81.0.7")[0]:
+        assert time.monotonic() < deadline, "fail_mode=closed never recovered"
+        time.sleep(0.3)
+
+
+def test_memcached_hung_does_not_stall_logins(policy_dovecot, memcached):
+    """8 (hung store): a SIGSTOPped memcached costs a bounded time per login."""
+    dc = policy_dovecot(fail_mode="open", breaker_cooldown="1s")
+    assert dc.auth_test(ALICE, USERS[ALICE], "127.82.0.1")[0]
+    memcached.pause()
+    try:
+        for i in range(3):
+            ok, out, secs = dc.auth_test(ALICE, USERS[ALICE], f"127.82.0.{i + 2}")
+            assert ok, out
+            assert secs < 2.0, f"login with a hung memcached took {secs:.2f}s"
+    finally:
+        memcached.resume()
