@@ -113,8 +113,9 @@ def test_plain_pam_unix_login(courier_srv, users):
                      courier_srv.log_text())
 
 
-def test_right_password_passes_brake(brake, users):
+def test_right_password_passes_brake(brake, users, memcached):
     user = users.add(PASSWORD)
+    keys_before = set(memcached.dump_keys())
     mark = brake.syslog_mark()
     (ok_i, msg_i, _), (ok_p, msg_p, _), (bad, msg_b, _) = parallel([
         (brake.imap_login, user, PASSWORD, "127.41.0.1"),
@@ -126,6 +127,12 @@ def test_right_password_passes_brake(brake, users):
     assert not bad, msg_b
     # the wrong password did reach pam_unix: the brake let it through
     assert checked_by_pam_unix(brake, mark, user, "127.41.0.3"), brake.syslog_text(mark)
+    # the module recorded the outcomes, under keyed hashes only
+    new_keys = set(memcached.dump_keys()) - keys_before
+    assert new_keys, "pam_authbrake stored nothing"
+    for key in new_keys:
+        for clear in (user, "127.41.0", PASSWORD):
+            assert clear not in key, key
 
 
 def test_dictionary_run_blocks_address(brake, users):
