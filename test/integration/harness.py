@@ -42,8 +42,11 @@ class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
     .policy_port  .conf_path  .log_path  .dir  .policy_conf  .api_key
     .add_user(name, password)
     .auth_test(user, pw, rip, service="imap", extra=None) -> (ok, output, seconds)
-    .imap_login(user, pw, src="127.0.0.1", timeout=30) -> (ok, message, seconds)
-    .pop3_login(user, pw, src="127.0.0.1", timeout=30) -> (ok, message, seconds)
+    .imap_login(user, pw, src="127.0.0.1", timeout=30, forwarded_ip=None)
+    .pop3_login(user, pw, src="127.0.0.1", timeout=30, forwarded_ip=None)
+        -> (ok, message, seconds); forwarded_ip makes the client a proxy
+        (IMAP ID x-originating-ip / POP3 XCLIENT ADDR=), which Dovecot
+        believes when src is in trusted_networks (login_trusted_networks)
     .log_text() -> str   .log_mark() -> int   .log_since(mark) -> str
     .wait_log(regex, since=0, timeout=5) -> re.Match | None
     .policy_pids() -> [int]     authbrake-policy processes under this master
@@ -413,10 +416,15 @@ def _text(x):
     return str(x)
 
 
-def imap_login(port, user, password, src="127.0.0.1", timeout=30):
-    """LOGIN over IMAP from source address src: (ok, server message, seconds)."""
+def imap_login(port, user, password, src="127.0.0.1", timeout=30,
+               forwarded_ip=None):
+    """LOGIN over IMAP from source address src: (ok, server message, seconds).
+    forwarded_ip: first send ID ("x-originating-ip" ...) as a proxy does
+    (Dovecot believes it when src is in login_trusted_networks)."""
     conn = _BoundIMAP("127.0.0.1", port, src, timeout)
     try:
+        if forwarded_ip is not None:
+            conn.xatom("ID", f'("x-originating-ip" "{forwarded_ip}")')
         t0 = time.monotonic()
         try:
             typ, data = conn.login(user, password)
@@ -441,10 +449,14 @@ def imap_login(port, user, password, src="127.0.0.1", timeout=30):
             pass
 
 
-def pop3_login(port, user, password, src="127.0.0.1", timeout=30):
-    """USER/PASS over POP3 from source address src: (ok, server message, seconds)."""
+def pop3_login(port, user, password, src="127.0.0.1", timeout=30,
+               forwarded_ip=None):
+    """USER/PASS over POP3 from source address src: (ok, server message, seconds).
+    forwarded_ip: first send XCLIENT ADDR=... as a proxy does."""
     conn = _BoundPOP3("127.0.0.1", port, src, timeout)
     try:
+        if forwarded_ip is not None:
+            conn._shortcmd(f"XCLIENT ADDR={forwarded_ip}")
         t0 = time.monotonic()
         try:
             conn.user(user)
@@ -818,11 +830,13 @@ service anvil {
             time.sleep(0.05)
 
     # -- clients
-    def imap_login(self, user, password, src="127.0.0.1", timeout=30):
-        return imap_login(self.imap_port, user, password, src, timeout)
+    def imap_login(self, user, password, src="127.0.0.1", timeout=30,
+                   forwarded_ip=None):
+        return imap_login(self.imap_port, user, password, src, timeout, forwarded_ip)
 
-    def pop3_login(self, user, password, src="127.0.0.1", timeout=30):
-        return pop3_login(self.pop3_port, user, password, src, timeout)
+    def pop3_login(self, user, password, src="127.0.0.1", timeout=30,
+                   forwarded_ip=None):
+        return pop3_login(self.pop3_port, user, password, src, timeout, forwarded_ip)
 
     def auth_test(self, user, password, rip, service="imap", extra=None, timeout=60):
         return auth_test(self.conf_path, user, password, rip, service, extra, timeout)
