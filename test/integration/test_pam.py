@@ -182,12 +182,16 @@ class PamStack:
 def make_stack(tmp_path, memcached, syslog, test_user):
     """make_stack(conf=None, preauth_args="", **conf_overrides) -> PamStack.
     Without conf, a fresh authbrake.conf with the harness's test thresholds
-    and pam_max_delay = 0 (so the tarpit does not slow the test)."""
+    and pam_max_delay = 0 (so the tarpit does not slow the test), and
+    memcached timeouts of 2 s."""
     stacks = []
 
     def make(conf=None, preauth_args="", common_args="", text=None, **overrides):
         if conf is None:
             overrides.setdefault("pam_max_delay", 0)
+            # a loaded CI machine must not turn a slow reply into fail_mode
+            overrides.setdefault("poll_timeout", "2s")
+            overrides.setdefault("connect_timeout", "2s")
             conf = write_authbrake_conf(tmp_path / f"conf{len(stacks)}",
                                         memcached, **overrides)
         if text is not None:
