@@ -113,7 +113,11 @@ static int args_parse(struct pam_call *call, int flags, int argc,
 
 /* When the configuration cannot be read, its fail_mode cannot be either:
    use a fail_mode= module argument if there is one, else the default
-   (open). See pam_authbrake(8), "A broken configuration". */
+   (open). Open never opens the door: preauth returns PAM_IGNORE and the
+   real module still checks the password; the brake is off and every call
+   says so at LOG_ERR. Sites that would rather refuse logins while the
+   brake is broken put fail_mode=closed on the preauth line.
+   See pam_authbrake(8), "A broken configuration". */
 static enum ab_fail_mode broken_config_fail_mode(int argc, const char **argv)
 {
 	enum ab_fail_mode mode = AB_FAIL_OPEN;
