@@ -298,8 +298,12 @@ mount --bind "$T/pam.d" /etc/pam.d
 mount --bind "$T/run" /run/courier
 mount --bind "$R/usr/lib/courier" /usr/lib/courier
 mount --bind "$R/usr/lib/courier-authlib" /usr/lib/courier-authlib
-# /dev/log for pam_syslog: an overlay on /dev with one symlink added
-mount -t overlay overlay -o "lowerdir=/dev,upperdir=$T/dev-upper,workdir=$T/dev-work" /dev
+# /dev/log for pam_syslog: an overlay on /dev with one symlink added (its
+# upper layer on a tmpfs: an upper dir cannot be on overlayfs itself)
+mount -t tmpfs -o size=1m,mode=0755 tmpfs "$T/dev-overlay"
+mkdir "$T/dev-overlay/upper" "$T/dev-overlay/work"
+mount -t overlay overlay \
+    -o "lowerdir=/dev,upperdir=$T/dev-overlay/upper,workdir=$T/dev-overlay/work" /dev
 ln -sf "$T/syslog.sock" /dev/log
 mkdir -p /run/courier/authdaemon
 export LD_LIBRARY_PATH="$R/usr/lib"
@@ -348,7 +352,7 @@ class Courier:
     # -- configuration
     def _write_config(self):
         for d in (self.etc_dir, self.pam_dir, self.run_dir,
-                  os.path.join(self.dir, "dev-upper"), os.path.join(self.dir, "dev-work")):
+                  os.path.join(self.dir, "dev-overlay")):
             os.makedirs(d, exist_ok=True)
         src = self.root / "etc" / "courier"
         rc = (src / "authdaemonrc").read_text()
