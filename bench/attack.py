@@ -38,6 +38,7 @@ addresses) plus the attacker's successful logins.
 import os
 import re
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -218,6 +219,34 @@ def count_checks(log, addresses):
     return n
 
 
+REJECT_RE = re.compile(r'authbrake-policy: \w+: account="[^"]*" address=([0-9.]+) '
+                       r'.*decision=(\w+) reason="([^"]*)"')
+
+
+def policy_reasons(log, addresses):
+    """How authbrake-policy's log says it treated these addresses."""
+    seen = {}
+    for m in REJECT_RE.finditer(log):
+        if m.group(1) in addresses:
+            key = f"{m.group(2)}: {m.group(3)}"
+            seen[key] = seen.get(key, 0) + 1
+    return ", ".join(f"{k} x{v}" for k, v in sorted(seen.items(), key=lambda kv: -kv[1]))
+
+
+def anvil_penalty(dv, addresses):
+    """The highest penalty Dovecot's anvil holds for these addresses
+    (`doveadm penalty`): evidence the penalty was on, or not."""
+    r = subprocess.run(["doveadm", "-c", dv.conf_path, "penalty"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=30)
+    best = 0
+    for line in r.stdout.splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 2 and f[0] in addresses and f[1].isdigit():
+            best = max(best, int(f[1]))
+    return best
+
+
 def locked_iter(it):
     return iter(list(it))
 
@@ -230,7 +259,7 @@ def scenario_dictionary(run, blk, pw):
     threads = [threading.Thread(target=run.attacker, args=(att, jobs)) for _ in range(16)]
     threads.append(threading.Thread(target=run.legit_loop, args=(leg, legit, 0.1)))
     run.go(threads)
-    return att, leg, {rip}, ""
+    return att, leg, {rip}, {blk.home(i, a) for i in range(40) for a in (0, 1)}, ""
 
 
 def scenario_botnet(run, blk, pw):
@@ -252,7 +281,8 @@ def scenario_botnet(run, blk, pw):
     legit = [(s, pw[s], blk.home(i, i % 2)) for i, s in enumerate(STAFF)]
     threads.append(threading.Thread(target=run.legit_loop, args=(leg, legit, 0.1)))
     run.go(threads)
-    return att, leg, {blk.bot(k) for k in range(400)}, ""
+    return (att, leg, {blk.bot(k) for k in range(400)},
+            {blk.home(i, a) for i in range(40) for a in (0, 1)}, "")
 
 
 def scenario_phone(run, blk, pw):
@@ -273,7 +303,11 @@ def scenario_phone(run, blk, pw):
             leg.add(ok, secs)
             notes.append(f"owner from {where}: {'ok' if ok else 'REFUSED'} {secs:.2f}s")
     notes.append(f"phone tries {phone.attempts}")
-    return phone, leg, {nat}, "; ".join(notes)
+    return phone, leg, {nat}, {nat, blk.home(0)}, "; ".join(notes)
+
+
+def who_of(scenario):
+    return "phone" if scenario == "phone-nat" else "attacker"
 
 
 SCENARIOS = (("dictionary", scenario_dictionary), ("botnet", scenario_botnet),
@@ -297,8 +331,11 @@ def run(m, scale=1.0):
         d = tempfile.mkdtemp(prefix="ab-bench-attack-")
         conf = harness.write_authbrake_conf(d, mc, **production_overrides())
         extra = "auth_debug = no\n"
-        with harness.Dovecot(users=pw, extra_conf=extra) as plain, \
-                harness.Dovecot(users=pw, policy_conf=conf, extra_conf=extra) as pol:
+        # both keep Dovecot's anvil penalty as production does; "none" and
+        # "authbrake-no-penalty" switch it off per request (no-penalty flag)
+        with harness.Dovecot(users=pw, extra_conf=extra, anvil_penalty=True) as plain, \
+                harness.Dovecot(users=pw, policy_conf=conf, extra_conf=extra,
+                                anvil_penalty=True) as pol:
             say(PART, f"Dovecot without policy pid {plain.pid}, Dovecot with "
                 f"authbrake-policy pid {pol.pid} (memcached {mc.address}, production "
                 f"thresholds); {len(pw)} passwd-file users; auth_failure_delay = 0")
@@ -317,11 +354,25 @@ def run(m, scale=1.0):
                     mark = dv.log_mark()
                     r = Run(dv, sock, no_penalty, seconds)
                     t0 = time.monotonic()
-                    att, leg, addrs, note = fn(r, blk, pw)
+                    att, leg, addrs, legit_addrs, note = fn(r, blk, pw)
                     elapsed = time.monotonic() - t0
                     time.sleep(0.3)
                     log = dv.log_since(mark)
                     checks = count_checks(log, addrs)
+                    notes = [note] if note else []
+                    if not no_penalty and name != "phone-nat":
+                        # (a success from an address resets its penalty, so
+                        # after phone-nat's last logins it would read 0)
+                        notes.append(f"anvil penalty of {who_of(name)} "
+                                     f"address(es): max {anvil_penalty(dv, addrs)}")
+                    if prot.startswith("authbrake"):
+                        why = policy_reasons(log, legit_addrs)
+                        if why:
+                            notes.append(f"authbrake on legit addresses: {why}")
+                        why = policy_reasons(log, addrs)
+                        if why:
+                            notes.append(f"authbrake on {who_of(name)}: {why}")
+                    note = "; ".join(notes)
                     broken = sorted(att.ok_accounts) if name != "phone-nat" else []
                     row = {
                         "scenario": name, "protection": prot, "seconds": seconds,
@@ -339,7 +390,7 @@ def run(m, scale=1.0):
                         row["note"] = (note + "; " if note else "") + \
                             f"{len(r.errors)} client errors, first: {r.errors[0]}"
                     rows.append(row)
-                    who = "phone" if name == "phone-nat" else "attacker"
+                    who = who_of(name)
                     figure(PART, f"{name:10s} {prot:20s}",
                            f"{who}: {att.attempts} answered, {row['attacker_checks']} "
                            f"password checks, broken: {row['accounts_broken']}; legit: "
@@ -353,5 +404,15 @@ def run(m, scale=1.0):
                            f"checks = Dovecot log lines 'Password mismatch'/'unknown user' "
                            f"for {len(addrs)} {who} address(es) + {who} OKs; "
                            f"{m['nproc']} CPUs")
-    write_csv("attack.csv", rows)
+    base = {r["scenario"]: r for r in rows if r["protection"] == "none"}
+    for r in rows:
+        b = base.get(r["scenario"])
+        if b and r["legit_p50_ms"] is not None and b["legit_p50_ms"] is not None:
+            r["legit_added_p50_ms"] = round(r["legit_p50_ms"] - b["legit_p50_ms"], 3)
+            r["legit_added_p99_ms"] = round(r["legit_p99_ms"] - b["legit_p99_ms"], 3)
+    write_csv("attack.csv", rows, [
+        "scenario", "protection", "seconds", "attacker_attempts", "attacker_checks",
+        "accounts_broken", "legit_total", "legit_refused", "legit_delayed",
+        "legit_p50_ms", "legit_p99_ms", "legit_max_ms", "legit_added_p50_ms",
+        "legit_added_p99_ms", "note"])
     return rows

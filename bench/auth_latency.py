@@ -37,8 +37,10 @@ def run(m, n=2000):
         d = tempfile.mkdtemp(prefix="ab-bench-auth-")
         conf = harness.write_authbrake_conf(d, mc, **production_overrides())
         extra = "auth_debug = no\n"
-        with harness.Dovecot(users=users, extra_conf=extra) as plain, \
-                harness.Dovecot(users=users, policy_conf=conf, extra_conf=extra) as pol:
+        # production shape: Dovecot's anvil penalty on in both
+        with harness.Dovecot(users=users, extra_conf=extra, anvil_penalty=True) as plain, \
+                harness.Dovecot(users=users, policy_conf=conf, extra_conf=extra,
+                                anvil_penalty=True) as pol:
             say(PART, f"Dovecot without policy pid {plain.pid}; Dovecot with "
                 f"authbrake-policy pid {pol.pid} (memcached {mc.address}); "
                 f"{USERS} passwd-file users, auth_cache_size = 0")
