@@ -248,8 +248,8 @@ def cluster(request, courier_srv, sysusers):
     def make(pam_args="", **overrides):
         c = Cluster()
         made.append(c)
-        c.m = []
-        c.dc = []
+        c.m, c.dc, c.conf_dir = [], [], None
+        c.syslog_mark = courier_srv.syslog_mark()
         for _ in range(2):
             mc = harness.Memcached()
             c.m.append(mc)
@@ -282,16 +282,18 @@ def cluster(request, courier_srv, sysusers):
     failed = any(getattr(request.node, "rep_" + w, None) is not None and
                  getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
     for c in made:
+        parallel([(dc.stop,) for dc in c.dc])      # each waits for its master to go
         for dc in c.dc:
-            dc.stop()
             if failed:
-                sys.stderr.write(f"\n--- kept {dc.dir}: log tail\n{dc.log_text()[-5000:]}\n")
+                tail = [l for l in dc.log_text().splitlines() if ": Debug: " not in l]
+                sys.stderr.write(f"\n--- kept {dc.dir}: log tail (no Debug lines)\n"
+                                 + "\n".join(tail[-40:]) + "\n")
             else:
                 shutil.rmtree(dc.dir, ignore_errors=True)
         for mc in c.m:
             mc.stop()
             shutil.rmtree(mc.dir, ignore_errors=True)
-        if not failed:
+        if not failed and c.conf_dir:
             shutil.rmtree(c.conf_dir, ignore_errors=True)
         if failed:
             sys.stderr.write("\n--- Courier syslog\n"
