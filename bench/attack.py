@@ -14,7 +14,7 @@ it got in that time"):
 
   dictionary  one address, 16 parallel connections, 80 user names x 10
               common passwords (password-major); "monica" has "123456"
-  botnet      400 addresses in 400 /24s, 3 tries each, 32 in parallel,
+  botnet      400 addresses in 400 /24s, 3 tries each, 200 in parallel,
               against 50 accounts (40 staff + 10 role accounts) with 24
               common passwords; "sales" has "Summer2024" (13th guess)
   phone-nat   staff00's phone retries a stale password every second from
@@ -70,6 +70,8 @@ BOT_PASSWORDS = ("123456", "password", "12345678", "qwerty", "123456789",
                  "letmein", "696969", "shadow", "master", "666666",
                  "qwertyuiop", "123321", "mustang")
 ROLE_ACCOUNTS = NAMES[:10]
+BOTS_PARALLEL = 200
+TAIL_SECONDS = 5
 STAFF = [f"staff{i:02d}" for i in range(40)]
 
 
@@ -211,12 +213,30 @@ CHECK_RE = re.compile(r"passwd-file\(([^,)]*),([0-9.]+)[^)]*\): "
                       r"(Password mismatch|unknown user)")
 
 
-def count_checks(log, addresses):
-    n = 0
-    for m in CHECK_RE.finditer(log):
-        if m.group(2) in addresses:
+STAMP_RE = re.compile(r"^(\w{3} +\d+ \d\d:\d\d:\d\d) ")
+
+
+def _stamp(line):
+    m = STAMP_RE.match(line)
+    if not m:
+        return None
+    t = time.strptime(f"{time.localtime().tm_year} {m.group(1)}", "%Y %b %d %H:%M:%S")
+    return time.mktime(t)
+
+
+def count_checks(log, addresses, tail_from=None):
+    """Password checks for these addresses; with tail_from (epoch seconds)
+    also those logged since then (Dovecot's log has 1 s resolution)."""
+    n = tail = 0
+    for line in log.splitlines():
+        m = CHECK_RE.search(line)
+        if m and m.group(2) in addresses:
             n += 1
-    return n
+            if tail_from is not None:
+                ts = _stamp(line)
+                if ts is not None and ts >= tail_from:
+                    tail += 1
+    return n, tail
 
 
 REJECT_RE = re.compile(r'authbrake-policy: \w+: account="[^"]*" address=([0-9.]+) '
@@ -272,10 +292,11 @@ def scenario_botnet(run, blk, pw):
             jobs.append((targets[g % len(targets)],
                          BOT_PASSWORDS[(g // len(targets)) % len(BOT_PASSWORDS)],
                          blk.bot(k)))
-    # 32 bots at a time, each address sending its 3 tries in a row
-    per_thread = [[] for _ in range(32)]
+    # 200 bots at a time (a botnet's hosts work in parallel), each address
+    # sending its 3 tries in a row
+    per_thread = [[] for _ in range(BOTS_PARALLEL)]
     for k in range(400):
-        per_thread[k % 32].extend(jobs[k * 3:k * 3 + 3])
+        per_thread[k % BOTS_PARALLEL].extend(jobs[k * 3:k * 3 + 3])
     threads = [threading.Thread(target=run.attacker, args=(att, iter(pt)))
                for pt in per_thread]
     legit = [(s, pw[s], blk.home(i, i % 2)) for i, s in enumerate(STAFF)]
@@ -354,11 +375,12 @@ def run(m, scale=1.0):
                     mark = dv.log_mark()
                     r = Run(dv, sock, no_penalty, seconds)
                     t0 = time.monotonic()
+                    tail_from = int(time.time()) + seconds - TAIL_SECONDS
                     att, leg, addrs, legit_addrs, note = fn(r, blk, pw)
                     elapsed = time.monotonic() - t0
                     time.sleep(0.3)
                     log = dv.log_since(mark)
-                    checks = count_checks(log, addrs)
+                    checks, tail = count_checks(log, addrs, tail_from)
                     notes = [note] if note else []
                     if not no_penalty and name != "phone-nat":
                         # (a success from an address resets its penalty, so
@@ -378,6 +400,8 @@ def run(m, scale=1.0):
                         "scenario": name, "protection": prot, "seconds": seconds,
                         "attacker_attempts": att.attempts,
                         "attacker_checks": checks + (att.ok if name != "phone-nat" else 0),
+                        # the rate the attack still had at the end of the run
+                        "checks_per_min_at_end": round(tail * 60 / TAIL_SECONDS),
                         "accounts_broken": " ".join(broken) or "-",
                         "legit_total": leg.attempts, "legit_refused": leg.refused,
                         "legit_delayed": sum(1 for t in leg.latency if t > 1.0),
@@ -393,7 +417,8 @@ def run(m, scale=1.0):
                     who = who_of(name)
                     figure(PART, f"{name:10s} {prot:20s}",
                            f"{who}: {att.attempts} answered, {row['attacker_checks']} "
-                           f"password checks, broken: {row['accounts_broken']}; legit: "
+                           f"password checks ({row['checks_per_min_at_end']}/min in the last "
+                           f"{TAIL_SECONDS} s), broken: {row['accounts_broken']}; legit: "
                            f"{leg.attempts} logins, {leg.refused} refused, "
                            f"{row['legit_delayed']} delayed >1 s, p50 {row['legit_p50_ms']} ms, "
                            f"p99 {row['legit_p99_ms']} ms"
@@ -412,6 +437,7 @@ def run(m, scale=1.0):
             r["legit_added_p99_ms"] = round(r["legit_p99_ms"] - b["legit_p99_ms"], 3)
     write_csv("attack.csv", rows, [
         "scenario", "protection", "seconds", "attacker_attempts", "attacker_checks",
+        "checks_per_min_at_end",
         "accounts_broken", "legit_total", "legit_refused", "legit_delayed",
         "legit_p50_ms", "legit_p99_ms", "legit_max_ms", "legit_added_p50_ms",
         "legit_added_p99_ms", "note"])

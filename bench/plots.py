@@ -177,6 +177,7 @@ def summary(results, m, failed, quick=False):
                   ("scenario", "scenario"), ("protection", "protection"),
                   ("s", "seconds"), ("attempts", "attacker_attempts"),
                   ("password checks", "attacker_checks"),
+                  ("checks/min at end", "checks_per_min_at_end"),
                   ("accounts broken", "accounts_broken"),
                   ("legit logins", "legit_total"), ("refused", "legit_refused"),
                   ("delayed >1s", "legit_delayed"), ("legit p50 ms", "legit_p50_ms"),
