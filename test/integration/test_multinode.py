@@ -527,8 +527,10 @@ def test_one_memcached_hung(cluster):
     assert all(closed), "circuit breaker never closed after SIGCONT"
     assert during("legit") and all(r[2][0] for r in during("legit")), \
         [r for r in during("legit") if not r[2][0]][:3]
-    for name in ("legit", "attack", "policy"):
-        assert longest[name] < HUNG_BOUND, f"{name}: a decision took {longest[name]:.2f}s"
+    # a failed login also waits out Dovecot's 0.5 s tick and its tarpit
+    for name, bound in (("legit", HUNG_BOUND), ("policy", HUNG_BOUND),
+                        ("attack", ATTACK_BOUND)):
+        assert longest[name] < bound, f"{name}: a decision took {longest[name]:.2f}s"
     assert okc, msgc
     assert secc < HUNG_BOUND, f"Courier login took {secc:.2f}s with a hung memcached"
     let_in = [r for r in during("policy") if not r[2][0]]
