@@ -114,10 +114,13 @@ class Tally:
         self.ok_accounts = set()
         self.latency = []
         self.refused = 0
+        self.planned = None       # attempts the attacker had in store
+        self.last_answer = None   # time.monotonic() of the last answer
 
     def add(self, ok, secs, user=None):
         with self.lock:
             self.attempts += 1
+            self.last_answer = time.monotonic()
             self.latency.append(secs)
             if ok:
                 self.ok += 1
@@ -275,6 +278,7 @@ def scenario_dictionary(run, blk, pw):
     att, leg = Tally(), Tally()
     rip = blk.dictionary()
     jobs = locked_iter((n, p, rip) for p in DICT_PASSWORDS for n in NAMES)
+    att.planned = len(DICT_PASSWORDS) * len(NAMES)
     legit = [(s, pw[s], blk.home(i, i % 2)) for i, s in enumerate(STAFF)]
     threads = [threading.Thread(target=run.attacker, args=(att, jobs)) for _ in range(16)]
     threads.append(threading.Thread(target=run.legit_loop, args=(leg, legit, 0.1)))
@@ -299,6 +303,7 @@ def scenario_botnet(run, blk, pw):
         per_thread[k % BOTS_PARALLEL].extend(jobs[k * 3:k * 3 + 3])
     threads = [threading.Thread(target=run.attacker, args=(att, iter(pt)))
                for pt in per_thread]
+    att.planned = len(jobs)
     legit = [(s, pw[s], blk.home(i, i % 2)) for i, s in enumerate(STAFF)]
     threads.append(threading.Thread(target=run.legit_loop, args=(leg, legit, 0.1)))
     run.go(threads)
@@ -382,6 +387,9 @@ def run(m, scale=1.0):
                     log = dv.log_since(mark)
                     checks, tail = count_checks(log, addrs, tail_from)
                     notes = [note] if note else []
+                    if att.planned and att.attempts >= att.planned:
+                        notes.append(f"attack done: all {att.planned} tries answered "
+                                     f"after {att.last_answer - t0:.1f} s")
                     if not no_penalty and name != "phone-nat":
                         # (a success from an address resets its penalty, so
                         # after phone-nat's last logins it would read 0)
