@@ -205,16 +205,13 @@ static int preauth(struct pam_call *call)
 	return PAM_AUTH_ERR;
 }
 
+/* A store error is logged by the tracker, through pam_log(). */
 static void record(struct pam_call *call, enum ab_outcome outcome)
 {
 	const char *error;
 
-	if (ab_tracker_report(call->tracker, &call->attempt, outcome,
-			      time(NULL), &error) < 0)
-		pam_syslog(call->pamh, LOG_ERR,
-			   "recording a %s in memcached failed: %s; the counts are incomplete",
-			   outcome == AB_OUTCOME_SUCCESS ? "success" : "failure",
-			   error);
+	(void)ab_tracker_report(call->tracker, &call->attempt, outcome,
+				time(NULL), &error);
 }
 
 /* What a call returns when the module cannot work: preauth follows

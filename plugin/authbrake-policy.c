@@ -170,11 +170,10 @@ static void policy_answer(struct policy_request *preq)
 			body.success ? AB_OUTCOME_SUCCESS : AB_OUTCOME_FAILURE;
 
 		/* Dovecot does not wait for a report's answer to go on; a
-		   store error is logged by the tracker and changes nothing
-		   for the client. */
-		if (ab_tracker_report(policy_tracker, &attempt, outcome,
-				      time(NULL), &error) < 0)
-			i_error("report not recorded: %s", error);
+		   store error is logged by the tracker (once per
+		   fail_log_interval) and changes nothing for the client. */
+		(void)ab_tracker_report(policy_tracker, &attempt, outcome,
+					time(NULL), &error);
 		policy_reply_json(req, 200, "OK", "{\"status\":0}");
 		return;
 	}

@@ -162,7 +162,14 @@ void ab_store_set_clock(struct ab_store *store, time_t (*now)(void))
 
 static uint32_t server_of(struct ab_store *store, const char *key)
 {
-	uint32_t idx = memcached_generate_hash(store->memc, key, strlen(key));
+	uint32_t idx;
+
+	/* libmemcached rebuilds its continuum of live servers only inside
+	   its own operations, once a dead server's retry time is up; do it
+	   here too, or keys are grouped for a server the request will not
+	   go to and the survivor's answers are lost. */
+	memcached_autoeject(store->memc);
+	idx = memcached_generate_hash(store->memc, key, strlen(key));
 
 	return idx < store->server_count ? idx : 0;
 }

@@ -203,8 +203,11 @@ static int read_snapshot(struct ab_tracker *tracker,
 	return ret;
 }
 
+/* Store errors are logged once per fail_log_interval, whatever call met
+   them, each time with what fail_mode does while the store is away. */
 static void store_failure(struct ab_tracker *tracker, time_t now,
-			  const char *what, const char *error)
+			  const char *what, const char *error,
+			  const char *consequence)
 {
 	if (tracker->last_fail_log != 0 &&
 	    now - tracker->last_fail_log < (time_t)tracker->cfg->fail_log_interval_s) {
@@ -212,11 +215,12 @@ static void store_failure(struct ab_tracker *tracker, time_t now,
 		return;
 	}
 	tracker_log(tracker, AB_LOG_ERROR,
-		    "%s: %s; fail_mode=%s: %s (%llu more like this since the last message)",
-		    what, error,
-		    tracker->cfg->fail_mode == AB_FAIL_OPEN ? "open" : "closed",
+		    "%s: %s; %s%s%s (%llu more like this since the last message)",
+		    what, error, consequence != NULL ? consequence : "",
+		    consequence != NULL ? "; while it lasts " : "",
 		    tracker->cfg->fail_mode == AB_FAIL_OPEN ?
-		    "logins are let through unchecked" : "logins are rejected",
+		    "fail_mode=open: logins are let through unchecked" :
+		    "fail_mode=closed: logins are rejected",
 		    tracker->fail_suppressed);
 	tracker->last_fail_log = now;
 	tracker->fail_suppressed = 0;
@@ -234,7 +238,7 @@ void ab_tracker_allow(struct ab_tracker *tracker,
 
 	ret = read_snapshot(tracker, attempt, &snap, keys, &error);
 	if (ret < 0) {
-		store_failure(tracker, now, "memcached unreachable", error);
+		store_failure(tracker, now, "memcached unreachable", error, NULL);
 		memset(decision_r, 0, sizeof(*decision_r));
 		decision_r->store_failed = true;
 		if (cfg->fail_mode == AB_FAIL_OPEN) {
@@ -249,15 +253,16 @@ void ab_tracker_allow(struct ab_tracker *tracker,
 		return;
 	}
 	if (ret > 0)
-		store_failure(tracker, now, "memcached partly unreachable, deciding on the servers that answered",
-			      error);
+		store_failure(tracker, now, "memcached partly unreachable", error,
+			      "deciding on the counts of the servers that answered");
 	ab_decide(&snap, attempt, cfg, now, decision_r);
 
 	if ((flags & AB_ALLOW_DRY_RUN) == 0 && decision_r->verdict != AB_REJECT &&
 	    attempt->has_addr && !ab_attempt_trusted(attempt, cfg)) {
 		if (ab_store_incr(tracker->store, keys[AB_SLOT_IP_INFLIGHT], 1,
 				  120, NULL, &error) < 0)
-			store_failure(tracker, now, "memcached: counting an attempt in flight", error);
+			store_failure(tracker, now, "memcached unreachable", error,
+				      "an attempt in flight was not counted");
 	}
 }
 
@@ -366,8 +371,11 @@ int ab_tracker_report(struct ab_tracker *tracker,
 	int ret;
 
 	ret = read_snapshot(tracker, attempt, &snap, keys, error_r);
-	if (ret < 0)
+	if (ret < 0) {
+		store_failure(tracker, now, "memcached unreachable", *error_r,
+			      "an outcome was not recorded");
 		return -1;
+	}
 	after = snap;
 	ab_record(&snap, attempt, outcome, tracker->cfg, now, &ops);
 	if (apply_ops(tracker, &ops, keys, &after, error_r) < 0)
@@ -376,6 +384,9 @@ int ab_tracker_report(struct ab_tracker *tracker,
 	if (apply_ops(tracker, &ops, keys, &after, error_r) < 0)
 		ret = -1;
 	log_escalation(tracker, attempt, &after, &ops, now);
+	if (ret != 0)
+		store_failure(tracker, now, "memcached partly unreachable",
+			      *error_r, "an outcome was recorded in part");
 	return ret < 0 ? -1 : 0;
 }
 

@@ -42,7 +42,8 @@ enum ab_allow_flags {
 void ab_tracker_allow(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt, time_t now,
 		      unsigned int flags, struct ab_decision *decision_r);
-/* Record an outcome. Returns -1 when the store could not take it. */
+/* Record an outcome. Returns -1 when the store could not take it (the
+   tracker has logged it, once per fail_log_interval). */
 int ab_tracker_report(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt,
 		      enum ab_outcome outcome, time_t now,
