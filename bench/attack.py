@@ -243,7 +243,8 @@ def count_checks(log, addresses, tail_from=None):
 
 
 REJECT_RE = re.compile(r'authbrake-policy: \w+: account="[^"]*" address=([0-9.]+) '
-                       r'.*decision=(\w+) reason="([^"]*)"')
+                       r'[^"]*?decision=(\w+)[^"]*?reason="([^"]*)"')
+BLOCK_RE = re.compile(r"authbrake-policy: \w+: address ([0-9.]+) blocked for (\S+):")
 
 
 def policy_reasons(log, addresses):
@@ -252,6 +253,10 @@ def policy_reasons(log, addresses):
     for m in REJECT_RE.finditer(log):
         if m.group(1) in addresses:
             key = f"{m.group(2)}: {m.group(3)}"
+            seen[key] = seen.get(key, 0) + 1
+    for m in BLOCK_RE.finditer(log):
+        if m.group(1) in addresses:
+            key = f"address blocked for {m.group(2)}"
             seen[key] = seen.get(key, 0) + 1
     return ", ".join(f"{k} x{v}" for k, v in sorted(seen.items(), key=lambda kv: -kv[1]))
 

@@ -115,7 +115,8 @@ set grid ytics
 set yrange [0:*]
 set key top right font ',9'
 set ylabel 'password checks the attacker (phone) got'
-""" + plot(checks) + """set ylabel 'legitimate logins refused or delayed > 1 s'
+""" + plot(checks) + """set key top left
+set ylabel 'legitimate logins refused or delayed > 1 s'
 """ + plot(hurt) + "unset multiplot\n")
 
 
