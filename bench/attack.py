@@ -35,8 +35,10 @@ Password checks the attacker got are counted from Dovecot's own log
 addresses) plus the attacker's successful logins.
 """
 
+import atexit
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -360,6 +362,7 @@ def run(m, scale=1.0):
     durations = {"dictionary": 15, "botnet": 20, "phone-nat": 15}
     with harness.Memcached() as mc:
         d = tempfile.mkdtemp(prefix="ab-bench-attack-")
+        atexit.register(shutil.rmtree, d, True)
         conf = harness.write_authbrake_conf(d, mc, **production_overrides())
         extra = "auth_debug = no\n"
         # both keep Dovecot's anvil penalty as production does; "none" and

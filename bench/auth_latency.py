@@ -9,7 +9,9 @@ a 500 ms timer tick even with auth_failure_delay = 0, which would hide
 anything a policy server adds.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from benchlib import (figure, harness, ms, percentile, production_overrides,
@@ -35,6 +37,7 @@ def run(m, n=2000):
     rows = []
     with harness.Memcached() as mc:
         d = tempfile.mkdtemp(prefix="ab-bench-auth-")
+        atexit.register(shutil.rmtree, d, True)
         conf = harness.write_authbrake_conf(d, mc, **production_overrides())
         extra = "auth_debug = no\n"
         # production shape: Dovecot's anvil penalty on in both

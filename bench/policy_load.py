@@ -6,7 +6,9 @@ speaks Dovecot's policy protocol is measured the same way, in the same run,
 when BENCH_POLICY_URL (and BENCH_POLICY_KEY, BENCH_POLICY_NAME) are set.
 """
 
+import atexit
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -64,6 +66,7 @@ def run(m, seconds=10, conns_list=(4, 50)):
         raise RuntimeError(f"{policy_bin} is missing: run make first")
     with harness.Memcached(memory_mb=256) as mc:
         d = tempfile.mkdtemp(prefix="ab-bench-policy-")
+        atexit.register(shutil.rmtree, d, True)
         conf = harness.write_authbrake_conf(d, mc, **production_overrides())
         with harness.Dovecot(policy_conf=conf,
                              extra_conf="auth_debug = no\n") as dv:
