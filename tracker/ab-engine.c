@@ -223,9 +223,12 @@ void ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 		snap->found[AB_SLOT_ACCT_FAM];
 
 	ops->count = 0;
-	/* the attempt is over, whatever its outcome */
+	/* The attempt is over, whatever its outcome. A right password may
+	   have been asked about twice (Dovecot's after-auth check is on by
+	   default), so a success releases two; memcached stops at 0. */
 	if (addr_rules && snap->value[AB_SLOT_IP_INFLIGHT] > 0)
-		add_op(ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT, 1, 0);
+		add_op(ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT,
+		       outcome == AB_OUTCOME_SUCCESS ? 2 : 1, 0);
 
 	switch (outcome) {
 	case AB_OUTCOME_POLICY_REJECT:

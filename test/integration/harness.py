@@ -25,8 +25,8 @@ write_authbrake_conf(dir, memcached_servers, **overrides) -> AuthbrakeConf
     memcached_servers may be a Memcached, a list of them, or a string.
 
 class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
-              extra_conf="", policy_user="root", anvil_penalty=False)
-                                                                context manager
+              extra_conf="", policy_user="root", anvil_penalty=False,
+              policy_after_auth=False)                        context manager
     Self-contained dovecot.conf (base_dir, state_dir, log file in its own dir),
     `dovecot -F -c CONF`, IMAP and POP3 listeners on free 127.0.0.1 ports,
     ssl = no, disable_plaintext_auth = no, auth_failure_delay = 0,
@@ -530,8 +530,10 @@ class Dovecot:
 
     def __init__(self, dir=None, users=None, policy_conf=None,
                  trusted_networks=None, extra_conf="", policy_user="root",
-                 anvil_penalty=False):
+                 anvil_penalty=False, policy_after_auth=False):
         self.anvil_penalty = anvil_penalty
+        # conf.d/95-authbrake.conf ships "no"; Dovecot's default is "yes"
+        self.policy_after_auth = policy_after_auth
         self.dir = str(dir) if dir else tempfile.mkdtemp(prefix="ab-dovecot-")
         self._own_dir = dir is None
         os.makedirs(self.dir, exist_ok=True)
@@ -672,7 +674,7 @@ auth_policy_hash_truncate = 12
 auth_policy_request_attributes = {AUTH_POLICY_ATTRIBUTES}
 auth_policy_reject_on_fail = no
 auth_policy_check_before_auth = yes
-auth_policy_check_after_auth = yes
+auth_policy_check_after_auth = {"yes" if self.policy_after_auth else "no"}
 auth_policy_report_after_auth = yes
 """
         if not self.anvil_penalty:

@@ -195,6 +195,16 @@ def test_tarpit_grows_with_failures_and_stops_at_cap(policy_dovecot):
     assert tarpits_seen_by_dovecot(dc, src, mark) == ["1", "2", "3", "3"]
 
 
+def test_after_auth_check_does_not_fill_the_inflight_count(policy_dovecot):
+    """Dovecot's default asks "allow" again after a right password: 30 good
+    logins in a row from one address (max_inflight 20) all pass."""
+    dc = policy_dovecot(dovecot_kw={"policy_after_auth": True}, max_inflight=20)
+    office = "127.42.0.1"
+    results = [dc.auth_test(ALICE, USERS[ALICE], office)[0] for _ in range(30)]
+    assert all(results), results
+    assert decisions(dc, 0, office) == []
+
+
 def test_repeated_same_wrong_password_locks_nothing(policy_dovecot):
     """4: a client retrying one stale password many times is not an attack."""
     dc = policy_dovecot(ip_free_failures=2, ip_block_failures=4, ip_max_accounts=4,

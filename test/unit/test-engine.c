@@ -257,6 +257,33 @@ static void test_success_clears_own_failures_not_lock(void **state)
 	assert_null(find_op(&ops, AB_OP_SET, AB_SLOT_ACCT_LOCK));
 }
 
+/* Dovecot asks "allow" twice for a login whose password was right (before
+   and after the check, auth_policy_check_after_auth defaults to yes) and
+   reports once: a success releases both, a failure the one it had. */
+static void test_inflight_released_by_outcome(void **state)
+{
+	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_snapshot s;
+	struct ab_ops ops;
+	const struct ab_op *op;
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	set(&s, AB_SLOT_IP_INFLIGHT, 5);
+	ab_record(&s, &a, AB_OUTCOME_SUCCESS, &cfg, NOW, &ops);
+	op = find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT);
+	assert_non_null(op);
+	assert_int_equal(op->value, 2);
+	ab_record(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	op = find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT);
+	assert_non_null(op);
+	assert_int_equal(op->value, 1);
+	/* nothing in flight: nothing to release */
+	memset(&s, 0, sizeof(s));
+	ab_record(&s, &a, AB_OUTCOME_SUCCESS, &cfg, NOW, &ops);
+	assert_null(find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT));
+}
+
 static void test_policy_reject_is_not_a_failure(void **state)
 {
 	struct ab_attempt a = attempt("alice", "198.51.100.7");
@@ -409,6 +436,7 @@ int main(void)
 		cmocka_unit_test(test_repeated_wrong_password_not_counted),
 		cmocka_unit_test(test_familiar_failures_have_own_allowance),
 		cmocka_unit_test(test_success_clears_own_failures_not_lock),
+		cmocka_unit_test(test_inflight_released_by_outcome),
 		cmocka_unit_test(test_policy_reject_is_not_a_failure),
 		cmocka_unit_test(test_escalate_blocks_and_locks),
 		cmocka_unit_test(test_ipv6_slash64_is_one_origin),
