@@ -178,6 +178,41 @@ static void test_counters_and_ttl(void **state)
 	ab_config_free(&cfg);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* A figure, not an assertion: what one allow-sized read (18 keys, the
+   slots of an attempt) and one increment cost against this memcached. */
+static void print_round_trips(struct ab_store *store, const char *const *keys)
+{
+	enum { N = 2000 };
+	static double mget_ms[N], incr_ms[N];
+	uint64_t values[18], v;
+	bool found[18];
+	const char *error;
+	double t;
+	int i;
+
+	for (i = 0; i < N; i++) {
+		t = now_ms();
+		(void)ab_store_mget(store, keys, 18, values, found, &error);
+		mget_ms[i] = now_ms() - t;
+		t = now_ms();
+		(void)ab_store_incr(store, "ab1:t2:rt", 1, 60, &v, &error);
+		incr_ms[i] = now_ms() - t;
+	}
+	qsort(mget_ms, N, sizeof(double), cmp_double);
+	qsort(incr_ms, N, sizeof(double), cmp_double);
+	print_message("  store round trips over loopback, %d each: mget of 18 keys "
+		      "p50 %.3f ms p99 %.3f ms; incr p50 %.3f ms p99 %.3f ms\n",
+		      N, mget_ms[N / 2], mget_ms[N * 99 / 100],
+		      incr_ms[N / 2], incr_ms[N * 99 / 100]);
+}
+
 static void test_mget_is_one_request(void **state)
 {
 	struct ab_config cfg;
@@ -208,6 +243,7 @@ static void test_mget_is_one_request(void **state)
 		if (found[i])
 			assert_int_equal(values[i], (uint64_t)i);
 	}
+	print_round_trips(store, keys);
 	ab_store_deinit(&store);
 	ab_config_free(&cfg);
 }
