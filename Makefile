@@ -32,6 +32,8 @@ DEB_TEST  := memcached libmemcached-tools dovecot-core dovecot-imapd \
              dovecot-pop3d python3 python3-pytest pamtester iproute2 \
              util-linux passwd
 DEB_BENCH := wrk gnuplot-nox hyperfine
+# what `make demo` tells you to try by hand with
+DEB_DEMO  := curl netcat-openbsd
 DEB_EXTRA ?=
 
 .PHONY: all check check-unit check-integration check-sanitize install deps \
@@ -91,7 +93,7 @@ install: all $(INSTALL_TARGETS)
 		install -m 0644 conf.d/authbrake.conf $(DESTDIR)$(SYSCONFDIR)/authbrake/authbrake.conf
 
 # Installs only what is missing, so check.sh can run it every time.
-DEB_ALL = $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH) $(DEB_EXTRA)
+DEB_ALL = $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH) $(DEB_DEMO) $(DEB_EXTRA)
 deps:
 	@missing=$$(for p in $(DEB_ALL); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
