@@ -124,8 +124,13 @@ def main():
     print(f"""
 authbrake is still running (stop it with: make demo-stop). Try it by hand:
 
-  printf 'a1 LOGIN alice {USERS['alice']}\\r\\na2 LOGOUT\\r\\n' | nc -q 2 127.0.0.1 {dovecot.imap_port}
-  printf 'a1 LOGIN alice {USERS['alice']}\\r\\na2 LOGOUT\\r\\n' | nc -q 2 -s 127.66.0.1 127.0.0.1 {dovecot.imap_port}
+  # alice from her home network: let in, although her account is locked elsewhere
+  printf 'a1 LOGIN alice {USERS['alice']}\\r\\na2 LOGOUT\\r\\n' | nc -q 3 -s 127.10.1.5 127.0.0.1 {dovecot.imap_port}
+  # the same from the dictionary attacker's address: refused, the password is never checked
+  printf 'a1 LOGIN alice {USERS['alice']}\\r\\na2 LOGOUT\\r\\n' | nc -q 3 -s 127.66.0.1 127.0.0.1 {dovecot.imap_port}
+  # POP3, from a new address: alice is locked for unfamiliar origins
+  printf 'USER alice\\r\\nPASS {USERS['alice']}\\r\\nQUIT\\r\\n' | nc -q 3 -s 127.77.0.1 127.0.0.1 {dovecot.pop3_port}
+  # the policy endpoint itself, as Dovecot's auth process asks it
   curl -s -H 'X-API-Key: {conf.api_key}' -d '{{"login":"bob","remote":"192.0.2.1"}}' 'http://127.0.0.1:{dovecot.policy_port}/?command=allow'
 
 Inspect and act with the admin tool:
