@@ -35,18 +35,15 @@ Password checks the attacker got are counted from Dovecot's own log
 addresses) plus the attacker's successful logins.
 """
 
-import atexit
 import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 
 from authclient import AuthClient, AuthError
-from benchlib import (figure, harness, ms, percentile, production_overrides,
+from benchlib import (dovecot_pair, figure, ms, percentile,
                       say, write_csv)
 
 PART = "attack"
@@ -360,91 +357,84 @@ def run(m, scale=1.0):
     pw = users()
     rows = []
     durations = {"dictionary": 15, "botnet": 20, "phone-nat": 15}
-    with harness.Memcached() as mc:
-        d = tempfile.mkdtemp(prefix="ab-bench-attack-")
-        atexit.register(shutil.rmtree, d, True)
-        conf = harness.write_authbrake_conf(d, mc, **production_overrides())
-        extra = "auth_debug = no\n"
-        # both keep Dovecot's anvil penalty as production does; "none" and
-        # "authbrake-no-penalty" switch it off per request (no-penalty flag)
-        with harness.Dovecot(users=pw, extra_conf=extra, anvil_penalty=True) as plain, \
-                harness.Dovecot(users=pw, policy_conf=conf, extra_conf=extra,
-                                anvil_penalty=True) as pol:
-            say(PART, f"Dovecot without policy pid {plain.pid}, Dovecot with "
-                f"authbrake-policy pid {pol.pid} (memcached {mc.address}, production "
-                f"thresholds); {len(pw)} passwd-file users; auth_failure_delay = 0")
-            for p, prot in enumerate(PROTECTIONS):
-                dv = pol if prot.startswith("authbrake") else plain
-                no_penalty = prot in ("none", "authbrake-no-penalty")
-                sock = os.path.join(dv.base_dir, "auth-client")
-                for s, (name, fn) in enumerate(SCENARIOS):
-                    blk = Block(p, s)
-                    mc.command("flush_all")
-                    extra_warm = []
-                    if name == "phone-nat":  # the NAT is the office: everyone knows it
-                        extra_warm = [(u, blk.nat()) for u in STAFF[:11]]
-                    warm_up(sock, pw, blk, no_penalty, extra_warm)
-                    seconds = max(3, round(durations[name] * scale))
-                    mark = dv.log_mark()
-                    r = Run(dv, sock, no_penalty, seconds)
-                    t0 = time.monotonic()
-                    tail_from = int(time.time()) + seconds - TAIL_SECONDS
-                    att, leg, addrs, legit_addrs, note = fn(r, blk, pw)
-                    elapsed = time.monotonic() - t0
-                    time.sleep(0.3)
-                    log = dv.log_since(mark)
-                    checks, tail = count_checks(log, addrs, tail_from)
-                    notes = [note] if note else []
-                    if att.planned and att.attempts >= att.planned:
-                        notes.append(f"attack done: all {att.planned} tries answered "
-                                     f"after {att.last_answer - t0:.1f} s")
-                    if not no_penalty and name != "phone-nat":
-                        # (a success from an address resets its penalty, so
-                        # after phone-nat's last logins it would read 0)
-                        notes.append(f"anvil penalty of {who_of(name)} "
-                                     f"address(es): max {anvil_penalty(dv, addrs)}")
-                    if prot.startswith("authbrake"):
-                        why = policy_reasons(log, legit_addrs)
-                        if why:
-                            notes.append(f"authbrake on legit addresses: {why}")
-                        why = policy_reasons(log, addrs)
-                        if why:
-                            notes.append(f"authbrake on {who_of(name)}: {why}")
-                    note = "; ".join(notes)
-                    broken = sorted(att.ok_accounts) if name != "phone-nat" else []
-                    row = {
-                        "scenario": name, "protection": prot, "seconds": seconds,
-                        "attacker_attempts": att.attempts,
-                        "attacker_checks": checks + (att.ok if name != "phone-nat" else 0),
-                        # the rate the attack still had at the end of the run
-                        "checks_per_min_at_end": round(tail * 60 / TAIL_SECONDS),
-                        "accounts_broken": " ".join(broken) or "-",
-                        "legit_total": leg.attempts, "legit_refused": leg.refused,
-                        "legit_delayed": sum(1 for t in leg.latency if t > 1.0),
-                        "legit_p50_ms": ms(percentile(leg.latency, 50)),
-                        "legit_p99_ms": ms(percentile(leg.latency, 99)),
-                        "legit_max_ms": ms(max(leg.latency) if leg.latency else None),
-                        "note": note,
-                    }
-                    if r.errors:
-                        row["note"] = (note + "; " if note else "") + \
-                            f"{len(r.errors)} client errors, first: {r.errors[0]}"
-                    rows.append(row)
-                    who = who_of(name)
-                    figure(PART, f"{name:10s} {prot:20s}",
-                           f"{who}: {att.attempts} answered, {row['attacker_checks']} "
-                           f"password checks ({row['checks_per_min_at_end']}/min in the last "
-                           f"{TAIL_SECONDS} s), broken: {row['accounts_broken']}; legit: "
-                           f"{leg.attempts} logins, {leg.refused} refused, "
-                           f"{row['legit_delayed']} delayed >1 s, p50 {row['legit_p50_ms']} ms, "
-                           f"p99 {row['legit_p99_ms']} ms"
-                           + (f"; {row['note']}" if row["note"] else ""),
-                           f"bench/attack.py {name} for {seconds} s (ran {elapsed:.1f} s), "
-                           f"auth-client socket of Dovecot pid {dv.pid}, "
-                           f"{'no-penalty flag' if no_penalty else 'anvil penalty on'}, "
-                           f"checks = Dovecot log lines 'Password mismatch'/'unknown user' "
-                           f"for {len(addrs)} {who} address(es) + {who} OKs; "
-                           f"{m['nproc']} CPUs")
+    # "none" and "authbrake-no-penalty" switch the anvil penalty off per
+    # request (no-penalty flag); the others keep it, as production does
+    with dovecot_pair(pw, "ab-bench-attack-") as (mc, plain, pol):
+        say(PART, f"Dovecot without policy pid {plain.pid}, Dovecot with "
+            f"authbrake-policy pid {pol.pid} (memcached {mc.address}, production "
+            f"thresholds); {len(pw)} passwd-file users; auth_failure_delay = 0")
+        for p, prot in enumerate(PROTECTIONS):
+            dv = pol if prot.startswith("authbrake") else plain
+            no_penalty = prot in ("none", "authbrake-no-penalty")
+            sock = os.path.join(dv.base_dir, "auth-client")
+            for s, (name, fn) in enumerate(SCENARIOS):
+                blk = Block(p, s)
+                mc.command("flush_all")
+                extra_warm = []
+                if name == "phone-nat":  # the NAT is the office: everyone knows it
+                    extra_warm = [(u, blk.nat()) for u in STAFF[:11]]
+                warm_up(sock, pw, blk, no_penalty, extra_warm)
+                seconds = max(3, round(durations[name] * scale))
+                mark = dv.log_mark()
+                r = Run(dv, sock, no_penalty, seconds)
+                t0 = time.monotonic()
+                tail_from = int(time.time()) + seconds - TAIL_SECONDS
+                att, leg, addrs, legit_addrs, note = fn(r, blk, pw)
+                elapsed = time.monotonic() - t0
+                time.sleep(0.3)
+                log = dv.log_since(mark)
+                checks, tail = count_checks(log, addrs, tail_from)
+                notes = [note] if note else []
+                if att.planned and att.attempts >= att.planned:
+                    notes.append(f"attack done: all {att.planned} tries answered "
+                                 f"after {att.last_answer - t0:.1f} s")
+                if not no_penalty and name != "phone-nat":
+                    # (a success from an address resets its penalty, so
+                    # after phone-nat's last logins it would read 0)
+                    notes.append(f"anvil penalty of {who_of(name)} "
+                                 f"address(es): max {anvil_penalty(dv, addrs)}")
+                if prot.startswith("authbrake"):
+                    why = policy_reasons(log, legit_addrs)
+                    if why:
+                        notes.append(f"authbrake on legit addresses: {why}")
+                    why = policy_reasons(log, addrs)
+                    if why:
+                        notes.append(f"authbrake on {who_of(name)}: {why}")
+                note = "; ".join(notes)
+                broken = sorted(att.ok_accounts) if name != "phone-nat" else []
+                row = {
+                    "scenario": name, "protection": prot, "seconds": seconds,
+                    "attacker_attempts": att.attempts,
+                    "attacker_checks": checks + (att.ok if name != "phone-nat" else 0),
+                    # the rate the attack still had at the end of the run
+                    "checks_per_min_at_end": round(tail * 60 / TAIL_SECONDS),
+                    "accounts_broken": " ".join(broken) or "-",
+                    "legit_total": leg.attempts, "legit_refused": leg.refused,
+                    "legit_delayed": sum(1 for t in leg.latency if t > 1.0),
+                    "legit_p50_ms": ms(percentile(leg.latency, 50)),
+                    "legit_p99_ms": ms(percentile(leg.latency, 99)),
+                    "legit_max_ms": ms(max(leg.latency) if leg.latency else None),
+                    "note": note,
+                }
+                if r.errors:
+                    row["note"] = (note + "; " if note else "") + \
+                        f"{len(r.errors)} client errors, first: {r.errors[0]}"
+                rows.append(row)
+                who = who_of(name)
+                figure(PART, f"{name:10s} {prot:20s}",
+                       f"{who}: {att.attempts} answered, {row['attacker_checks']} "
+                       f"password checks ({row['checks_per_min_at_end']}/min in the last "
+                       f"{TAIL_SECONDS} s), broken: {row['accounts_broken']}; legit: "
+                       f"{leg.attempts} logins, {leg.refused} refused, "
+                       f"{row['legit_delayed']} delayed >1 s, p50 {row['legit_p50_ms']} ms, "
+                       f"p99 {row['legit_p99_ms']} ms"
+                       + (f"; {row['note']}" if row["note"] else ""),
+                       f"bench/attack.py {name} for {seconds} s (ran {elapsed:.1f} s), "
+                       f"auth-client socket of Dovecot pid {dv.pid}, "
+                       f"{'no-penalty flag' if no_penalty else 'anvil penalty on'}, "
+                       f"checks = Dovecot log lines 'Password mismatch'/'unknown user' "
+                       f"for {len(addrs)} {who} address(es) + {who} OKs; "
+                       f"{m['nproc']} CPUs")
     base = {r["scenario"]: r for r in rows if r["protection"] == "none"}
     for r in rows:
         b = base.get(r["scenario"])

@@ -9,12 +9,9 @@ a 500 ms timer tick even with auth_failure_delay = 0, which would hide
 anything a policy server adds.
 """
 
-import atexit
 import os
-import shutil
-import tempfile
 
-from benchlib import (figure, harness, ms, percentile, production_overrides,
+from benchlib import (dovecot_pair, figure, harness, ms, percentile,
                       say, write_csv)
 from authclient import AuthClient
 
@@ -35,38 +32,30 @@ def run(m, n=2000):
     users = _users()
     names = sorted(users)
     rows = []
-    with harness.Memcached() as mc:
-        d = tempfile.mkdtemp(prefix="ab-bench-auth-")
-        atexit.register(shutil.rmtree, d, True)
-        conf = harness.write_authbrake_conf(d, mc, **production_overrides())
-        extra = "auth_debug = no\n"
-        # production shape: Dovecot's anvil penalty on in both
-        with harness.Dovecot(users=users, extra_conf=extra, anvil_penalty=True) as plain, \
-                harness.Dovecot(users=users, policy_conf=conf, extra_conf=extra,
-                                anvil_penalty=True) as pol:
-            say(PART, f"Dovecot without policy pid {plain.pid}; Dovecot with "
-                f"authbrake-policy pid {pol.pid} (memcached {mc.address}); "
-                f"{USERS} passwd-file users, auth_cache_size = 0")
-            clients = {
-                "no policy": AuthClient(os.path.join(plain.base_dir, "auth-client")),
-                "authbrake": AuthClient(os.path.join(pol.base_dir, "auth-client")),
-            }
-            times = {k: [] for k in clients}
-            oks = {k: 0 for k in clients}
-            # warm-up: every user once (authbrake learns their home /24)
-            for i, name in enumerate(names):
-                for c in clients.values():
-                    c.auth(name, users[name], _home(i))
-            for j in range(n):
-                i = j % USERS
-                name = names[i]
-                for cfg, c in (clients.items() if j % 2 == 0
-                               else reversed(list(clients.items()))):
-                    ok, _, secs = c.auth(name, users[name], _home(i))
-                    times[cfg].append(secs)
-                    oks[cfg] += ok
+    with dovecot_pair(users, "ab-bench-auth-") as (mc, plain, pol):
+        say(PART, f"Dovecot without policy pid {plain.pid}; Dovecot with "
+            f"authbrake-policy pid {pol.pid} (memcached {mc.address}); "
+            f"{USERS} passwd-file users, auth_cache_size = 0")
+        clients = {
+            "no policy": AuthClient(os.path.join(plain.base_dir, "auth-client")),
+            "authbrake": AuthClient(os.path.join(pol.base_dir, "auth-client")),
+        }
+        times = {k: [] for k in clients}
+        oks = {k: 0 for k in clients}
+        # warm-up: every user once (authbrake learns their home /24)
+        for i, name in enumerate(names):
             for c in clients.values():
-                c.close()
+                c.auth(name, users[name], _home(i))
+        for j in range(n):
+            i = j % USERS
+            name = names[i]
+            for cfg, c in (clients.items() if j % 2 == 0
+                           else reversed(list(clients.items()))):
+                ok, _, secs = c.auth(name, users[name], _home(i))
+                times[cfg].append(secs)
+                oks[cfg] += ok
+        for c in clients.values():
+            c.close()
     base50 = percentile(times["no policy"], 50)
     base99 = percentile(times["no policy"], 99)
     for cfg in ("no policy", "authbrake"):

@@ -1,6 +1,8 @@
 """Shared pieces of the benchmarks: where results go, what machine this is,
 printing each figure with how it was obtained, CSV files, percentiles."""
 
+import atexit
+import contextlib
 import csv
 import os
 import platform
@@ -8,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,3 +129,19 @@ def production_overrides(**extra):
     over = {k: None for k in harness.TEST_DEFAULTS}
     over.update(extra)
     return over
+
+
+@contextlib.contextmanager
+def dovecot_pair(users, prefix):
+    """A real memcached and two Dovecots with the same users, Dovecot's anvil
+    penalty on as in production: one without a policy server, one with
+    authbrake-policy at production thresholds. Yields (mc, plain, pol)."""
+    with harness.Memcached() as mc:
+        d = tempfile.mkdtemp(prefix=prefix)
+        atexit.register(shutil.rmtree, d, True)
+        conf = harness.write_authbrake_conf(d, mc, **production_overrides())
+        extra = "auth_debug = no\n"
+        with harness.Dovecot(users=users, extra_conf=extra, anvil_penalty=True) as plain, \
+                harness.Dovecot(users=users, policy_conf=conf, extra_conf=extra,
+                                anvil_penalty=True) as pol:
+            yield mc, plain, pol

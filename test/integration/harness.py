@@ -388,7 +388,9 @@ def write_authbrake_conf(dir, memcached_servers, **overrides):
 
 # ------------------------------------------------------------------ clients
 
-class _BoundIMAP(imaplib.IMAP4):
+class _BoundSource:
+    """A client whose socket leaves from source address src (any 127.x.y.z)."""
+
     def __init__(self, host, port, src, timeout):
         self._src = src
         super().__init__(host, port, timeout=timeout)
@@ -398,14 +400,12 @@ class _BoundIMAP(imaplib.IMAP4):
                                         source_address=(self._src, 0))
 
 
-class _BoundPOP3(poplib.POP3):
-    def __init__(self, host, port, src, timeout):
-        self._src = src
-        super().__init__(host, port, timeout=timeout)
+class _BoundIMAP(_BoundSource, imaplib.IMAP4):
+    pass
 
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout,
-                                        source_address=(self._src, 0))
+
+class _BoundPOP3(_BoundSource, poplib.POP3):
+    pass
 
 
 def _text(x):
