@@ -69,7 +69,7 @@ UNIT_TESTS := $(patsubst test/unit/%.c,$(B)/test/%,$(UNIT_SRC))
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 
 $(B)/test/%: test/unit/%.c $(LIBAB) | $(B)/test
-	$(CC) $(AB_CFLAGS) -o $@ $< $(LIBAB) $(AB_LIBS) $(CMOCKA_LIBS)
+	$(CC) $(AB_CFLAGS) -pthread -o $@ $< $(LIBAB) $(AB_LIBS) $(CMOCKA_LIBS)
 
 all: $(ALL_TARGETS)
 

@@ -4,6 +4,7 @@
    A thin face: it builds an attempt, asks the tracker, translates. */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #define PAM_SM_ACCOUNT
 #include <security/pam_modules.h>
 #include <security/pam_ext.h>
+#include <sodium.h>
 
 #include "ab-error.h"
 #include "ab-tracker.h"
@@ -167,6 +169,45 @@ static void attempt_build(struct pam_call *call, bool with_pw)
 			      service, NULL, 0, &error);
 }
 
+/* preauth and authfail/authsucc of one login share the PAM handle: an id
+   kept on it pairs the decision with its outcome, as Dovecot's session_id
+   does, so the places preauth holds are settled by the outcome. */
+#define SESSION_DATA "pam_authbrake_session"
+
+static void session_cleanup(pam_handle_t *pamh, void *data, int error_status)
+{
+	(void)pamh;
+	(void)error_status;
+	free(data);
+}
+
+static void session_pair(struct pam_call *call)
+{
+	const void *data = NULL;
+	uint8_t *id;
+
+	if (call->action != ACTION_PREAUTH) {
+		if (pam_get_data(call->pamh, SESSION_DATA, &data) == PAM_SUCCESS &&
+		    data != NULL)
+			ab_attempt_set_session(&call->attempt, data,
+					       AB_SESSION_LEN);
+		return;
+	}
+	if ((id = malloc(AB_SESSION_LEN)) == NULL)
+		return;
+	if (sodium_init() < 0) {
+		free(id);
+		return;
+	}
+	randombytes_buf(id, AB_SESSION_LEN);
+	if (pam_set_data(call->pamh, SESSION_DATA, id, session_cleanup) !=
+	    PAM_SUCCESS) {
+		free(id);
+		return;
+	}
+	ab_attempt_set_session(&call->attempt, id, AB_SESSION_LEN);
+}
+
 static void tarpit_sleep(unsigned int secs)
 {
 	struct timespec left = { .tv_sec = secs, .tv_nsec = 0 };
@@ -278,6 +319,7 @@ static int run(pam_handle_t *pamh, int flags, int argc, const char **argv,
 	}
 
 	attempt_build(&call, call.action == ACTION_AUTHFAIL);
+	session_pair(&call);
 	switch (call.action) {
 	case ACTION_PREAUTH:
 		ret = preauth(&call);

@@ -349,6 +349,8 @@ static int status_account(struct cli *cli, const char *login)
 		json_uint(&out, "failures", st.failures);
 		json_bool(&out, "locked", st.locked);
 		json_uint(&out, "lock_left_s", st.lock_left_s);
+		json_uint(&out, "locks", st.strikes);
+		json_uint(&out, "familiar_failures", st.familiar_failures);
 		json_uint(&out, "familiar_subnets", st.familiar_subnets);
 		json_decision(&out, "allow", &d);
 		json_end(&out);
@@ -356,11 +358,18 @@ static int status_account(struct cli *cli, const char *login)
 		printf("account:          %s\n", attempt.account);
 		printf("failures:         %llu from unfamiliar origins (lock at %u)\n",
 		       st.failures, cli->cfg.account_lock_failures);
-		if (st.locked)
+		if (st.lock_left_s > 0)
 			printf("lock:             locked, %s left\n",
 			       human_duration(st.lock_left_s, dur, sizeof(dur)));
+		else if (st.locked)
+			printf("lock:             locked while its failures stay at the threshold\n");
 		else
 			printf("lock:             not locked\n");
+		printf("locks so far:     %llu (the next lasts %s)\n", st.strikes,
+		       human_duration(ab_escalated_duration(cli->cfg.lock_time_s,
+							    cli->cfg.block_max_s,
+							    st.strikes),
+				      dur, sizeof(dur)));
 		printf("familiar subnets: %llu\n", st.familiar_subnets);
 		printf("allow now:        %s\n", decision_str(&d, buf, sizeof(buf)));
 		if (st.locked)
@@ -610,7 +619,7 @@ static int cmd_unlock(struct cli *cli, int argc, char **argv)
 	if ((ret = ab_tracker_account_status(cli->tracker, argv[optind], time(NULL),
 				      &st, &error)) < 0)
 		return store_error(ret, "unlock", error);
-	if ((ret = ab_tracker_unlock(cli->tracker, argv[optind], &error)) < 0)
+	if ((ret = ab_tracker_unlock(cli->tracker, argv[optind], time(NULL), &error)) < 0)
 		return store_error(ret, "unlock", error);
 
 	if (cli->json) {
@@ -622,6 +631,9 @@ static int cmd_unlock(struct cli *cli, int argc, char **argv)
 		json_uint(&out, "lock_left_s", st.lock_left_s);
 		json_uint(&out, "failures_cleared", st.failures);
 		json_end(&out);
+	} else if (st.locked && st.lock_left_s == 0) {
+		printf("%s: unlocked (its failures were at the threshold); %llu failures cleared\n",
+		       attempt.account, st.failures);
 	} else if (st.locked) {
 		printf("%s: unlocked (the lock had %s left); %llu failures cleared\n",
 		       attempt.account, human_duration(st.lock_left_s, dur, sizeof(dur)),
@@ -718,7 +730,7 @@ static int cmd_unblock(struct cli *cli, int argc, char **argv)
 	if ((ret = ab_tracker_address_status(cli->tracker, target.addr, time(NULL),
 				      &st, &error)) < 0)
 		return store_error(ret, "unblock", error);
-	if ((ret = ab_tracker_unblock(cli->tracker, target.shown, &error)) < 0)
+	if ((ret = ab_tracker_unblock(cli->tracker, target.shown, time(NULL), &error)) < 0)
 		return store_error(ret, "unblock", error);
 
 	address = target.kind == TARGET_ADDRESS;

@@ -34,6 +34,9 @@ static struct ab_config policy_config;
 static struct ab_tracker *policy_tracker;
 static char policy_api_key[POLICY_API_KEY_MAX];
 static struct http_server *policy_http_server;
+static struct timeout *policy_evictions_to;
+
+#define POLICY_EVICTIONS_CHECK_MSECS (60 * 1000)
 
 static void policy_log(enum ab_log_level level, const char *msg,
 		       void *context ATTR_UNUSED)
@@ -127,6 +130,33 @@ static const char *policy_client_address(const struct policy_body *body,
 	return body->real_rip;
 }
 
+/* A login authbrake cannot count as an account (over 255 bytes, a
+   control byte) still counts against its address: answering 400 would let
+   Dovecot check the password with nothing counted. */
+static int policy_attempt_init(const struct policy_body *body,
+			       const char *address, struct ab_attempt *attempt_r,
+			       const char **error_r)
+{
+	const char *login = body->login[0] == '\0' ? NULL : body->login;
+	const char *protocol = body->protocol != NULL ? body->protocol : "";
+	size_t pw_len = body->pwhash != NULL ? strlen(body->pwhash) : 0;
+	const char *error;
+
+	if (ab_attempt_init(policy_tracker, attempt_r, login, address, protocol,
+			    body->pwhash, pw_len, &error) < 0) {
+		if (login == NULL || ab_attempt_init(policy_tracker, attempt_r,
+						     NULL, address, protocol,
+						     NULL, 0, error_r) < 0)
+			return -1;
+		i_warning("%s (login \"%s\"): counted against the address only",
+			  error, str_sanitize_utf8(login, 64));
+	}
+	if (body->session_id != NULL)
+		ab_attempt_set_session(attempt_r, body->session_id,
+				       strlen(body->session_id));
+	return 0;
+}
+
 static void policy_answer(struct policy_request *preq)
 {
 	struct http_server_request *req = preq->req;
@@ -154,12 +184,7 @@ static void policy_answer(struct policy_request *preq)
 		return;
 	}
 	if ((address = policy_client_address(&body, &error)) == NULL ||
-	    ab_attempt_init(policy_tracker, &attempt,
-			    body.login[0] == '\0' ? NULL : body.login,
-			    address, body.protocol != NULL ? body.protocol : "",
-			    body.pwhash,
-			    body.pwhash != NULL ? strlen(body.pwhash) : 0,
-			    &error) < 0) {
+	    policy_attempt_init(&body, address, &attempt, &error) < 0) {
 		policy_reply_error(req, 400, "Bad Request", error);
 		return;
 	}
@@ -357,7 +382,13 @@ int main(int argc, char *argv[])
 	policy_http_server = http_server_init(&http_set);
 
 	master_service_init_finish(master_service);
+	/* lost counts and locks are worth a warning: memcached evicts */
+	ab_tracker_watch_evictions(policy_tracker);
+	policy_evictions_to = timeout_add(POLICY_EVICTIONS_CHECK_MSECS,
+					  ab_tracker_watch_evictions,
+					  policy_tracker);
 	master_service_run(master_service, policy_client_connected);
+	timeout_remove(&policy_evictions_to);
 
 	http_server_deinit(&policy_http_server);
 	ab_tracker_deinit(&policy_tracker);

@@ -55,13 +55,15 @@ static int body_field(pool_t pool, struct policy_body *body, bool *seen_reject,
 		return body_string(pool, &body->protocol, key, type, value, error_r);
 	if (strcmp(key, "pwhash") == 0)
 		return body_string(pool, &body->pwhash, key, type, value, error_r);
+	if (strcmp(key, "session_id") == 0)
+		return body_string(pool, &body->session_id, key, type, value, error_r);
 	if (strcmp(key, "success") == 0)
 		return body_bool(&body->have_success, &body->success, key, type,
 				 error_r);
 	if (strcmp(key, "policy_reject") == 0)
 		return body_bool(seen_reject, &body->policy_reject, key, type,
 				 error_r);
-	/* device_id, session_id, tls and whatever else the admin sends */
+	/* device_id, tls and whatever else the admin sends */
 	return 0;
 }
 

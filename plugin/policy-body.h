@@ -8,7 +8,7 @@
 
 struct policy_body {
 	/* NULL when absent; strings live in the pool given to the parser */
-	const char *login, *remote, *real_rip, *protocol, *pwhash;
+	const char *login, *remote, *real_rip, *protocol, *pwhash, *session_id;
 	bool have_success, success;
 	bool policy_reject;
 };

@@ -14,6 +14,8 @@
 #define DAY (24U * 3600U)
 /* memcached reads a TTL over 30 days as an absolute time */
 #define TTL_MAX (30U * DAY - 1U)
+/* a window's bucket is kept for two windows */
+#define WINDOW_MAX (14U * DAY)
 
 enum key_type {
 	T_STRING,
@@ -49,7 +51,7 @@ static const struct key_def keys[] = {
 	{ "trusted_networks", T_CIDRS, F(trusted_networks), 0, 0 },
 	{ "restrict_networks", T_CIDRS, F(restrict_networks), 0, 0 },
 	{ "trusted_proxies", T_CIDRS, F(trusted_proxies), 0, 0 },
-	{ "ip_window", T_SECONDS, F(ip_window_s), 1, TTL_MAX },
+	{ "ip_window", T_SECONDS, F(ip_window_s), 1, WINDOW_MAX },
 	{ "ip_free_failures", T_UINT, F(ip_free_failures), 0, 1000000 },
 	{ "ip_block_failures", T_UINT, F(ip_block_failures), 1, 1000000 },
 	{ "ip_max_accounts", T_UINT, F(ip_max_accounts), 1, 1000000 },
@@ -60,7 +62,7 @@ static const struct key_def keys[] = {
 	{ "tarpit_max", T_SECONDS, F(tarpit_max_s), 0, 300 },
 	{ "block_time", T_SECONDS, F(block_time_s), 1, 7 * DAY },
 	{ "block_max", T_SECONDS, F(block_max_s), 1, 7 * DAY },
-	{ "account_window", T_SECONDS, F(account_window_s), 1, TTL_MAX },
+	{ "account_window", T_SECONDS, F(account_window_s), 1, WINDOW_MAX },
 	{ "account_lock_failures", T_UINT, F(account_lock_failures), 1, 1000000 },
 	{ "familiar_failures", T_UINT, F(familiar_failures), 1, 1000000 },
 	{ "lock_time", T_SECONDS, F(lock_time_s), 1, TTL_MAX },
@@ -76,8 +78,8 @@ void ab_config_defaults(struct ab_config *cfg)
 	cfg->secret_file = strdup("/etc/authbrake/secret");
 	cfg->api_key_file = strdup("/etc/authbrake/api-key");
 	cfg->memcached_servers = strdup("127.0.0.1:11211");
-	cfg->connect_timeout_ms = 50;
-	cfg->poll_timeout_ms = 50;
+	cfg->connect_timeout_ms = 200;
+	cfg->poll_timeout_ms = 400;
 	cfg->dead_timeout_s = 10;
 	cfg->server_failure_limit = 2;
 	cfg->breaker_failures = 3;
@@ -98,7 +100,7 @@ void ab_config_defaults(struct ab_config *cfg)
 	cfg->block_time_s = 15 * 60;
 	cfg->block_max_s = DAY;
 
-	cfg->account_window_s = 3600;
+	cfg->account_window_s = 12 * 3600;
 	cfg->account_lock_failures = 10;
 	cfg->familiar_failures = 10;
 	cfg->lock_time_s = 3600;

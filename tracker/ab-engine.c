@@ -5,58 +5,121 @@
 #include "ab-config.h"
 #include "ab-engine.h"
 
-static const char *const slot_names[AB_SLOT_COUNT] = {
-	[AB_SLOT_IP_FAIL] = "ip_fail",
-	[AB_SLOT_IP_ACCTS] = "ip_accounts",
-	[AB_SLOT_IP_PAIR] = "ip_pair",
-	[AB_SLOT_IP_BLOCK] = "ip_block",
-	[AB_SLOT_IP_STRIKES] = "ip_strikes",
-	[AB_SLOT_IP_INFLIGHT] = "ip_inflight",
-	[AB_SLOT_NET_FAIL] = "net_fail",
-	[AB_SLOT_NET_ACCTS] = "net_accounts",
-	[AB_SLOT_NET_PAIR] = "net_pair",
-	[AB_SLOT_NET_BLOCK] = "net_block",
-	[AB_SLOT_NET_STRIKES] = "net_strikes",
-	[AB_SLOT_ACCT_FAIL] = "account_fail",
-	[AB_SLOT_ACCT_SFAIL] = "account_subnet_fail",
-	[AB_SLOT_ACCT_LOCK] = "account_lock",
-	[AB_SLOT_ACCT_FAM] = "account_familiar",
-	[AB_SLOT_ACCT_FAMFAIL] = "account_familiar_fail",
-	[AB_SLOT_ACCT_FAMCOUNT] = "account_familiar_count",
-	[AB_SLOT_ACCT_PW] = "account_password_seen",
+static const struct ab_slot_info slot_info[AB_SLOT_COUNT] = {
+	[AB_SLOT_IP_FAIL] = { "ip_fail", "if", AB_SCOPE_ADDR, AB_BUCKET_IP },
+	[AB_SLOT_IP_FAIL_PREV] = { "ip_fail_prev", "if", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV },
+	[AB_SLOT_IP_ACCTS] = { "ip_accounts", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP },
+	[AB_SLOT_IP_ACCTS_PREV] = { "ip_accounts_prev", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV },
+	[AB_SLOT_IP_PAIR] = { "ip_pair", "ip", AB_SCOPE_ADDR_ACCT, AB_BUCKET_NONE },
+	[AB_SLOT_IP_BLOCK] = { "ip_block", "ib", AB_SCOPE_ADDR, AB_BUCKET_NONE },
+	[AB_SLOT_IP_STRIKES] = { "ip_strikes", "is", AB_SCOPE_ADDR, AB_BUCKET_NONE },
+	[AB_SLOT_IP_INFLIGHT] = { "ip_inflight", "ii", AB_SCOPE_ADDR, AB_BUCKET_NONE },
+	[AB_SLOT_NET_FAIL] = { "net_fail", "nf", AB_SCOPE_NET, AB_BUCKET_IP },
+	[AB_SLOT_NET_FAIL_PREV] = { "net_fail_prev", "nf", AB_SCOPE_NET, AB_BUCKET_IP_PREV },
+	[AB_SLOT_NET_ACCTS] = { "net_accounts", "na", AB_SCOPE_NET, AB_BUCKET_IP },
+	[AB_SLOT_NET_ACCTS_PREV] = { "net_accounts_prev", "na", AB_SCOPE_NET, AB_BUCKET_IP_PREV },
+	[AB_SLOT_NET_PAIR] = { "net_pair", "np", AB_SCOPE_NET_ACCT, AB_BUCKET_NONE },
+	[AB_SLOT_NET_BLOCK] = { "net_block", "nb", AB_SCOPE_NET, AB_BUCKET_NONE },
+	[AB_SLOT_NET_STRIKES] = { "net_strikes", "ns", AB_SCOPE_NET, AB_BUCKET_NONE },
+	[AB_SLOT_ACCT_FAIL] = { "account_fail", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT },
+	[AB_SLOT_ACCT_FAIL_PREV] = { "account_fail_prev", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV },
+	[AB_SLOT_ACCT_SFAIL] = { "account_subnet_fail", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE },
+	[AB_SLOT_ACCT_LOCK] = { "account_lock", "al", AB_SCOPE_ACCT, AB_BUCKET_NONE },
+	[AB_SLOT_ACCT_STRIKES] = { "account_strikes", "ak", AB_SCOPE_ACCT, AB_BUCKET_NONE },
+	[AB_SLOT_ACCT_FAM] = { "account_familiar", "fm", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE },
+	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_NONE },
+	[AB_SLOT_ACCT_FAMCOUNT] = { "account_familiar_count", "fc", AB_SCOPE_ACCT, AB_BUCKET_NONE },
+	[AB_SLOT_ACCT_PW] = { "account_password_seen", "pw", AB_SCOPE_ACCT_PW, AB_BUCKET_NONE },
+	[AB_SLOT_SESSION] = { "session", "ss", AB_SCOPE_SESSION, AB_BUCKET_NONE },
 };
 
 /* How long a strike is remembered: long enough that a returning
    attacker meets a longer block, bounded by memcached's 30-day TTL. */
 #define STRIKE_TTL_MAX (29U * 24U * 3600U)
-#define INFLIGHT_TTL 120U
+
+const struct ab_slot_info *ab_slot_info(enum ab_slot slot)
+{
+	return &slot_info[slot < AB_SLOT_COUNT ? slot : 0];
+}
 
 const char *ab_slot_name(enum ab_slot slot)
 {
-	return slot < AB_SLOT_COUNT ? slot_names[slot] : "?";
+	return slot < AB_SLOT_COUNT ? slot_info[slot].name : "?";
 }
 
-static bool slot_is_address(enum ab_slot slot)
+static unsigned int bucket_len(enum ab_bucket bucket,
+			       const struct ab_config *cfg)
 {
-	return slot <= AB_SLOT_NET_STRIKES;
+	switch (bucket) {
+	case AB_BUCKET_IP:
+	case AB_BUCKET_IP_PREV:
+		return cfg->ip_window_s;
+	case AB_BUCKET_ACCT:
+	case AB_BUCKET_ACCT_PREV:
+		return cfg->account_window_s;
+	case AB_BUCKET_NONE:
+		break;
+	}
+	return 0;
+}
+
+uint64_t ab_slot_bucket(enum ab_slot slot, const struct ab_config *cfg,
+			time_t now)
+{
+	enum ab_bucket bucket = ab_slot_info(slot)->bucket;
+	unsigned int len = bucket_len(bucket, cfg);
+	uint64_t n;
+
+	if (len == 0)
+		return 0;
+	n = (uint64_t)now / len;
+	return bucket == AB_BUCKET_IP_PREV || bucket == AB_BUCKET_ACCT_PREV ?
+		n - 1 : n;
+}
+
+/* A bucket's key outlives the window after it, where it counts as the
+   bucket before. */
+static unsigned int bucket_ttl(unsigned int window_s)
+{
+	return 2 * window_s + 60;
+}
+
+uint64_t ab_hold_pack(const struct ab_hold *hold)
+{
+	return ((uint64_t)hold->at << 32) | hold->slots;
+}
+
+void ab_hold_unpack(uint64_t value, struct ab_hold *hold_r)
+{
+	hold_r->at = (time_t)(value >> 32);
+	hold_r->slots = (uint32_t)value;
+}
+
+static bool held(const struct ab_hold *hold, enum ab_slot slot)
+{
+	return (hold->slots & (1U << slot)) != 0;
 }
 
 bool ab_slot_applies(enum ab_slot slot, const struct ab_attempt *attempt)
 {
 	bool has_account = attempt->account[0] != '\0';
 
-	switch (slot) {
-	case AB_SLOT_IP_PAIR:
-	case AB_SLOT_NET_PAIR:
-	case AB_SLOT_ACCT_SFAIL:
-	case AB_SLOT_ACCT_FAM:
-	case AB_SLOT_ACCT_FAMFAIL:
+	switch (ab_slot_info(slot)->scope) {
+	case AB_SCOPE_ADDR:
+	case AB_SCOPE_NET:
+		return attempt->has_addr;
+	case AB_SCOPE_ADDR_ACCT:
+	case AB_SCOPE_NET_ACCT:
+	case AB_SCOPE_ACCT_NET:
 		return has_account && attempt->has_addr;
-	case AB_SLOT_ACCT_PW:
+	case AB_SCOPE_ACCT:
+		return has_account;
+	case AB_SCOPE_ACCT_PW:
 		return has_account && attempt->has_pw;
-	default:
-		return slot_is_address(slot) ? attempt->has_addr : has_account;
+	case AB_SCOPE_SESSION:
+		return attempt->has_session;
 	}
+	return false;
 }
 
 bool ab_attempt_trusted(const struct ab_attempt *attempt,
@@ -66,13 +129,65 @@ bool ab_attempt_trusted(const struct ab_attempt *attempt,
 		ab_cidr_list_match(&cfg->trusted_networks, &attempt->addr);
 }
 
-unsigned int ab_block_duration(const struct ab_config *cfg, uint64_t strikes)
+static bool address_rules(const struct ab_attempt *attempt,
+			  const struct ab_config *cfg)
 {
-	unsigned long long d = cfg->block_time_s;
+	return attempt->has_addr && !ab_attempt_trusted(attempt, cfg);
+}
 
-	while (strikes-- > 0 && d < cfg->block_max_s)
+static bool familiar(const struct ab_snapshot *snap,
+		     const struct ab_attempt *attempt)
+{
+	return attempt->account[0] != '\0' && attempt->has_addr &&
+		snap->found[AB_SLOT_ACCT_FAM];
+}
+
+/* The count before this attempt took its own place. */
+static uint64_t prior(const struct ab_snapshot *snap, enum ab_slot slot)
+{
+	uint64_t v = snap->value[slot];
+
+	return snap->own[slot] && v > 0 ? v - 1 : v;
+}
+
+static enum ab_slot prev_bucket(enum ab_slot slot)
+{
+	switch (slot) {
+	case AB_SLOT_IP_FAIL: return AB_SLOT_IP_FAIL_PREV;
+	case AB_SLOT_IP_ACCTS: return AB_SLOT_IP_ACCTS_PREV;
+	case AB_SLOT_NET_FAIL: return AB_SLOT_NET_FAIL_PREV;
+	case AB_SLOT_NET_ACCTS: return AB_SLOT_NET_ACCTS_PREV;
+	case AB_SLOT_ACCT_FAIL: return AB_SLOT_ACCT_FAIL_PREV;
+	default: return slot;
+	}
+}
+
+uint64_t ab_window_count(const struct ab_snapshot *snap, enum ab_slot slot)
+{
+	return snap->value[slot] + snap->value[prev_bucket(slot)];
+}
+
+static uint64_t window_prior(const struct ab_snapshot *snap, enum ab_slot slot)
+{
+	return prior(snap, slot) + snap->value[prev_bucket(slot)];
+}
+
+/* Until the current bucket ends: then the oldest failures drop out. */
+static unsigned int window_left(unsigned int window_s, time_t now)
+{
+	return window_s - (unsigned int)((uint64_t)now % window_s);
+}
+
+unsigned int ab_escalated_duration(unsigned int base_s, unsigned int max_s,
+				   uint64_t strikes)
+{
+	unsigned long long d = base_s;
+
+	if (max_s < base_s)
+		max_s = base_s;
+	while (strikes-- > 0 && d < max_s)
 		d *= 2;
-	return d > cfg->block_max_s ? cfg->block_max_s : (unsigned int)d;
+	return d > max_s ? max_s : (unsigned int)d;
 }
 
 unsigned int ab_tarpit_delay(const struct ab_config *cfg, uint64_t failures,
@@ -109,11 +224,34 @@ static void reject(struct ab_decision *d, const char *reason,
 	d->retry_after_s = retry_after;
 }
 
+#define MSG_ADDRESS "Too many failed logins from your address; try again later."
+#define MSG_SUBNET "Too many failed logins from your network; try again later."
+#define MSG_ACCOUNT "This account is temporarily locked for logins from new locations; " \
+	"log in from your usual network or try again later."
+
+/* Blocked, or over a block threshold with the places held in flight. */
+static bool over_block(const struct ab_snapshot *snap, enum ab_slot block,
+		       enum ab_slot fail, enum ab_slot accts,
+		       unsigned int block_failures, unsigned int max_accounts,
+		       const struct ab_config *cfg, time_t now,
+		       unsigned int *left_r)
+{
+	if (active_until(snap, block, now, left_r))
+		return true;
+	if (window_prior(snap, fail) >= block_failures ||
+	    window_prior(snap, accts) >= max_accounts) {
+		*left_r = window_left(cfg->ip_window_s, now);
+		return true;
+	}
+	return false;
+}
+
 void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	       const struct ab_config *cfg, time_t now,
 	       struct ab_decision *d)
 {
 	unsigned int left = 0, delay;
+	uint64_t ip_failures, inflight;
 
 	memset(d, 0, sizeof(*d));
 	d->verdict = AB_ALLOW;
@@ -128,30 +266,29 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 		return;
 	}
 
-	/* 2.–3. address rules, unless the network is trusted */
-	if (attempt->has_addr && !ab_attempt_trusted(attempt, cfg)) {
-		if (active_until(snap, AB_SLOT_IP_BLOCK, now, &left)) {
-			reject(d, "address blocked",
-			       "Too many failed logins from your address; try again later.",
-			       left);
+	/* 2.–3. address rules, unless the network is trusted: a block, or
+	   failures plus places held at a block threshold */
+	if (address_rules(attempt, cfg)) {
+		if (over_block(snap, AB_SLOT_IP_BLOCK, AB_SLOT_IP_FAIL,
+			       AB_SLOT_IP_ACCTS, cfg->ip_block_failures,
+			       cfg->ip_max_accounts, cfg, now, &left)) {
+			reject(d, "address blocked", MSG_ADDRESS, left);
 			return;
 		}
-		if (active_until(snap, AB_SLOT_NET_BLOCK, now, &left)) {
-			reject(d, "subnet blocked",
-			       "Too many failed logins from your network; try again later.",
-			       left);
+		if (over_block(snap, AB_SLOT_NET_BLOCK, AB_SLOT_NET_FAIL,
+			       AB_SLOT_NET_ACCTS, cfg->net_block_failures,
+			       cfg->net_max_accounts, cfg, now, &left)) {
+			reject(d, "subnet blocked", MSG_SUBNET, left);
 			return;
 		}
 	}
 
-	/* 4. account lockout: unfamiliar origins are locked out; a familiar
-	   subnet has its own allowance, so an attacker elsewhere cannot lock
-	   the user out of their usual network */
+	/* 4. account lockout: unfamiliar origins are locked out; familiar
+	   subnets have their own allowance, so an attacker elsewhere cannot
+	   lock the user out of their usual network */
 	if (attempt->account[0] != '\0') {
-		bool familiar = attempt->has_addr && snap->found[AB_SLOT_ACCT_FAM];
-
-		if (familiar) {
-			if (snap->value[AB_SLOT_ACCT_FAMFAIL] >= cfg->familiar_failures) {
+		if (familiar(snap, attempt)) {
+			if (prior(snap, AB_SLOT_ACCT_FAMFAIL) >= cfg->familiar_failures) {
 				reject(d, "too many failures for account from its familiar network",
 				       "Too many failed logins for this account; try again later.",
 				       0);
@@ -159,30 +296,36 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 			}
 		} else if (active_until(snap, AB_SLOT_ACCT_LOCK, now, &left)) {
 			reject(d, "account locked for unfamiliar origins",
-			       "This account is temporarily locked for logins from new locations; "
-			       "log in from your usual network or try again later.",
-			       left);
+			       MSG_ACCOUNT, left);
+			return;
+		} else if (window_prior(snap, AB_SLOT_ACCT_FAIL) >=
+			   cfg->account_lock_failures) {
+			reject(d, "account locked for unfamiliar origins",
+			       MSG_ACCOUNT, window_left(cfg->account_window_s, now));
 			return;
 		}
 	}
 
-	if (!attempt->has_addr || ab_attempt_trusted(attempt, cfg))
+	if (!address_rules(attempt, cfg))
 		return;
 
 	/* 5. attempts in flight from one address */
-	if (snap->value[AB_SLOT_IP_INFLIGHT] >= cfg->max_inflight) {
+	inflight = prior(snap, AB_SLOT_IP_INFLIGHT);
+	if (inflight >= cfg->max_inflight) {
 		reject(d, "too many attempts in flight from address",
 		       "Too many simultaneous logins from your address; try again shortly.",
 		       0);
 		return;
 	}
 
-	/* 3. tarpit: the larger of the address's and the subnet's */
-	delay = ab_tarpit_delay(cfg, snap->value[AB_SLOT_IP_FAIL],
-				cfg->ip_free_failures);
+	/* 3. tarpit: the larger of the address's and the subnet's, counted on
+	   failures only (places held in flight may yet be successes) */
+	ip_failures = window_prior(snap, AB_SLOT_IP_FAIL);
+	ip_failures -= inflight < ip_failures ? inflight : ip_failures;
+	delay = ab_tarpit_delay(cfg, ip_failures, cfg->ip_free_failures);
 	if (delay > 0)
 		d->reason = "address failures over ip_free_failures";
-	left = ab_tarpit_delay(cfg, snap->value[AB_SLOT_NET_FAIL],
+	left = ab_tarpit_delay(cfg, window_prior(snap, AB_SLOT_NET_FAIL),
 			       cfg->net_free_failures);
 	if (left > delay) {
 		delay = left;
@@ -199,6 +342,7 @@ static void add_op(struct ab_ops *ops, enum ab_op_kind kind,
 {
 	if (ops->count >= AB_OPS_MAX)
 		return;		/* cannot happen: AB_OPS_MAX > ops per outcome */
+	memset(&ops->op[ops->count], 0, sizeof(ops->op[0]));
 	ops->op[ops->count].kind = kind;
 	ops->op[ops->count].slot = slot;
 	ops->op[ops->count].value = value;
@@ -206,87 +350,180 @@ static void add_op(struct ab_ops *ops, enum ab_op_kind kind,
 	ops->count++;
 }
 
-static unsigned int strike_ttl(const struct ab_config *cfg)
+static void add_paired(struct ab_ops *ops, enum ab_op_kind kind,
+		       enum ab_slot slot, uint64_t value, unsigned int ttl,
+		       enum ab_slot pair_slot, unsigned int pair_ttl)
 {
-	unsigned long long ttl = (unsigned long long)cfg->block_max_s * 4;
-
-	return ttl > STRIKE_TTL_MAX ? STRIKE_TTL_MAX : (unsigned int)ttl;
+	add_op(ops, kind, slot, value, ttl);
+	if (ops->count > 0) {
+		ops->op[ops->count - 1].pair_slot = pair_slot;
+		ops->op[ops->count - 1].pair_ttl_s = pair_ttl;
+	}
 }
 
-void ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
-	       enum ab_outcome outcome, const struct ab_config *cfg, time_t now,
-	       struct ab_ops *ops)
+/* A failure's counts: the address, its subnet, the distinct accounts
+   they tried, and the account (from unfamiliar origins, or from its
+   familiar subnets). */
+static void count_failure(const struct ab_snapshot *snap,
+			  const struct ab_attempt *attempt,
+			  const struct ab_config *cfg, struct ab_ops *ops)
 {
+	unsigned int ip_ttl = bucket_ttl(cfg->ip_window_s);
+	unsigned int acct_ttl = bucket_ttl(cfg->account_window_s);
 	bool has_account = attempt->account[0] != '\0';
-	bool addr_rules = attempt->has_addr && !ab_attempt_trusted(attempt, cfg);
-	bool familiar = has_account && attempt->has_addr &&
-		snap->found[AB_SLOT_ACCT_FAM];
+
+	if (address_rules(attempt, cfg)) {
+		add_op(ops, AB_OP_INCR, AB_SLOT_IP_FAIL, 1, ip_ttl);
+		add_op(ops, AB_OP_INCR, AB_SLOT_NET_FAIL, 1, ip_ttl);
+		if (has_account && !snap->found[AB_SLOT_IP_PAIR])
+			add_paired(ops, AB_OP_MARK, AB_SLOT_IP_PAIR, 1, ip_ttl,
+				   AB_SLOT_IP_ACCTS, ip_ttl);
+		if (has_account && !snap->found[AB_SLOT_NET_PAIR])
+			add_paired(ops, AB_OP_MARK, AB_SLOT_NET_PAIR, 1, ip_ttl,
+				   AB_SLOT_NET_ACCTS, ip_ttl);
+	}
+	if (!has_account)
+		return;
+	if (familiar(snap, attempt)) {
+		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAMFAIL, 1,
+		       cfg->account_window_s);
+	} else {
+		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL, 1, acct_ttl);
+		if (attempt->has_addr)
+			add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_SFAIL, 1, acct_ttl);
+	}
+}
+
+void ab_reserve(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
+		const struct ab_config *cfg, struct ab_ops *ops)
+{
+	ops->count = 0;
+	count_failure(snap, attempt, cfg, ops);
+	if (address_rules(attempt, cfg))
+		add_op(ops, AB_OP_INCR, AB_SLOT_IP_INFLIGHT, 1, AB_HOLD_TTL);
+}
+
+void ab_release(const struct ab_hold *hold, const struct ab_attempt *attempt,
+		struct ab_ops *ops)
+{
+	unsigned int slot;
+
+	(void)attempt;
+	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
+		if (!held(hold, (enum ab_slot)slot))
+			continue;
+		switch (slot) {
+		case AB_SLOT_IP_ACCTS:
+			add_paired(ops, AB_OP_UNMARK, AB_SLOT_IP_PAIR, 0, 0,
+				   AB_SLOT_IP_ACCTS, 0);
+			break;
+		case AB_SLOT_NET_ACCTS:
+			add_paired(ops, AB_OP_UNMARK, AB_SLOT_NET_PAIR, 0, 0,
+				   AB_SLOT_NET_ACCTS, 0);
+			break;
+		default:
+			add_op(ops, AB_OP_DECR, (enum ab_slot)slot, 1, 0);
+			break;
+		}
+		ops->op[ops->count - 1].at = hold->at;
+	}
+}
+
+/* A success: the subnet becomes familiar, and what it had counted against
+   the account and the address is taken back; a lock set by failures from
+   elsewhere stays. */
+static void record_success(const struct ab_snapshot *snap,
+			   const struct ab_attempt *attempt,
+			   const struct ab_hold *hold,
+			   const struct ab_config *cfg, time_t now,
+			   struct ab_ops *ops)
+{
+	unsigned int fam_ttl = cfg->familiar_days * 86400U;
+	uint64_t rest, cur, from_cur;
+
+	if (attempt->account[0] == '\0' || !attempt->has_addr)
+		return;
+	add_op(ops, AB_OP_SET, AB_SLOT_ACCT_FAM, (uint64_t)now + fam_ttl, fam_ttl);
+	if (!familiar(snap, attempt))
+		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAMCOUNT, 1, fam_ttl);
+	/* the account tried from this address was its owner's */
+	if (snap->found[AB_SLOT_IP_PAIR] && !held(hold, AB_SLOT_IP_ACCTS))
+		add_paired(ops, AB_OP_UNMARK, AB_SLOT_IP_PAIR, 0, 0,
+			   AB_SLOT_IP_ACCTS, 0);
+	if (snap->found[AB_SLOT_NET_PAIR] && !held(hold, AB_SLOT_NET_ACCTS))
+		add_paired(ops, AB_OP_UNMARK, AB_SLOT_NET_PAIR, 0, 0,
+			   AB_SLOT_NET_ACCTS, 0);
+	/* the subnet's earlier failures against the account, beyond the
+	   place this attempt held (released above), from the current bucket
+	   first */
+	rest = snap->value[AB_SLOT_ACCT_SFAIL];
+	if (held(hold, AB_SLOT_ACCT_SFAIL) && rest > 0)
+		rest--;
+	if (rest > 0) {
+		cur = snap->value[AB_SLOT_ACCT_FAIL];
+		if (held(hold, AB_SLOT_ACCT_FAIL) && cur > 0 &&
+		    ab_slot_bucket(AB_SLOT_ACCT_FAIL, cfg, hold->at) ==
+		    ab_slot_bucket(AB_SLOT_ACCT_FAIL, cfg, now))
+			cur--;
+		from_cur = rest < cur ? rest : cur;
+		if (from_cur > 0)
+			add_op(ops, AB_OP_DECR, AB_SLOT_ACCT_FAIL, from_cur, 0);
+		if (rest > from_cur)
+			add_op(ops, AB_OP_DECR, AB_SLOT_ACCT_FAIL_PREV,
+			       rest - from_cur, 0);
+	}
+	if (snap->found[AB_SLOT_ACCT_SFAIL])
+		add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_SFAIL, 0, 0);
+	if (snap->found[AB_SLOT_ACCT_FAMFAIL])
+		add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_FAMFAIL, 0, 0);
+}
+
+bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
+	       enum ab_outcome outcome, const struct ab_hold *hold,
+	       const struct ab_config *cfg, time_t now, struct ab_ops *ops)
+{
+	static const struct ab_hold nothing_held;
+	const struct ab_hold *h = hold != NULL ? hold : &nothing_held;
+	struct ab_hold inflight_only;
+	bool has_account = attempt->account[0] != '\0';
 
 	ops->count = 0;
-	/* The attempt is over, whatever its outcome. A right password may
-	   have been asked about twice (Dovecot's after-auth check is on by
-	   default), so a success releases two; memcached stops at 0. */
-	if (addr_rules && snap->value[AB_SLOT_IP_INFLIGHT] > 0)
-		add_op(ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT,
-		       outcome == AB_OUTCOME_SUCCESS ? 2 : 1, 0);
-
 	switch (outcome) {
 	case AB_OUTCOME_POLICY_REJECT:
 		/* never reached the password check: not a password failure */
-		return;
+		ab_release(h, attempt, ops);
+		return false;
 	case AB_OUTCOME_SUCCESS:
-		if (!has_account || !attempt->has_addr)
-			return;
-		/* the origin subnet becomes familiar, and the failures it had
-		   counted against the account are taken back; a lock set by
-		   failures from elsewhere stays */
-		add_op(ops, AB_OP_SET, AB_SLOT_ACCT_FAM,
-		       (uint64_t)now + cfg->familiar_days * 86400ULL,
-		       cfg->familiar_days * 86400U);
-		if (!familiar)
-			add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAMCOUNT, 1,
-			       cfg->familiar_days * 86400U);
-		if (snap->value[AB_SLOT_ACCT_SFAIL] > 0) {
-			add_op(ops, AB_OP_DECR, AB_SLOT_ACCT_FAIL,
-			       snap->value[AB_SLOT_ACCT_SFAIL], 0);
-			add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_SFAIL, 0, 0);
-		}
-		if (snap->found[AB_SLOT_ACCT_FAMFAIL])
-			add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_FAMFAIL, 0, 0);
-		return;
+		ab_release(h, attempt, ops);
+		record_success(snap, attempt, h, cfg, now, ops);
+		return false;
 	case AB_OUTCOME_FAILURE:
 		break;
 	}
 
 	/* a wrong password already seen recently for this account is a
 	   client retrying a stale password, not a new guess */
-	if (has_account && attempt->has_pw && snap->found[AB_SLOT_ACCT_PW])
-		return;
+	if (has_account && attempt->has_pw && snap->found[AB_SLOT_ACCT_PW]) {
+		ab_release(h, attempt, ops);
+		return false;
+	}
+	/* the places held become the failure's counts; only the place in
+	   flight is given back */
+	inflight_only = *h;
+	inflight_only.slots &= 1U << AB_SLOT_IP_INFLIGHT;
+	ab_release(&inflight_only, attempt, ops);
 	if (has_account && attempt->has_pw && cfg->password_repeat_s > 0)
 		add_op(ops, AB_OP_SET, AB_SLOT_ACCT_PW, 1, cfg->password_repeat_s);
+	if (hold == NULL)
+		count_failure(snap, attempt, cfg, ops);
+	return true;
+}
 
-	if (addr_rules) {
-		add_op(ops, AB_OP_INCR, AB_SLOT_IP_FAIL, 1, cfg->ip_window_s);
-		add_op(ops, AB_OP_INCR, AB_SLOT_NET_FAIL, 1, cfg->ip_window_s);
-		if (has_account && !snap->found[AB_SLOT_IP_PAIR]) {
-			add_op(ops, AB_OP_SET, AB_SLOT_IP_PAIR, 1, cfg->ip_window_s);
-			add_op(ops, AB_OP_INCR, AB_SLOT_IP_ACCTS, 1, cfg->ip_window_s);
-		}
-		if (has_account && !snap->found[AB_SLOT_NET_PAIR]) {
-			add_op(ops, AB_OP_SET, AB_SLOT_NET_PAIR, 1, cfg->ip_window_s);
-			add_op(ops, AB_OP_INCR, AB_SLOT_NET_ACCTS, 1, cfg->ip_window_s);
-		}
-	}
-	if (!has_account)
-		return;
-	if (familiar) {
-		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAMFAIL, 1, cfg->account_window_s);
-	} else {
-		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL, 1, cfg->account_window_s);
-		if (attempt->has_addr)
-			add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_SFAIL, 1,
-			       cfg->account_window_s);
-	}
+static unsigned int strike_ttl(unsigned int max_s)
+{
+	unsigned long long ttl = (unsigned long long)max_s * 4;
+
+	return ttl > STRIKE_TTL_MAX ? STRIKE_TTL_MAX : (unsigned int)ttl;
 }
 
 static void escalate_block(const struct ab_snapshot *after,
@@ -300,24 +537,25 @@ static void escalate_block(const struct ab_snapshot *after,
 
 	if (active_until(after, block, now, &left))
 		return;
-	if (after->value[fail] < block_failures &&
-	    after->value[accts] < max_accounts)
+	if (ab_window_count(after, fail) < block_failures &&
+	    ab_window_count(after, accts) < max_accounts)
 		return;
-	duration = ab_block_duration(cfg, after->value[strikes]);
-	add_op(ops, AB_OP_SET, block, (uint64_t)now + duration, duration);
-	add_op(ops, AB_OP_INCR, strikes, 1, strike_ttl(cfg));
+	duration = ab_escalated_duration(cfg->block_time_s, cfg->block_max_s,
+					 after->value[strikes]);
+	add_paired(ops, AB_OP_MARK, block, (uint64_t)now + duration, duration,
+		   strikes, strike_ttl(cfg->block_max_s));
 }
 
 void ab_escalate(const struct ab_snapshot *after,
 		 const struct ab_attempt *attempt, enum ab_outcome outcome,
 		 const struct ab_config *cfg, time_t now, struct ab_ops *ops)
 {
-	unsigned int left;
+	unsigned int left, duration, max;
 
 	ops->count = 0;
 	if (outcome != AB_OUTCOME_FAILURE)
 		return;
-	if (attempt->has_addr && !ab_attempt_trusted(attempt, cfg)) {
+	if (address_rules(attempt, cfg)) {
 		escalate_block(after, AB_SLOT_IP_FAIL, AB_SLOT_IP_ACCTS,
 			       AB_SLOT_IP_BLOCK, AB_SLOT_IP_STRIKES,
 			       cfg->ip_block_failures, cfg->ip_max_accounts,
@@ -327,9 +565,14 @@ void ab_escalate(const struct ab_snapshot *after,
 			       cfg->net_block_failures, cfg->net_max_accounts,
 			       cfg, now, ops);
 	}
-	if (attempt->account[0] != '\0' &&
-	    after->value[AB_SLOT_ACCT_FAIL] >= cfg->account_lock_failures &&
-	    !active_until(after, AB_SLOT_ACCT_LOCK, now, &left))
-		add_op(ops, AB_OP_SET, AB_SLOT_ACCT_LOCK,
-		       (uint64_t)now + cfg->lock_time_s, cfg->lock_time_s);
+	if (attempt->account[0] == '\0' || familiar(after, attempt) ||
+	    ab_window_count(after, AB_SLOT_ACCT_FAIL) < cfg->account_lock_failures ||
+	    active_until(after, AB_SLOT_ACCT_LOCK, now, &left))
+		return;
+	max = cfg->block_max_s > cfg->lock_time_s ? cfg->block_max_s :
+		cfg->lock_time_s;
+	duration = ab_escalated_duration(cfg->lock_time_s, max,
+					 after->value[AB_SLOT_ACCT_STRIKES]);
+	add_paired(ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK, (uint64_t)now + duration,
+		   duration, AB_SLOT_ACCT_STRIKES, strike_ttl(max));
 }

@@ -12,36 +12,82 @@
 struct ab_config;
 
 /* One stored value per slot; the tracker maps slots to keyed hashes of
-   the attempt's identities. */
+   the attempt's identities (ab_slot_info() says which). Windowed counts
+   live in two buckets, the current one and the one before it: both count
+   in full, so a count covers at least one window and no boundary gives a
+   fresh budget. */
 enum ab_slot {
-	AB_SLOT_IP_FAIL,	/* failures from the address, windowed */
-	AB_SLOT_IP_ACCTS,	/* distinct accounts tried from it */
+	AB_SLOT_IP_FAIL,	/* failures + places held, this bucket */
+	AB_SLOT_IP_FAIL_PREV,	/* ... the bucket before */
+	AB_SLOT_IP_ACCTS,	/* distinct accounts tried from the address */
+	AB_SLOT_IP_ACCTS_PREV,
 	AB_SLOT_IP_PAIR,	/* marker: this account already tried from it */
 	AB_SLOT_IP_BLOCK,	/* block expiry (unix time) */
 	AB_SLOT_IP_STRIKES,	/* blocks so far: the next one is longer */
 	AB_SLOT_IP_INFLIGHT,	/* attempts allowed but not yet reported */
 	AB_SLOT_NET_FAIL,
+	AB_SLOT_NET_FAIL_PREV,
 	AB_SLOT_NET_ACCTS,
+	AB_SLOT_NET_ACCTS_PREV,
 	AB_SLOT_NET_PAIR,
 	AB_SLOT_NET_BLOCK,
 	AB_SLOT_NET_STRIKES,
-	AB_SLOT_ACCT_FAIL,	/* failures from unfamiliar origins */
+	AB_SLOT_ACCT_FAIL,	/* failures + places held from unfamiliar origins */
+	AB_SLOT_ACCT_FAIL_PREV,
 	AB_SLOT_ACCT_SFAIL,	/* of those, the ones from this subnet */
 	AB_SLOT_ACCT_LOCK,	/* lock expiry (unix time) */
+	AB_SLOT_ACCT_STRIKES,	/* locks so far: the next one is longer */
 	AB_SLOT_ACCT_FAM,	/* this subnet is familiar: expiry */
-	AB_SLOT_ACCT_FAMFAIL,	/* failures from this familiar subnet */
+	AB_SLOT_ACCT_FAMFAIL,	/* failures from familiar subnets */
 	AB_SLOT_ACCT_FAMCOUNT,	/* familiar subnets (approximate) */
 	AB_SLOT_ACCT_PW,	/* marker: this wrong password seen recently */
+	AB_SLOT_SESSION,	/* what an allowed attempt holds, until its report */
 
 	AB_SLOT_COUNT
 };
 
+/* What a slot's key is made of. */
+enum ab_scope {
+	AB_SCOPE_ADDR,		/* the address (IPv6: its /64) */
+	AB_SCOPE_NET,		/* its subnet */
+	AB_SCOPE_ADDR_ACCT,	/* address and account */
+	AB_SCOPE_NET_ACCT,	/* subnet and account */
+	AB_SCOPE_ACCT,		/* the account */
+	AB_SCOPE_ACCT_NET,	/* account and subnet */
+	AB_SCOPE_ACCT_PW,	/* account and password fingerprint */
+	AB_SCOPE_SESSION,	/* the login's session */
+};
+
+/* Which window's buckets a slot lives in. */
+enum ab_bucket {
+	AB_BUCKET_NONE,
+	AB_BUCKET_IP,		/* ip_window, current bucket */
+	AB_BUCKET_IP_PREV,	/* ip_window, the bucket before */
+	AB_BUCKET_ACCT,
+	AB_BUCKET_ACCT_PREV,
+};
+
+struct ab_slot_info {
+	const char *name;	/* for logs and tests */
+	char kind[3];		/* two letters in the key */
+	enum ab_scope scope;
+	enum ab_bucket bucket;
+};
+
+const struct ab_slot_info *ab_slot_info(enum ab_slot slot);
 const char *ab_slot_name(enum ab_slot slot);
+/* The bucket number of a windowed slot at now (0 for other slots). */
+uint64_t ab_slot_bucket(enum ab_slot slot, const struct ab_config *cfg,
+			time_t now);
 
 struct ab_snapshot {
 	uint64_t value[AB_SLOT_COUNT];
 	bool found[AB_SLOT_COUNT];
+	/* the value includes this attempt's own place (it incremented it) */
+	bool own[AB_SLOT_COUNT];
 };
+
+#define AB_SESSION_LEN 16
 
 struct ab_attempt {
 	char account[AB_ACCOUNT_MAX];	/* normalised; "" when unknown */
@@ -50,6 +96,10 @@ struct ab_attempt {
 	char protocol[16];
 	bool has_pw;
 	uint16_t pw_fp;			/* keyed, truncated fingerprint */
+	/* pairs an allow with its report (Dovecot's session_id hashed, a
+	   PAM handle's random id); without it nothing is held */
+	bool has_session;
+	uint8_t session[AB_SESSION_LEN];
 };
 
 enum ab_verdict {
@@ -77,7 +127,11 @@ enum ab_op_kind {
 	AB_OP_INCR,
 	AB_OP_DECR,
 	AB_OP_SET,
-	AB_OP_ADD,
+	/* add slot when missing; when it was added, increment pair_slot:
+	   one strike per block, one count per distinct account */
+	AB_OP_MARK,
+	/* delete slot; when it was there, decrement pair_slot */
+	AB_OP_UNMARK,
 	AB_OP_DELETE,
 };
 
@@ -86,6 +140,11 @@ struct ab_op {
 	enum ab_slot slot;
 	uint64_t value;
 	unsigned int ttl_s;
+	/* AB_OP_MARK / AB_OP_UNMARK: the counter that follows the marker */
+	enum ab_slot pair_slot;
+	unsigned int pair_ttl_s;
+	/* the keys of the bucket current at this time (0: now) */
+	time_t at;
 };
 
 #define AB_OPS_MAX 32
@@ -94,29 +153,56 @@ struct ab_ops {
 	unsigned int count;
 };
 
+/* What the session record of an allowed attempt holds: when it was
+   allowed and which slots it took a place in. */
+struct ab_hold {
+	time_t at;
+	uint32_t slots;		/* 1 << slot */
+};
+uint64_t ab_hold_pack(const struct ab_hold *hold);
+void ab_hold_unpack(uint64_t value, struct ab_hold *hold_r);
+/* How long an allowed attempt holds its places without a report. */
+#define AB_HOLD_TTL 600U
+
 /* Which slots apply to this attempt (an attempt without an address has no
    address slots; without a fingerprint, no AB_SLOT_ACCT_PW). */
 bool ab_slot_applies(enum ab_slot slot, const struct ab_attempt *attempt);
 /* Is the address exempt from address rules (trusted_networks)? */
 bool ab_attempt_trusted(const struct ab_attempt *attempt,
 			const struct ab_config *cfg);
+/* A windowed count: this bucket and the one before. */
+uint64_t ab_window_count(const struct ab_snapshot *snap, enum ab_slot slot);
 
-/* The answer to "may this attempt go on to the password check?" */
+/* The answer to "may this attempt go on to the password check?". Counts
+   that hold the attempt's own place (snap->own) are judged without it, so
+   the same rules serve a look before holding places and after. */
 void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	       const struct ab_config *cfg, time_t now,
 	       struct ab_decision *decision_r);
-/* Counting after an outcome: increments, markers, clearing on success. */
-void ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
-	       enum ab_outcome outcome, const struct ab_config *cfg, time_t now,
-	       struct ab_ops *ops_r);
-/* After the counts are in (snap holds the values the increments
-   returned): the blocks and locks they call for. */
+/* The places an attempt let through holds: a count in every budget its
+   failure would spend. */
+void ab_reserve(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
+		const struct ab_config *cfg, struct ab_ops *ops_r);
+/* Give back what hold says was taken (a refused attempt, a success, a
+   repeated password): appends to ops. */
+void ab_release(const struct ab_hold *hold, const struct ab_attempt *attempt,
+		struct ab_ops *ops);
+/* Counting after an outcome. hold is what the allow took (NULL: nothing
+   is known to be held, so a failure is counted now). Returns whether the
+   outcome counts as a failure (so blocks and locks may follow). */
+bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
+	       enum ab_outcome outcome, const struct ab_hold *hold,
+	       const struct ab_config *cfg, time_t now, struct ab_ops *ops_r);
+/* After the counts are in: the blocks and locks they call for, each set
+   with AB_OP_MARK so that racing nodes set it once, with one strike. */
 void ab_escalate(const struct ab_snapshot *after,
 		 const struct ab_attempt *attempt, enum ab_outcome outcome,
 		 const struct ab_config *cfg, time_t now, struct ab_ops *ops_r);
 
-/* Block duration for the n-th block (strikes = blocks before it). */
-unsigned int ab_block_duration(const struct ab_config *cfg, uint64_t strikes);
+/* The n-th block or lock (strikes = those before it): base doubled per
+   strike, never past max. */
+unsigned int ab_escalated_duration(unsigned int base_s, unsigned int max_s,
+				   uint64_t strikes);
 /* Tarpit for a failure count over a free allowance. */
 unsigned int ab_tarpit_delay(const struct ab_config *cfg, uint64_t failures,
 			     unsigned int free_failures);

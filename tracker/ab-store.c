@@ -423,12 +423,14 @@ int ab_store_add(struct ab_store *store, const char *key, uint64_t value,
 	return store_value(store, true, key, value, ttl_s, added_r, error_r);
 }
 
-int ab_store_delete(struct ab_store *store, const char *key,
+int ab_store_delete(struct ab_store *store, const char *key, bool *found_r,
 		    const char **error_r)
 {
 	uint32_t idx = server_of(store, key);
 	memcached_return_t rc;
 
+	if (found_r != NULL)
+		*found_r = false;
 	if (admit_or_error(store, idx, error_r) < 0)
 		return -1;
 	store->stats.requests++;
@@ -436,5 +438,35 @@ int ab_store_delete(struct ab_store *store, const char *key,
 	if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
 		return key_error(store, idx, "delete", rc, error_r);
 	breaker_result(store, idx, true, "delete", rc);
+	if (found_r != NULL)
+		*found_r = rc == MEMCACHED_SUCCESS;
+	return 0;
+}
+
+int ab_store_evictions(struct ab_store *store, uint64_t *evictions_r,
+		       const char **error_r)
+{
+	memcached_stat_st *stats;
+	memcached_return_t rc;
+	uint64_t sum = 0;
+	uint32_t i;
+	bool any = false;
+
+	*evictions_r = 0;
+	stats = memcached_stat(store->memc, NULL, &rc);
+	if (stats == NULL)
+		return ab_error(error_r, "memcached stats: %s",
+				memcached_strerror(store->memc, rc));
+	for (i = 0; i < store->server_count; i++) {
+		/* a server that did not answer has pid 0 */
+		if (stats[i].pid == 0)
+			continue;
+		sum += stats[i].evictions;
+		any = true;
+	}
+	memcached_stat_free(store->memc, stats);
+	if (!any)
+		return ab_error(error_r, "memcached stats: no server answered");
+	*evictions_r = sum;
 	return 0;
 }

@@ -41,9 +41,13 @@ int ab_store_set(struct ab_store *store, const char *key, uint64_t value,
 /* Add only when missing; *added_r says whether it was. */
 int ab_store_add(struct ab_store *store, const char *key, uint64_t value,
 		 unsigned int ttl_s, bool *added_r, const char **error_r);
-/* Delete; a missing key is not an error. */
-int ab_store_delete(struct ab_store *store, const char *key,
+/* Delete; a missing key is not an error. *found_r (may be NULL) says
+   whether it was there: of racing deletes, one finds it. */
+int ab_store_delete(struct ab_store *store, const char *key, bool *found_r,
 		    const char **error_r);
+/* memcached's evictions so far, summed over the servers that answered. */
+int ab_store_evictions(struct ab_store *store, uint64_t *evictions_r,
+		       const char **error_r);
 
 void ab_store_get_stats(const struct ab_store *store,
 			struct ab_store_stats *stats_r);

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <sodium.h>
+
 #include "ab-error.h"
 #include "ab-tracker.h"
 
@@ -18,22 +20,12 @@ struct ab_tracker {
 	/* store failures are logged once per fail_log_interval */
 	time_t last_fail_log;
 	unsigned long long fail_suppressed;
+	/* memcached's evictions, as last seen */
+	bool evictions_seen;
+	uint64_t evictions;
 };
 
 typedef char ab_key[AB_KEY_LEN];
-
-static const char slot_kind[AB_SLOT_COUNT][2] = {
-	[AB_SLOT_IP_FAIL] = "if", [AB_SLOT_IP_ACCTS] = "ia",
-	[AB_SLOT_IP_PAIR] = "ip", [AB_SLOT_IP_BLOCK] = "ib",
-	[AB_SLOT_IP_STRIKES] = "is", [AB_SLOT_IP_INFLIGHT] = "ii",
-	[AB_SLOT_NET_FAIL] = "nf", [AB_SLOT_NET_ACCTS] = "na",
-	[AB_SLOT_NET_PAIR] = "np", [AB_SLOT_NET_BLOCK] = "nb",
-	[AB_SLOT_NET_STRIKES] = "ns",
-	[AB_SLOT_ACCT_FAIL] = "af", [AB_SLOT_ACCT_SFAIL] = "as",
-	[AB_SLOT_ACCT_LOCK] = "al", [AB_SLOT_ACCT_FAM] = "fm",
-	[AB_SLOT_ACCT_FAMFAIL] = "ff", [AB_SLOT_ACCT_FAMCOUNT] = "fc",
-	[AB_SLOT_ACCT_PW] = "pw",
-};
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
 			const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -119,6 +111,15 @@ int ab_attempt_init(struct ab_tracker *tracker, struct ab_attempt *attempt_r,
 	return 0;
 }
 
+void ab_attempt_set_session(struct ab_attempt *attempt, const void *id,
+			    size_t len)
+{
+	attempt->has_session = len > 0;
+	if (len > 0)
+		crypto_generichash(attempt->session, sizeof(attempt->session),
+				   id, len, NULL, 0);
+}
+
 /* Address bytes with their family, so 1.2.3.4 and ::102:304 differ. */
 static size_t addr_bytes(const struct ab_addr *addr, uint8_t buf[17])
 {
@@ -127,54 +128,63 @@ static size_t addr_bytes(const struct ab_addr *addr, uint8_t buf[17])
 	return 17;
 }
 
+/* The key of a slot for this attempt, in the bucket current at `at`. */
 static void slot_key(struct ab_tracker *tracker, enum ab_slot slot,
-		     const struct ab_attempt *attempt, ab_key key_r)
+		     const struct ab_attempt *attempt, time_t at, ab_key key_r)
 {
+	const struct ab_slot_info *info = ab_slot_info(slot);
 	struct ab_addr masked;
-	uint8_t addr[17], fp[2];
-	size_t addr_len = 0, account_len = strlen(attempt->account);
+	uint8_t addr[17], extra[8];
+	uint64_t bucket = ab_slot_bucket(slot, tracker->cfg, at);
+	size_t account_len = strlen(attempt->account), extra_len = 0, i;
 
-	switch (slot) {
-	case AB_SLOT_IP_FAIL: case AB_SLOT_IP_ACCTS: case AB_SLOT_IP_PAIR:
-	case AB_SLOT_IP_BLOCK: case AB_SLOT_IP_STRIKES: case AB_SLOT_IP_INFLIGHT:
-		ab_addr_origin(&attempt->addr, &masked);
-		addr_len = addr_bytes(&masked, addr);
-		break;
-	default:
-		ab_addr_subnet(&attempt->addr, &masked);
-		addr_len = addr_bytes(&masked, addr);
-		break;
+	if (info->bucket != AB_BUCKET_NONE) {
+		for (i = 0; i < sizeof(extra); i++)
+			extra[i] = (uint8_t)(bucket >> (56 - 8 * i));
+		extra_len = sizeof(extra);
 	}
-	switch (slot) {
-	case AB_SLOT_IP_PAIR: case AB_SLOT_NET_PAIR:
-		ab_hash_key(&tracker->secret, slot_kind[slot], addr, addr_len,
+	if (info->scope == AB_SCOPE_ADDR || info->scope == AB_SCOPE_ADDR_ACCT)
+		ab_addr_origin(&attempt->addr, &masked);
+	else
+		ab_addr_subnet(&attempt->addr, &masked);
+	(void)addr_bytes(&masked, addr);
+
+	switch (info->scope) {
+	case AB_SCOPE_ADDR:
+	case AB_SCOPE_NET:
+		ab_hash_key(&tracker->secret, info->kind, addr, sizeof(addr),
+			    extra, extra_len, key_r);
+		break;
+	case AB_SCOPE_ADDR_ACCT:
+	case AB_SCOPE_NET_ACCT:
+		ab_hash_key(&tracker->secret, info->kind, addr, sizeof(addr),
 			    attempt->account, account_len, key_r);
 		break;
-	case AB_SLOT_ACCT_FAIL: case AB_SLOT_ACCT_LOCK: case AB_SLOT_ACCT_FAMCOUNT:
-		ab_hash_key(&tracker->secret, slot_kind[slot],
-			    attempt->account, account_len, NULL, 0, key_r);
+	case AB_SCOPE_ACCT:
+		ab_hash_key(&tracker->secret, info->kind,
+			    attempt->account, account_len, extra, extra_len, key_r);
 		break;
-	case AB_SLOT_ACCT_SFAIL: case AB_SLOT_ACCT_FAM: case AB_SLOT_ACCT_FAMFAIL:
-		ab_hash_key(&tracker->secret, slot_kind[slot],
-			    attempt->account, account_len, addr, addr_len, key_r);
+	case AB_SCOPE_ACCT_NET:
+		ab_hash_key(&tracker->secret, info->kind,
+			    attempt->account, account_len, addr, sizeof(addr), key_r);
 		break;
-	case AB_SLOT_ACCT_PW:
-		fp[0] = (uint8_t)(attempt->pw_fp >> 8);
-		fp[1] = (uint8_t)attempt->pw_fp;
-		ab_hash_key(&tracker->secret, slot_kind[slot],
-			    attempt->account, account_len, fp, sizeof(fp), key_r);
+	case AB_SCOPE_ACCT_PW:
+		extra[0] = (uint8_t)(attempt->pw_fp >> 8);
+		extra[1] = (uint8_t)attempt->pw_fp;
+		ab_hash_key(&tracker->secret, info->kind,
+			    attempt->account, account_len, extra, 2, key_r);
 		break;
-	default:
-		ab_hash_key(&tracker->secret, slot_kind[slot], addr, addr_len,
-			    NULL, 0, key_r);
+	case AB_SCOPE_SESSION:
+		ab_hash_key(&tracker->secret, info->kind, attempt->session,
+			    sizeof(attempt->session), NULL, 0, key_r);
 		break;
 	}
 }
 
-/* Read every slot that applies (or those in only, when only is not NULL)
-   in one mget. Returns the store's result: 0, 1 (partial) or -1. */
+/* Read every slot that applies in one mget. Returns the store's result:
+   0, 1 (partial) or -1. */
 static int read_snapshot(struct ab_tracker *tracker,
-			 const struct ab_attempt *attempt,
+			 const struct ab_attempt *attempt, time_t now,
 			 struct ab_snapshot *snap_r, ab_key keys[AB_SLOT_COUNT],
 			 const char **error_r)
 {
@@ -189,7 +199,7 @@ static int read_snapshot(struct ab_tracker *tracker,
 	for (i = 0; i < AB_SLOT_COUNT; i++) {
 		if (!ab_slot_applies((enum ab_slot)i, attempt))
 			continue;
-		slot_key(tracker, (enum ab_slot)i, attempt, keys[i]);
+		slot_key(tracker, (enum ab_slot)i, attempt, now, keys[i]);
 		key_ptrs[n] = keys[i];
 		slots[n++] = (enum ab_slot)i;
 	}
@@ -226,48 +236,31 @@ static void store_failure(struct ab_tracker *tracker, time_t now,
 	tracker->fail_suppressed = 0;
 }
 
-void ab_tracker_allow(struct ab_tracker *tracker,
-		      const struct ab_attempt *attempt, time_t now,
-		      unsigned int flags, struct ab_decision *decision_r)
+static void fail_mode_decision(const struct ab_config *cfg, bool partly,
+			       struct ab_decision *d)
 {
-	const struct ab_config *cfg = tracker->cfg;
-	struct ab_snapshot snap;
-	ab_key keys[AB_SLOT_COUNT];
-	const char *error;
-	int ret;
-
-	ret = read_snapshot(tracker, attempt, &snap, keys, &error);
-	if (ret < 0) {
-		store_failure(tracker, now, "memcached unreachable", error, NULL);
-		memset(decision_r, 0, sizeof(*decision_r));
-		decision_r->store_failed = true;
-		if (cfg->fail_mode == AB_FAIL_OPEN) {
-			decision_r->verdict = AB_ALLOW;
-			decision_r->reason = "store unavailable, fail_mode=open";
-			decision_r->user_msg = "";
-		} else {
-			decision_r->verdict = AB_REJECT;
-			decision_r->reason = "store unavailable, fail_mode=closed";
-			decision_r->user_msg = "Login is temporarily unavailable; try again in a few minutes.";
-		}
-		return;
-	}
-	if (ret > 0)
-		store_failure(tracker, now, "memcached partly unreachable", error,
-			      "deciding on the counts of the servers that answered");
-	ab_decide(&snap, attempt, cfg, now, decision_r);
-
-	if ((flags & AB_ALLOW_DRY_RUN) == 0 && decision_r->verdict != AB_REJECT &&
-	    attempt->has_addr && !ab_attempt_trusted(attempt, cfg)) {
-		if (ab_store_incr(tracker->store, keys[AB_SLOT_IP_INFLIGHT], 1,
-				  120, NULL, &error) < 0)
-			store_failure(tracker, now, "memcached unreachable", error,
-				      "an attempt in flight was not counted");
+	memset(d, 0, sizeof(*d));
+	d->store_failed = true;
+	if (cfg->fail_mode == AB_FAIL_OPEN) {
+		d->verdict = AB_ALLOW;
+		d->reason = "store unavailable, fail_mode=open";
+		d->user_msg = "";
+	} else {
+		d->verdict = AB_REJECT;
+		d->reason = partly ? "store partly unavailable, fail_mode=closed" :
+			"store unavailable, fail_mode=closed";
+		d->user_msg = "Login is temporarily unavailable; try again in a few minutes.";
 	}
 }
 
-static int apply_ops(struct ab_tracker *tracker, const struct ab_ops *ops,
-		     ab_key keys[AB_SLOT_COUNT], struct ab_snapshot *after,
+/* Run the engine's ops in order; after takes the values the store
+   returned. marked_r[i] says whether op i's marker was added (MARK) or
+   removed (UNMARK). Goes on past errors: every count that lands still
+   protects. */
+static int apply_ops(struct ab_tracker *tracker,
+		     const struct ab_attempt *attempt, const struct ab_ops *ops,
+		     ab_key keys[AB_SLOT_COUNT], time_t now,
+		     struct ab_snapshot *after, bool *marked_r,
 		     const char **error_r)
 {
 	unsigned int i;
@@ -275,10 +268,19 @@ static int apply_ops(struct ab_tracker *tracker, const struct ab_ops *ops,
 
 	for (i = 0; i < ops->count; i++) {
 		const struct ab_op *op = &ops->op[i];
-		const char *key = keys[op->slot];
+		ab_key other_key, other_pair_key;
+		const char *key = keys[op->slot], *pair_key = keys[op->pair_slot];
+		bool done = false;
 		uint64_t value;
 		int r = 0;
 
+		if (op->at != 0 && op->at != now) {
+			/* a place held in an earlier bucket goes back there */
+			slot_key(tracker, op->slot, attempt, op->at, other_key);
+			slot_key(tracker, op->pair_slot, attempt, op->at, other_pair_key);
+			key = other_key;
+			pair_key = other_pair_key;
+		}
 		switch (op->kind) {
 		case AB_OP_INCR:
 			r = ab_store_incr(tracker->store, key, op->value,
@@ -286,6 +288,7 @@ static int apply_ops(struct ab_tracker *tracker, const struct ab_ops *ops,
 			if (r == 0) {
 				after->value[op->slot] = value;
 				after->found[op->slot] = true;
+				after->own[op->slot] = true;
 			}
 			break;
 		case AB_OP_DECR:
@@ -299,27 +302,117 @@ static int apply_ops(struct ab_tracker *tracker, const struct ab_ops *ops,
 				after->found[op->slot] = true;
 			}
 			break;
-		case AB_OP_ADD: {
-			bool added;
+		case AB_OP_MARK:
 			r = ab_store_add(tracker->store, key, op->value,
-					 op->ttl_s, &added, error_r);
+					 op->ttl_s, &done, error_r);
+			if (r < 0 || !done)
+				break;
+			after->value[op->slot] = op->value;
+			after->found[op->slot] = true;
+			r = ab_store_incr(tracker->store, pair_key, 1,
+					  op->pair_ttl_s, &value, error_r);
+			if (r == 0) {
+				after->value[op->pair_slot] = value;
+				after->found[op->pair_slot] = true;
+				after->own[op->pair_slot] = true;
+			}
 			break;
-		}
+		case AB_OP_UNMARK:
+			r = ab_store_delete(tracker->store, key, &done, error_r);
+			if (r == 0 && done)
+				r = ab_store_decr(tracker->store, pair_key, 1,
+						  error_r);
+			break;
 		case AB_OP_DELETE:
-			r = ab_store_delete(tracker->store, key, error_r);
+			r = ab_store_delete(tracker->store, key, NULL, error_r);
 			break;
 		}
-		/* go on: every count that lands still protects */
+		if (marked_r != NULL)
+			marked_r[i] = done;
 		if (r < 0)
 			ret = -1;
 	}
 	return ret;
 }
 
+/* The slots whose places this attempt holds. */
+static void hold_from(const struct ab_snapshot *after, time_t now,
+		      struct ab_hold *hold_r)
+{
+	unsigned int slot;
+
+	hold_r->at = now;
+	hold_r->slots = 0;
+	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
+		if (after->own[slot])
+			hold_r->slots |= 1U << slot;
+	}
+}
+
+void ab_tracker_allow(struct ab_tracker *tracker,
+		      const struct ab_attempt *attempt, time_t now,
+		      unsigned int flags, struct ab_decision *decision_r)
+{
+	const struct ab_config *cfg = tracker->cfg;
+	struct ab_snapshot snap, after;
+	struct ab_ops ops;
+	struct ab_hold hold;
+	ab_key keys[AB_SLOT_COUNT];
+	const char *error;
+	int ret;
+
+	ret = read_snapshot(tracker, attempt, now, &snap, keys, &error);
+	if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED)) {
+		store_failure(tracker, now, ret < 0 ? "memcached unreachable" :
+			      "memcached partly unreachable", error, NULL);
+		fail_mode_decision(cfg, ret > 0, decision_r);
+		return;
+	}
+	if (ret > 0)
+		store_failure(tracker, now, "memcached partly unreachable", error,
+			      "deciding on the counts of the servers that answered");
+	ab_decide(&snap, attempt, cfg, now, decision_r);
+	if ((flags & AB_ALLOW_DRY_RUN) != 0 || decision_r->verdict == AB_REJECT)
+		return;
+	/* Without a session nothing pairs this allow with its report, so
+	   nothing is held; a second allow for one session (Dovecot's
+	   after-auth check) finds its places held already. */
+	if (!attempt->has_session || snap.found[AB_SLOT_SESSION])
+		return;
+
+	ab_reserve(&snap, attempt, cfg, &ops);
+	after = snap;
+	ret = apply_ops(tracker, attempt, &ops, keys, now, &after, NULL, &error);
+	hold_from(&after, now, &hold);
+	if (ret < 0 && cfg->fail_mode == AB_FAIL_CLOSED) {
+		store_failure(tracker, now, "memcached unreachable", error, NULL);
+		fail_mode_decision(cfg, true, decision_r);
+	} else {
+		if (ret < 0)
+			store_failure(tracker, now, "memcached partly unreachable",
+				      error, "an attempt holds fewer places than it should");
+		/* judged again with its places taken: of attempts in
+		   parallel, only those within the limits go on */
+		ab_decide(&after, attempt, cfg, now, decision_r);
+	}
+	if (decision_r->verdict == AB_REJECT) {
+		ops.count = 0;
+		ab_release(&hold, attempt, &ops);
+		(void)apply_ops(tracker, attempt, &ops, keys, now, &after, NULL,
+				&error);
+		return;
+	}
+	if (ab_store_set(tracker->store, keys[AB_SLOT_SESSION],
+			 ab_hold_pack(&hold), AB_HOLD_TTL, &error) < 0)
+		store_failure(tracker, now, "memcached unreachable", error,
+			      "an attempt's places are kept until its windows end");
+}
+
 static void log_escalation(struct ab_tracker *tracker,
 			   const struct ab_attempt *attempt,
 			   const struct ab_snapshot *after,
-			   const struct ab_ops *ops, time_t now)
+			   const struct ab_ops *ops, const bool *marked,
+			   time_t now)
 {
 	char addr[AB_ADDR_STRLEN], dur[32];
 	unsigned int i;
@@ -328,31 +421,33 @@ static void log_escalation(struct ab_tracker *tracker,
 		const struct ab_op *op = &ops->op[i];
 		struct ab_addr masked;
 
+		if (!marked[i])
+			continue;	/* another node set it first */
+		ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur));
 		switch (op->slot) {
 		case AB_SLOT_IP_BLOCK:
 			ab_addr_origin(&attempt->addr, &masked);
 			tracker_log(tracker, AB_LOG_WARNING,
 				    "address %s blocked for %s: %llu failures, %llu accounts tried",
 				    ab_addr_str(&masked, ab_addr_origin_prefix(&masked), addr),
-				    ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur)),
-				    (unsigned long long)after->value[AB_SLOT_IP_FAIL],
-				    (unsigned long long)after->value[AB_SLOT_IP_ACCTS]);
+				    dur,
+				    (unsigned long long)ab_window_count(after, AB_SLOT_IP_FAIL),
+				    (unsigned long long)ab_window_count(after, AB_SLOT_IP_ACCTS));
 			break;
 		case AB_SLOT_NET_BLOCK:
 			ab_addr_subnet(&attempt->addr, &masked);
 			tracker_log(tracker, AB_LOG_WARNING,
 				    "subnet %s blocked for %s: %llu failures, %llu accounts tried",
 				    ab_addr_str(&masked, ab_addr_subnet_prefix(&masked), addr),
-				    ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur)),
-				    (unsigned long long)after->value[AB_SLOT_NET_FAIL],
-				    (unsigned long long)after->value[AB_SLOT_NET_ACCTS]);
+				    dur,
+				    (unsigned long long)ab_window_count(after, AB_SLOT_NET_FAIL),
+				    (unsigned long long)ab_window_count(after, AB_SLOT_NET_ACCTS));
 			break;
 		case AB_SLOT_ACCT_LOCK:
 			tracker_log(tracker, AB_LOG_WARNING,
 				    "account \"%s\" locked for unfamiliar origins for %s: %llu failures",
-				    attempt->account,
-				    ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur)),
-				    (unsigned long long)after->value[AB_SLOT_ACCT_FAIL]);
+				    attempt->account, dur,
+				    (unsigned long long)ab_window_count(after, AB_SLOT_ACCT_FAIL));
 			break;
 		default:
 			break;
@@ -367,27 +462,59 @@ int ab_tracker_report(struct ab_tracker *tracker,
 {
 	struct ab_snapshot snap, after;
 	struct ab_ops ops;
+	struct ab_hold hold = { 0, 0 }, *held = NULL;
 	ab_key keys[AB_SLOT_COUNT];
+	bool marked[AB_OPS_MAX], taken = false, counted;
 	int ret;
 
-	ret = read_snapshot(tracker, attempt, &snap, keys, error_r);
+	ret = read_snapshot(tracker, attempt, now, &snap, keys, error_r);
 	if (ret < 0) {
 		store_failure(tracker, now, "memcached unreachable", *error_r,
 			      "an outcome was not recorded");
 		return -1;
 	}
+	/* The session record says what the allow holds; deleting it makes
+	   this report the one that settles it. Without a record, a failure
+	   is counted now. */
+	if (snap.found[AB_SLOT_SESSION]) {
+		if (ab_store_delete(tracker->store, keys[AB_SLOT_SESSION], &taken,
+				    error_r) < 0)
+			ret = -1;
+		if (taken)
+			ab_hold_unpack(snap.value[AB_SLOT_SESSION], &hold);
+		held = &hold;
+	}
 	after = snap;
-	ab_record(&snap, attempt, outcome, tracker->cfg, now, &ops);
-	if (apply_ops(tracker, &ops, keys, &after, error_r) < 0)
+	counted = ab_record(&snap, attempt, outcome, held, tracker->cfg, now, &ops);
+	if (apply_ops(tracker, attempt, &ops, keys, now, &after, NULL, error_r) < 0)
 		ret = -1;
-	ab_escalate(&after, attempt, outcome, tracker->cfg, now, &ops);
-	if (apply_ops(tracker, &ops, keys, &after, error_r) < 0)
+	ops.count = 0;
+	if (counted)
+		ab_escalate(&after, attempt, outcome, tracker->cfg, now, &ops);
+	if (apply_ops(tracker, attempt, &ops, keys, now, &after, marked, error_r) < 0)
 		ret = -1;
-	log_escalation(tracker, attempt, &after, &ops, now);
+	log_escalation(tracker, attempt, &after, &ops, marked, now);
 	if (ret != 0)
 		store_failure(tracker, now, "memcached partly unreachable",
 			      *error_r, "an outcome was recorded in part");
 	return ret < 0 ? -1 : 0;
+}
+
+void ab_tracker_watch_evictions(struct ab_tracker *tracker)
+{
+	uint64_t evictions;
+	const char *error;
+
+	if (ab_store_evictions(tracker->store, &evictions, &error) < 0)
+		return;		/* a store that cannot answer is logged elsewhere */
+	if (tracker->evictions_seen && evictions > tracker->evictions)
+		tracker_log(tracker, AB_LOG_WARNING,
+			    "memcached evicted %llu items since the last look: counts, "
+			    "blocks, locks and familiar subnets may have been lost; give "
+			    "memcached more memory (-m, see authbrake.conf(5), \"Sizing memcached\")",
+			    (unsigned long long)(evictions - tracker->evictions));
+	tracker->evictions = evictions;
+	tracker->evictions_seen = true;
 }
 
 const char *ab_decision_log_line(const struct ab_attempt *attempt,
@@ -436,11 +563,14 @@ int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
 	if (ab_attempt_init(tracker, &attempt, login, NULL, NULL, NULL, 0,
 			    error_r) < 0)
 		return -1;
-	if (read_snapshot(tracker, &attempt, &snap, keys, error_r) != 0)
+	if (read_snapshot(tracker, &attempt, now, &snap, keys, error_r) != 0)
 		return AB_ERR_STORE;
-	status_r->failures = snap.value[AB_SLOT_ACCT_FAIL];
+	status_r->failures = ab_window_count(&snap, AB_SLOT_ACCT_FAIL);
+	status_r->familiar_failures = snap.value[AB_SLOT_ACCT_FAMFAIL];
+	status_r->strikes = snap.value[AB_SLOT_ACCT_STRIKES];
 	status_r->lock_left_s = time_left(&snap, AB_SLOT_ACCT_LOCK, now);
-	status_r->locked = status_r->lock_left_s > 0;
+	status_r->locked = status_r->lock_left_s > 0 ||
+		status_r->failures >= tracker->cfg->account_lock_failures;
 	status_r->familiar_subnets = snap.value[AB_SLOT_ACCT_FAMCOUNT];
 	return 0;
 }
@@ -460,16 +590,16 @@ int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 		return -1;
 	if (!attempt.has_addr)
 		return ab_error(error_r, "address is empty");
-	if (read_snapshot(tracker, &attempt, &snap, keys, error_r) != 0)
+	if (read_snapshot(tracker, &attempt, now, &snap, keys, error_r) != 0)
 		return AB_ERR_STORE;
-	status_r->failures = snap.value[AB_SLOT_IP_FAIL];
-	status_r->accounts = snap.value[AB_SLOT_IP_ACCTS];
+	status_r->failures = ab_window_count(&snap, AB_SLOT_IP_FAIL);
+	status_r->accounts = ab_window_count(&snap, AB_SLOT_IP_ACCTS);
 	status_r->inflight = snap.value[AB_SLOT_IP_INFLIGHT];
 	status_r->strikes = snap.value[AB_SLOT_IP_STRIKES];
 	status_r->block_left_s = time_left(&snap, AB_SLOT_IP_BLOCK, now);
 	status_r->blocked = status_r->block_left_s > 0;
-	status_r->net_failures = snap.value[AB_SLOT_NET_FAIL];
-	status_r->net_accounts = snap.value[AB_SLOT_NET_ACCTS];
+	status_r->net_failures = ab_window_count(&snap, AB_SLOT_NET_FAIL);
+	status_r->net_accounts = ab_window_count(&snap, AB_SLOT_NET_ACCTS);
 	status_r->net_strikes = snap.value[AB_SLOT_NET_STRIKES];
 	status_r->net_block_left_s = time_left(&snap, AB_SLOT_NET_BLOCK, now);
 	status_r->net_blocked = status_r->net_block_left_s > 0;
@@ -481,32 +611,39 @@ int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 
 static int delete_slots(struct ab_tracker *tracker,
 			const struct ab_attempt *attempt,
-			const enum ab_slot *slots, size_t n,
+			const enum ab_slot *slots, size_t n, time_t now,
 			const char **error_r)
 {
 	ab_key key;
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		slot_key(tracker, slots[i], attempt, key);
-		if (ab_store_delete(tracker->store, key, error_r) < 0)
+		slot_key(tracker, slots[i], attempt, now, key);
+		if (ab_store_delete(tracker->store, key, NULL, error_r) < 0)
 			return AB_ERR_STORE;
 	}
 	return 0;
 }
 
+#define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
+
 int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
-		      const char **error_r)
+		      time_t now, const char **error_r)
 {
+	/* everything that keeps the user out: the lock, the failures that
+	   would set it again, the strikes that make the next one longer, and
+	   the failures from their familiar networks */
 	static const enum ab_slot slots[] = {
-		AB_SLOT_ACCT_LOCK, AB_SLOT_ACCT_FAIL,
+		AB_SLOT_ACCT_LOCK, AB_SLOT_ACCT_FAIL, AB_SLOT_ACCT_FAIL_PREV,
+		AB_SLOT_ACCT_STRIKES, AB_SLOT_ACCT_FAMFAIL,
 	};
 	struct ab_attempt attempt;
 
 	if (ab_attempt_init(tracker, &attempt, login, NULL, NULL, NULL, 0,
 			    error_r) < 0)
 		return -1;
-	if (delete_slots(tracker, &attempt, slots, 2, error_r) < 0)
+	if (delete_slots(tracker, &attempt, slots, N_ELEMENTS(slots), now,
+			 error_r) < 0)
 		return AB_ERR_STORE;
 	tracker_log(tracker, AB_LOG_INFO, "account \"%s\" unlocked by an administrator",
 		    attempt.account);
@@ -515,9 +652,8 @@ int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
 
 /* An address (or its IPv6 /64) names the address slots, a /24 or /48 the
    subnet slots. */
-static int parse_target(struct ab_tracker *tracker, const char *target,
-			struct ab_attempt *attempt_r, bool *subnet_r,
-			const char **error_r)
+static int parse_target(const char *target, struct ab_attempt *attempt_r,
+			bool *subnet_r, const char **error_r)
 {
 	struct ab_cidr cidr;
 	const char *error;
@@ -526,7 +662,6 @@ static int parse_target(struct ab_tracker *tracker, const char *target,
 	memset(attempt_r, 0, sizeof(*attempt_r));
 	if (ab_cidr_parse(target, &cidr, &error) < 0)
 		return ab_error(error_r, "%s", error);
-	(void)tracker;
 	full = (unsigned int)ab_addr_len(&cidr.net) * 8;
 	attempt_r->addr = cidr.net;
 	attempt_r->has_addr = true;
@@ -550,14 +685,14 @@ int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 	ab_key key;
 	char dur[32];
 
-	if (parse_target(tracker, target, &attempt, &subnet, error_r) < 0)
+	if (parse_target(target, &attempt, &subnet, error_r) < 0)
 		return -1;
 	if (duration_s == 0)
 		duration_s = tracker->cfg->block_time_s;
 	if (duration_s > 7 * 24 * 3600)
 		return ab_error(error_r, "a block lasts a week at most");
 	slot_key(tracker, subnet ? AB_SLOT_NET_BLOCK : AB_SLOT_IP_BLOCK,
-		 &attempt, key);
+		 &attempt, now, key);
 	if (ab_store_set(tracker->store, key, (uint64_t)now + duration_s,
 			 duration_s, error_r) < 0)
 		return AB_ERR_STORE;
@@ -568,23 +703,29 @@ int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 }
 
 int ab_tracker_unblock(struct ab_tracker *tracker, const char *target,
-		       const char **error_r)
+		       time_t now, const char **error_r)
 {
 	static const enum ab_slot ip_slots[] = {
-		AB_SLOT_IP_BLOCK, AB_SLOT_IP_FAIL, AB_SLOT_IP_ACCTS,
-		AB_SLOT_IP_STRIKES, AB_SLOT_IP_INFLIGHT,
+		AB_SLOT_IP_BLOCK, AB_SLOT_IP_FAIL, AB_SLOT_IP_FAIL_PREV,
+		AB_SLOT_IP_ACCTS, AB_SLOT_IP_ACCTS_PREV, AB_SLOT_IP_STRIKES,
+		AB_SLOT_IP_INFLIGHT,
 	};
 	static const enum ab_slot net_slots[] = {
-		AB_SLOT_NET_BLOCK, AB_SLOT_NET_FAIL, AB_SLOT_NET_ACCTS,
-		AB_SLOT_NET_STRIKES,
+		AB_SLOT_NET_BLOCK, AB_SLOT_NET_FAIL, AB_SLOT_NET_FAIL_PREV,
+		AB_SLOT_NET_ACCTS, AB_SLOT_NET_ACCTS_PREV, AB_SLOT_NET_STRIKES,
 	};
 	struct ab_attempt attempt;
 	bool subnet;
+	int ret;
 
-	if (parse_target(tracker, target, &attempt, &subnet, error_r) < 0)
+	if (parse_target(target, &attempt, &subnet, error_r) < 0)
 		return -1;
-	if (subnet ? delete_slots(tracker, &attempt, net_slots, 4, error_r) :
-	    delete_slots(tracker, &attempt, ip_slots, 5, error_r))
+	ret = subnet ?
+		delete_slots(tracker, &attempt, net_slots, N_ELEMENTS(net_slots),
+			     now, error_r) :
+		delete_slots(tracker, &attempt, ip_slots, N_ELEMENTS(ip_slots),
+			     now, error_r);
+	if (ret < 0)
 		return AB_ERR_STORE;
 	tracker_log(tracker, AB_LOG_INFO, "%s %s unblocked by an administrator",
 		    subnet ? "subnet" : "address", target);

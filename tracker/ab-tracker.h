@@ -32,22 +32,38 @@ int ab_attempt_init(struct ab_tracker *tracker, struct ab_attempt *attempt_r,
 		    const char *protocol, const void *pw, size_t pw_len,
 		    const char **error_r);
 
+/* Pair the attempt's allow with its report: Dovecot's session_id, or an
+   id the PAM module keeps on its handle. Only a paired allow holds places
+   in the budgets (see ab_reserve()). */
+void ab_attempt_set_session(struct ab_attempt *attempt, const void *id,
+			    size_t len);
+
 enum ab_allow_flags {
 	/* a dry run: change nothing (the CLI's check) */
 	AB_ALLOW_DRY_RUN = 1 << 0,
 };
 
-/* Decide. Never fails: when the store cannot answer, the decision follows
-   fail_mode and says so (decision_r->store_failed). */
+/* Decide, and when the attempt goes on to the password check, hold its
+   places until its report. Never fails: when the store cannot answer, the
+   decision follows fail_mode and says so (decision_r->store_failed).
+   Round trips: one mget; then, for an attempt let through, its places
+   (one request per count) and its session record. */
 void ab_tracker_allow(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt, time_t now,
 		      unsigned int flags, struct ab_decision *decision_r);
-/* Record an outcome. Returns -1 when the store could not take it (the
+/* Record an outcome, settling what its allow held. Round trips: one mget,
+   the session record's delete, one request per count, and a block or
+   lock when a threshold is crossed. Returns -1 when the store could not take it (the
    tracker has logged it, once per fail_log_interval). */
 int ab_tracker_report(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt,
 		      enum ab_outcome outcome, time_t now,
 		      const char **error_r);
+
+/* Warn (through the log hook) when memcached has evicted items since the
+   last call: lost counts and locks. One stats round trip per server; the
+   Dovecot service calls it on a timer. */
+void ab_tracker_watch_evictions(struct ab_tracker *tracker);
 
 /* One line for logs: account, address, protocol, decision, reason. */
 const char *ab_decision_log_line(const struct ab_attempt *attempt,
@@ -60,8 +76,10 @@ const char *ab_decision_log_line(const struct ab_attempt *attempt,
 #define AB_ERR_STORE (-2)
 
 struct ab_account_status {
-	unsigned long long failures;	/* from unfamiliar origins */
-	bool locked;
+	unsigned long long failures;	/* from unfamiliar origins, in the window */
+	unsigned long long familiar_failures;
+	unsigned long long strikes;	/* locks so far */
+	bool locked;			/* a lock, or failures at the threshold */
 	unsigned long long lock_left_s;
 	unsigned long long familiar_subnets;
 };
@@ -82,15 +100,16 @@ int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
 int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 			      time_t now, struct ab_address_status *status_r,
 			      const char **error_r);
-/* Clear an account's lock and its failure count. */
+/* Clear what keeps an account out: its lock, its failures (also those
+   from its familiar networks) and its strikes. */
 int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
-		      const char **error_r);
+		      time_t now, const char **error_r);
 /* target: an address, or a subnet as "a.b.c.0/24" / "x:y:z::/48"
    (also an IPv6 /64). duration_s 0 means block_time. */
 int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 		     unsigned int duration_s, time_t now, const char **error_r);
 /* Remove a block and the counts behind it (and its strikes). */
 int ab_tracker_unblock(struct ab_tracker *tracker, const char *target,
-		       const char **error_r);
+		       time_t now, const char **error_r);
 
 #endif

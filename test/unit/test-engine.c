@@ -94,6 +94,20 @@ static const struct decide_case decide_cases[] = {
 	  {{ AB_SLOT_IP_INFLIGHT, 20 }}, AB_REJECT, 0, "in flight" },
 	{ "reject beats tarpit", "alice", "198.51.100.7",
 	  {{ AB_SLOT_IP_FAIL, 12 }, { AB_SLOT_ACCT_LOCK, FUT(5) }}, AB_REJECT, 0, "account locked" },
+	{ "the bucket before counts in full", "alice", "198.51.100.7",
+	  {{ AB_SLOT_IP_FAIL, 3 }, { AB_SLOT_IP_FAIL_PREV, 3 }}, AB_TARPIT, 1, "address failures" },
+	{ "failures and places held at ip_block_failures", "alice", "198.51.100.7",
+	  {{ AB_SLOT_IP_FAIL, 12 }, { AB_SLOT_IP_FAIL_PREV, 8 }}, AB_REJECT, 0, "address blocked" },
+	{ "distinct accounts at ip_max_accounts", "alice", "198.51.100.7",
+	  {{ AB_SLOT_IP_ACCTS_PREV, 10 }}, AB_REJECT, 0, "address blocked" },
+	{ "subnet at net_block_failures", "alice", "198.51.100.7",
+	  {{ AB_SLOT_NET_FAIL, 100 }}, AB_REJECT, 0, "subnet blocked" },
+	{ "account failures at the lock threshold, no lock set yet", "alice", "198.51.100.7",
+	  {{ AB_SLOT_ACCT_FAIL, 4 }, { AB_SLOT_ACCT_FAIL_PREV, 6 }}, AB_REJECT, 0, "account locked" },
+	{ "account failures at the threshold, familiar subnet", "alice", "198.51.100.7",
+	  {{ AB_SLOT_ACCT_FAIL, 10 }, { AB_SLOT_ACCT_FAM, FUT(86400) }}, AB_ALLOW, 0, "ok" },
+	{ "tarpit counts failures, not places in flight", "alice", "198.51.100.7",
+	  {{ AB_SLOT_IP_FAIL, 8 }, { AB_SLOT_IP_INFLIGHT, 4 }}, AB_ALLOW, 0, "ok" },
 };
 
 static void test_decide_table(void **state)
@@ -143,21 +157,23 @@ static void test_block_duration_grows_never_past_max(void **state)
 	unsigned int prev = 0, d;
 
 	(void)state;
-	assert_int_equal(ab_block_duration(&cfg, 0), cfg.block_time_s);
-	assert_int_equal(ab_block_duration(&cfg, 1), cfg.block_time_s * 2);
+	assert_int_equal(ab_escalated_duration(cfg.block_time_s, cfg.block_max_s, 0),
+			 cfg.block_time_s);
+	assert_int_equal(ab_escalated_duration(cfg.block_time_s, cfg.block_max_s, 1),
+			 cfg.block_time_s * 2);
 	for (strikes = 0; strikes < 80; strikes++) {
-		d = ab_block_duration(&cfg, strikes);
+		d = ab_escalated_duration(cfg.block_time_s, cfg.block_max_s, strikes);
 		assert_true(d >= prev);
 		assert_true(d <= cfg.block_max_s);
 		prev = d;
 	}
 	assert_int_equal(prev, cfg.block_max_s);
-	cfg.block_max_s = 7 * 86400;
-	assert_int_equal(ab_block_duration(&cfg, UINT64_MAX), 7 * 86400);
-	cfg.block_max_s = 86400;
+	assert_int_equal(ab_escalated_duration(900, 7 * 86400, UINT64_MAX), 7 * 86400);
+	/* a base over the cap is the duration */
+	assert_int_equal(ab_escalated_duration(7200, 3600, 5), 7200);
 }
 
-/* --- record and escalate ------------------------------------------------ */
+/* --- reserve, record and escalate ------------------------------------- */
 
 static const struct ab_op *find_op(const struct ab_ops *ops, enum ab_op_kind kind,
 				   enum ab_slot slot)
@@ -176,34 +192,96 @@ static void test_failure_counts_everywhere(void **state)
 	struct ab_attempt a = attempt("alice", "198.51.100.7");
 	struct ab_snapshot s;
 	struct ab_ops ops;
+	const struct ab_op *op;
 
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	a.has_pw = true;
 	a.pw_fp = 0x1234;
-	ab_record(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	/* nothing held (no session): the failure is counted at its report */
+	assert_true(ab_record(&s, &a, AB_OUTCOME_FAILURE, NULL, &cfg, NOW, &ops));
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_FAIL));
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_NET_FAIL));
-	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_ACCTS));
-	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_NET_ACCTS));
+	op = find_op(&ops, AB_OP_MARK, AB_SLOT_IP_PAIR);
+	assert_non_null(op);
+	assert_int_equal(op->pair_slot, AB_SLOT_IP_ACCTS);
+	op = find_op(&ops, AB_OP_MARK, AB_SLOT_NET_PAIR);
+	assert_non_null(op);
+	assert_int_equal(op->pair_slot, AB_SLOT_NET_ACCTS);
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL));
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_SFAIL));
 	assert_non_null(find_op(&ops, AB_OP_SET, AB_SLOT_ACCT_PW));
-	assert_int_equal(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_FAIL)->ttl_s, cfg.ip_window_s);
+	/* a bucket's key lives through the window after it */
+	assert_true(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_FAIL)->ttl_s >= 2 * cfg.ip_window_s);
+	assert_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_INFLIGHT));
 
 	/* the same account again from the address: not a new account */
 	set(&s, AB_SLOT_IP_PAIR, 1);
 	set(&s, AB_SLOT_NET_PAIR, 1);
 	a.pw_fp = 0x4321;
-	ab_record(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
-	assert_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_ACCTS));
-	assert_null(find_op(&ops, AB_OP_INCR, AB_SLOT_NET_ACCTS));
+	ab_record(&s, &a, AB_OUTCOME_FAILURE, NULL, &cfg, NOW, &ops);
+	assert_null(find_op(&ops, AB_OP_MARK, AB_SLOT_IP_PAIR));
+	assert_null(find_op(&ops, AB_OP_MARK, AB_SLOT_NET_PAIR));
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_FAIL));
+}
+
+/* An attempt let through holds a place in every budget its failure would
+   spend, plus one in flight. */
+static void test_reserve_takes_every_budget(void **state)
+{
+	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_snapshot s;
+	struct ab_ops ops;
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	ab_reserve(&s, &a, &cfg, &ops);
+	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_FAIL));
+	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_NET_FAIL));
+	assert_non_null(find_op(&ops, AB_OP_MARK, AB_SLOT_IP_PAIR));
+	assert_non_null(find_op(&ops, AB_OP_MARK, AB_SLOT_NET_PAIR));
+	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL));
+	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_SFAIL));
+	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_INFLIGHT));
+
+	/* a familiar subnet spends its own allowance */
+	set(&s, AB_SLOT_ACCT_FAM, FUT(86400));
+	ab_reserve(&s, &a, &cfg, &ops);
+	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAMFAIL));
+	assert_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL));
+}
+
+/* The rules judge a count without the attempt's own place: of attempts
+   racing for the last place, the one that got it goes on. */
+static void test_own_place_judged_without_itself(void **state)
+{
+	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_snapshot s;
+	struct ab_decision d;
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	set(&s, AB_SLOT_ACCT_FAIL, cfg.account_lock_failures);
+	s.own[AB_SLOT_ACCT_FAIL] = true;	/* the 10th place is this one */
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	set(&s, AB_SLOT_ACCT_FAIL, cfg.account_lock_failures + 1);
+	ab_decide(&s, &a, &cfg, NOW, &d);	/* the 11th is refused */
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_non_null(strstr(d.reason, "account locked"));
+
+	memset(&s, 0, sizeof(s));
+	set(&s, AB_SLOT_IP_INFLIGHT, cfg.max_inflight);
+	s.own[AB_SLOT_IP_INFLIGHT] = true;
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
 }
 
 static void test_repeated_wrong_password_not_counted(void **state)
 {
 	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_hold hold = { NOW - 1, (1U << AB_SLOT_IP_FAIL) |
+				(1U << AB_SLOT_ACCT_FAIL) | (1U << AB_SLOT_IP_INFLIGHT) };
 	struct ab_snapshot s;
 	struct ab_ops ops;
 
@@ -212,11 +290,37 @@ static void test_repeated_wrong_password_not_counted(void **state)
 	a.has_pw = true;
 	a.pw_fp = 0xbeef;
 	set(&s, AB_SLOT_ACCT_PW, 1);
-	set(&s, AB_SLOT_IP_INFLIGHT, 1);
-	ab_record(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
-	/* only the in-flight count is released */
+	/* every place it held is given back, nothing counted */
+	assert_false(ab_record(&s, &a, AB_OUTCOME_FAILURE, &hold, &cfg, NOW, &ops));
+	assert_int_equal(ops.count, 3);
+	assert_non_null(find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT));
+	assert_non_null(find_op(&ops, AB_OP_DECR, AB_SLOT_IP_FAIL));
+	assert_int_equal(find_op(&ops, AB_OP_DECR, AB_SLOT_ACCT_FAIL)->at, NOW - 1);
+}
+
+/* A failure keeps the places its allow held as its counts: it releases
+   only its place in flight, and counts nothing twice. */
+static void test_held_failure_keeps_its_places(void **state)
+{
+	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_hold hold = { NOW, (1U << AB_SLOT_IP_FAIL) | (1U << AB_SLOT_NET_FAIL) |
+				(1U << AB_SLOT_IP_ACCTS) | (1U << AB_SLOT_ACCT_FAIL) |
+				(1U << AB_SLOT_IP_INFLIGHT) };
+	struct ab_hold nothing = { 0, 0 };
+	struct ab_snapshot s;
+	struct ab_ops ops;
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	assert_true(ab_record(&s, &a, AB_OUTCOME_FAILURE, &hold, &cfg, NOW, &ops));
 	assert_int_equal(ops.count, 1);
 	assert_non_null(find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT));
+
+	/* a second report for a session already settled: nothing at all */
+	assert_true(ab_record(&s, &a, AB_OUTCOME_FAILURE, &nothing, &cfg, NOW, &ops));
+	assert_int_equal(ops.count, 0);
+	assert_false(ab_record(&s, &a, AB_OUTCOME_POLICY_REJECT, &nothing, &cfg, NOW, &ops));
+	assert_int_equal(ops.count, 0);
 }
 
 static void test_familiar_failures_have_own_allowance(void **state)
@@ -228,7 +332,7 @@ static void test_familiar_failures_have_own_allowance(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	set(&s, AB_SLOT_ACCT_FAM, FUT(86400));
-	ab_record(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	ab_record(&s, &a, AB_OUTCOME_FAILURE, NULL, &cfg, NOW, &ops);
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAMFAIL));
 	assert_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL));
 }
@@ -236,33 +340,52 @@ static void test_familiar_failures_have_own_allowance(void **state)
 static void test_success_clears_own_failures_not_lock(void **state)
 {
 	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_hold hold = { NOW, (1U << AB_SLOT_ACCT_FAIL) | (1U << AB_SLOT_ACCT_SFAIL) |
+				(1U << AB_SLOT_IP_ACCTS) | (1U << AB_SLOT_IP_INFLIGHT) };
 	struct ab_snapshot s;
 	struct ab_ops ops;
 	const struct ab_op *op;
+	unsigned int i, decr_fail = 0;
 
 	(void)state;
 	memset(&s, 0, sizeof(s));
-	set(&s, AB_SLOT_ACCT_FAIL, 7);
+	/* 2 failures in this bucket, 5 before; 3 from this subnet, one of
+	   them this attempt's place */
+	set(&s, AB_SLOT_ACCT_FAIL, 2);
+	set(&s, AB_SLOT_ACCT_FAIL_PREV, 5);
 	set(&s, AB_SLOT_ACCT_SFAIL, 3);
 	set(&s, AB_SLOT_ACCT_LOCK, FUT(600));
-	ab_record(&s, &a, AB_OUTCOME_SUCCESS, &cfg, NOW, &ops);
+	set(&s, AB_SLOT_IP_PAIR, 1);
+	assert_false(ab_record(&s, &a, AB_OUTCOME_SUCCESS, &hold, &cfg, NOW, &ops));
 	op = find_op(&ops, AB_OP_SET, AB_SLOT_ACCT_FAM);
 	assert_non_null(op);
 	assert_int_equal(op->ttl_s, cfg.familiar_days * 86400);
-	op = find_op(&ops, AB_OP_DECR, AB_SLOT_ACCT_FAIL);
+	/* its own place, then the subnet's 2 others: 1 left in this bucket,
+	   1 from the one before */
+	for (i = 0; i < ops.count; i++) {
+		if (ops.op[i].kind == AB_OP_DECR && ops.op[i].slot == AB_SLOT_ACCT_FAIL)
+			decr_fail += (unsigned int)ops.op[i].value;
+	}
+	assert_int_equal(decr_fail, 2);
+	op = find_op(&ops, AB_OP_DECR, AB_SLOT_ACCT_FAIL_PREV);
 	assert_non_null(op);
-	assert_int_equal(op->value, 3);
+	assert_int_equal(op->value, 1);
 	assert_non_null(find_op(&ops, AB_OP_DELETE, AB_SLOT_ACCT_SFAIL));
+	/* the account it held as a distinct account is given back once */
+	op = find_op(&ops, AB_OP_UNMARK, AB_SLOT_IP_PAIR);
+	assert_non_null(op);
+	assert_int_equal(op->pair_slot, AB_SLOT_IP_ACCTS);
+	assert_non_null(find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT));
 	assert_null(find_op(&ops, AB_OP_DELETE, AB_SLOT_ACCT_LOCK));
 	assert_null(find_op(&ops, AB_OP_SET, AB_SLOT_ACCT_LOCK));
 }
 
-/* Dovecot asks "allow" twice for a login whose password was right (before
-   and after the check, auth_policy_check_after_auth defaults to yes) and
-   reports once: a success releases both, a failure the one it had. */
+/* In flight is released only by the report of an allow that counted it,
+   once, whatever Dovecot's after-auth check does. */
 static void test_inflight_released_by_outcome(void **state)
 {
 	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_hold hold = { NOW, 1U << AB_SLOT_IP_INFLIGHT };
 	struct ab_snapshot s;
 	struct ab_ops ops;
 	const struct ab_op *op;
@@ -270,18 +393,17 @@ static void test_inflight_released_by_outcome(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	set(&s, AB_SLOT_IP_INFLIGHT, 5);
-	ab_record(&s, &a, AB_OUTCOME_SUCCESS, &cfg, NOW, &ops);
-	op = find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT);
-	assert_non_null(op);
-	assert_int_equal(op->value, 2);
-	ab_record(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	ab_record(&s, &a, AB_OUTCOME_SUCCESS, &hold, &cfg, NOW, &ops);
 	op = find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT);
 	assert_non_null(op);
 	assert_int_equal(op->value, 1);
-	/* nothing in flight: nothing to release */
-	memset(&s, 0, sizeof(s));
-	ab_record(&s, &a, AB_OUTCOME_SUCCESS, &cfg, NOW, &ops);
+	ab_record(&s, &a, AB_OUTCOME_FAILURE, &hold, &cfg, NOW, &ops);
+	assert_non_null(find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT));
+	/* nothing held: nothing to release */
+	ab_record(&s, &a, AB_OUTCOME_SUCCESS, NULL, &cfg, NOW, &ops);
 	assert_null(find_op(&ops, AB_OP_DECR, AB_SLOT_IP_INFLIGHT));
+	ab_record(&s, &a, AB_OUTCOME_POLICY_REJECT, NULL, &cfg, NOW, &ops);
+	assert_int_equal(ops.count, 0);
 }
 
 static void test_policy_reject_is_not_a_failure(void **state)
@@ -292,7 +414,7 @@ static void test_policy_reject_is_not_a_failure(void **state)
 
 	(void)state;
 	memset(&s, 0, sizeof(s));
-	ab_record(&s, &a, AB_OUTCOME_POLICY_REJECT, &cfg, NOW, &ops);
+	assert_false(ab_record(&s, &a, AB_OUTCOME_POLICY_REJECT, NULL, &cfg, NOW, &ops));
 	assert_int_equal(ops.count, 0);
 	ab_escalate(&s, &a, AB_OUTCOME_POLICY_REJECT, &cfg, NOW, &ops);
 	assert_int_equal(ops.count, 0);
@@ -311,33 +433,75 @@ static void test_escalate_blocks_and_locks(void **state)
 	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
 	assert_int_equal(ops.count, 0);
 
-	set(&s, AB_SLOT_IP_FAIL, cfg.ip_block_failures);
+	/* the window's two buckets together cross the threshold */
+	set(&s, AB_SLOT_IP_FAIL, cfg.ip_block_failures - 5);
+	set(&s, AB_SLOT_IP_FAIL_PREV, 5);
 	set(&s, AB_SLOT_IP_STRIKES, 2);
 	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
-	op = find_op(&ops, AB_OP_SET, AB_SLOT_IP_BLOCK);
+	/* a block is added, never overwritten: of racing reports one sets
+	   it and adds the one strike */
+	op = find_op(&ops, AB_OP_MARK, AB_SLOT_IP_BLOCK);
 	assert_non_null(op);
 	assert_int_equal(op->ttl_s, cfg.block_time_s * 4);
 	assert_int_equal(op->value, (uint64_t)NOW + cfg.block_time_s * 4);
-	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_STRIKES));
+	assert_int_equal(op->pair_slot, AB_SLOT_IP_STRIKES);
+	assert_null(find_op(&ops, AB_OP_SET, AB_SLOT_IP_BLOCK));
 
 	/* distinct accounts alone block: a dictionary run over user names */
 	memset(&s, 0, sizeof(s));
 	set(&s, AB_SLOT_IP_FAIL, 3);
 	set(&s, AB_SLOT_IP_ACCTS, cfg.ip_max_accounts);
 	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
-	assert_non_null(find_op(&ops, AB_OP_SET, AB_SLOT_IP_BLOCK));
+	assert_non_null(find_op(&ops, AB_OP_MARK, AB_SLOT_IP_BLOCK));
 
 	/* already blocked: no second block, no extra strike */
 	set(&s, AB_SLOT_IP_BLOCK, FUT(100));
 	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
-	assert_null(find_op(&ops, AB_OP_SET, AB_SLOT_IP_BLOCK));
+	assert_null(find_op(&ops, AB_OP_MARK, AB_SLOT_IP_BLOCK));
 
+	/* account locks grow like blocks, up to block_max */
 	memset(&s, 0, sizeof(s));
-	set(&s, AB_SLOT_ACCT_FAIL, cfg.account_lock_failures);
+	set(&s, AB_SLOT_ACCT_FAIL_PREV, cfg.account_lock_failures);
 	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
-	op = find_op(&ops, AB_OP_SET, AB_SLOT_ACCT_LOCK);
+	op = find_op(&ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK);
 	assert_non_null(op);
 	assert_int_equal(op->value, (uint64_t)NOW + cfg.lock_time_s);
+	assert_int_equal(op->pair_slot, AB_SLOT_ACCT_STRIKES);
+	set(&s, AB_SLOT_ACCT_STRIKES, 3);
+	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	assert_int_equal(find_op(&ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK)->ttl_s,
+			 cfg.lock_time_s * 8);
+	set(&s, AB_SLOT_ACCT_STRIKES, 40);
+	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	assert_int_equal(find_op(&ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK)->ttl_s,
+			 cfg.block_max_s);
+}
+
+/* Windows slide: at a bucket boundary the bucket before still counts, so
+   9 failures before it and 1 after reach the threshold of 10. */
+static void test_window_boundary_gives_no_fresh_budget(void **state)
+{
+	time_t end = (time_t)((NOW / cfg.account_window_s + 1) * cfg.account_window_s);
+
+	(void)state;
+	assert_int_equal(ab_slot_bucket(AB_SLOT_ACCT_FAIL, &cfg, end - 1) + 1,
+			 ab_slot_bucket(AB_SLOT_ACCT_FAIL, &cfg, end));
+	assert_int_equal(ab_slot_bucket(AB_SLOT_ACCT_FAIL_PREV, &cfg, end),
+			 ab_slot_bucket(AB_SLOT_ACCT_FAIL, &cfg, end - 1));
+	assert_int_equal(ab_slot_bucket(AB_SLOT_IP_FAIL_PREV, &cfg, end + 5),
+			 ab_slot_bucket(AB_SLOT_IP_FAIL, &cfg, end - 1));
+	assert_int_equal(ab_slot_bucket(AB_SLOT_ACCT_LOCK, &cfg, end), 0);
+}
+
+static void test_hold_round_trips(void **state)
+{
+	struct ab_hold h = { NOW, (1U << AB_SLOT_SESSION) | 5 }, back;
+
+	(void)state;
+	ab_hold_unpack(ab_hold_pack(&h), &back);
+	assert_int_equal(back.at, h.at);
+	assert_int_equal(back.slots, h.slots);
+	assert_true(AB_SLOT_COUNT <= 32);
 }
 
 static void test_ipv6_slash64_is_one_origin(void **state)
@@ -374,7 +538,7 @@ static void test_trusted_exempt_from_address_rules_not_lockout(void **state)
 	ab_decide(&s, &a, &cfg, NOW, &d);
 	assert_int_equal(d.verdict, AB_ALLOW);
 
-	ab_record(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	ab_record(&s, &a, AB_OUTCOME_FAILURE, NULL, &cfg, NOW, &ops);
 	assert_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_FAIL));
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL));
 
@@ -433,6 +597,11 @@ int main(void)
 		cmocka_unit_test(test_tarpit_grows_and_caps),
 		cmocka_unit_test(test_block_duration_grows_never_past_max),
 		cmocka_unit_test(test_failure_counts_everywhere),
+		cmocka_unit_test(test_reserve_takes_every_budget),
+		cmocka_unit_test(test_own_place_judged_without_itself),
+		cmocka_unit_test(test_held_failure_keeps_its_places),
+		cmocka_unit_test(test_window_boundary_gives_no_fresh_budget),
+		cmocka_unit_test(test_hold_round_trips),
 		cmocka_unit_test(test_repeated_wrong_password_not_counted),
 		cmocka_unit_test(test_familiar_failures_have_own_allowance),
 		cmocka_unit_test(test_success_clears_own_failures_not_lock),

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -75,6 +76,28 @@ static void mc_start(void)
 	if (!port_open(mc_port))
 		fail_msg("memcached did not start on port %d (is the memcached package installed?)",
 			 mc_port);
+}
+
+/* kill() returns before the target has stopped: a request sent at once
+   could still be answered. Wait until the kernel shows it stopped. */
+static void mc_pause(void)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	int i;
+
+	kill(mc_pid, SIGSTOP);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)mc_pid);
+	for (i = 0; i < 1000; i++) {
+		if ((f = fopen(path, "r")) == NULL)
+			break;
+		p = fgets(buf, sizeof(buf), f);
+		fclose(f);
+		if (p != NULL && (p = strrchr(buf, ')')) != NULL && p[2] == 'T')
+			return;
+		usleep(1000);
+	}
+	fail_msg("memcached (pid %d) did not stop", (int)mc_pid);
 }
 
 static void mc_stop(void)
@@ -165,8 +188,10 @@ static void test_counters_and_ttl(void **state)
 	keys[1] = "ab1:t1:set";
 	assert_int_equal(ab_store_mget(store, keys, 2, values, found, &error), 0);
 	assert_int_equal(values[1], 1234567890123ULL);
-	assert_int_equal(ab_store_delete(store, keys[1], &error), 0);
-	assert_int_equal(ab_store_delete(store, keys[1], &error), 0);
+	assert_int_equal(ab_store_delete(store, keys[1], &added, &error), 0);
+	assert_true(added);	/* it was there */
+	assert_int_equal(ab_store_delete(store, keys[1], &added, &error), 0);
+	assert_false(added);
 
 	/* the TTL given at creation ends the counter (memcached's clock has
 	   one-second steps, so wait past it) */
@@ -285,7 +310,7 @@ static void test_tracker_dictionary_run_blocks(void **state)
 	assert_int_equal(st.strikes, 1);
 	assert_int_equal(st.inflight, 0);	/* every allowed attempt was reported */
 
-	assert_int_equal(ab_tracker_unblock(tracker, "203.0.113.9", &error), 0);
+	assert_int_equal(ab_tracker_unblock(tracker, "203.0.113.9", now, &error), 0);
 	ab_tracker_allow(tracker, &a, now, AB_ALLOW_DRY_RUN, &d);
 	assert_int_equal(d.verdict, AB_ALLOW);
 	assert_int_equal(ab_tracker_block(tracker, "203.0.113.0/24", 60, now, &error), 0);
@@ -353,10 +378,174 @@ static void test_tracker_lockout_and_familiar(void **state)
 	assert_int_equal(ab_tracker_account_status(tracker, "carol", now, &st, &error), 0);
 	assert_true(st.locked);
 
-	assert_int_equal(ab_tracker_unlock(tracker, "CAROL", &error), 0);
+	assert_int_equal(ab_tracker_unlock(tracker, "CAROL", now, &error), 0);
 	ab_attempt_init(tracker, &a, "carol", "198.51.100.200", "imap", NULL, 0, &error);
 	ab_tracker_allow(tracker, &a, now, AB_ALLOW_DRY_RUN, &d);
 	assert_int_equal(d.verdict, AB_ALLOW);
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
+/* A botnet with many connections open: every allow arrives before any
+   report. Only account_lock_failures of them may reach the password check;
+   each report settles its own places, once. */
+static void test_tracker_parallel_allows_hold_places(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt a[40];
+	struct ab_decision d;
+	struct ab_account_status st;
+	struct ab_address_status ast;
+	const char *error;
+	char addr[32], session[32];
+	time_t now = time(NULL);
+	unsigned int i, allowed = 0;
+	bool let_in[40];
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(ab_tracker_init(&cfg, NULL, NULL, &tracker, &error), 0);
+	for (i = 0; i < 40; i++) {
+		snprintf(addr, sizeof(addr), "100.65.%u.7", i);
+		snprintf(session, sizeof(session), "sess-par-%u", i);
+		assert_int_equal(ab_attempt_init(tracker, &a[i], "erin", addr, "imap",
+						 session, strlen(session), &error), 0);
+		ab_attempt_set_session(&a[i], session, strlen(session));
+		ab_tracker_allow(tracker, &a[i], now, 0, &d);
+		let_in[i] = d.verdict != AB_REJECT;
+		if (let_in[i])
+			allowed++;
+		else
+			assert_string_equal(d.reason, "account locked for unfamiliar origins");
+	}
+	assert_int_equal(allowed, cfg.account_lock_failures);
+	for (i = 0; i < 40; i++)
+		assert_int_equal(ab_tracker_report(tracker, &a[i], let_in[i] ?
+			AB_OUTCOME_FAILURE : AB_OUTCOME_POLICY_REJECT, now, &error), 0);
+	assert_int_equal(ab_tracker_account_status(tracker, "erin", now, &st, &error), 0);
+	assert_int_equal(st.failures, cfg.account_lock_failures);
+	assert_true(st.lock_left_s > 0);
+	assert_int_equal(st.strikes, 1);
+	/* the in-flight counts went back to 0, the refused ones never held any */
+	assert_int_equal(ab_tracker_address_status(tracker, "100.65.0.7", now, &ast, &error), 0);
+	assert_int_equal(ast.inflight, 0);
+	assert_int_equal(ast.failures, 1);
+	assert_int_equal(ab_tracker_address_status(tracker, "100.65.39.7", now, &ast, &error), 0);
+	assert_int_equal(ast.failures, 0);
+	/* a second report for a settled session changes nothing */
+	assert_int_equal(ab_tracker_report(tracker, &a[0], AB_OUTCOME_FAILURE, now, &error), 0);
+	assert_int_equal(ab_tracker_account_status(tracker, "erin", now, &st, &error), 0);
+	assert_int_equal(st.failures, cfg.account_lock_failures);
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
+/* A right password, with Dovecot's after-auth allow on: one place held,
+   given back once; the address ends with no failure and nothing in
+   flight. */
+static void test_tracker_success_gives_places_back(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt a;
+	struct ab_decision d;
+	struct ab_address_status ast;
+	struct ab_account_status st;
+	const char *error;
+	time_t now = time(NULL);
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(ab_tracker_init(&cfg, NULL, NULL, &tracker, &error), 0);
+	assert_int_equal(ab_attempt_init(tracker, &a, "frank", "100.66.1.1", "imap",
+					 NULL, 0, &error), 0);
+	ab_attempt_set_session(&a, "sess-ok", 7);
+	ab_tracker_allow(tracker, &a, now, 0, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_int_equal(ab_tracker_address_status(tracker, "100.66.1.1", now, &ast, &error), 0);
+	assert_int_equal(ast.inflight, 1);
+	assert_int_equal(ast.failures, 1);	/* the place held */
+	ab_tracker_allow(tracker, &a, now, 0, &d);	/* after-auth */
+	assert_int_equal(ab_tracker_address_status(tracker, "100.66.1.1", now, &ast, &error), 0);
+	assert_int_equal(ast.inflight, 1);
+	assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_SUCCESS, now, &error), 0);
+	assert_int_equal(ab_tracker_address_status(tracker, "100.66.1.1", now, &ast, &error), 0);
+	assert_int_equal(ast.inflight, 0);
+	assert_int_equal(ast.failures, 0);
+	assert_int_equal(ast.accounts, 0);
+	assert_int_equal(ab_tracker_account_status(tracker, "frank", now, &st, &error), 0);
+	assert_int_equal(st.failures, 0);
+	assert_int_equal(st.familiar_subnets, 1);
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
+/* Two nodes whose reports cross a block threshold together leave one
+   block, of the first length, and one strike. */
+struct race_node {
+	struct ab_config *cfg;
+	pthread_barrier_t *barrier;
+	unsigned int node;
+};
+
+static void *race_node_run(void *context)
+{
+	struct race_node *rn = context;
+	struct ab_tracker *tracker;
+	struct ab_attempt a;
+	const char *error;
+	char user[32];
+	unsigned int i;
+
+	assert_int_equal(ab_tracker_init(rn->cfg, NULL, NULL, &tracker, &error), 0);
+	for (i = 0; i < rn->cfg->ip_block_failures; i++) {
+		snprintf(user, sizeof(user), "race%u-%u", rn->node, i);
+		assert_int_equal(ab_attempt_init(tracker, &a, user, "100.67.0.9", "imap",
+						 user, strlen(user), &error), 0);
+		pthread_barrier_wait(rn->barrier);
+		assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_FAILURE,
+						   time(NULL), &error), 0);
+	}
+	ab_tracker_deinit(&tracker);
+	return NULL;
+}
+
+static void test_tracker_racing_nodes_one_block(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_address_status st;
+	pthread_barrier_t barrier;
+	pthread_t threads[2];
+	struct race_node nodes[2];
+	const char *error;
+	unsigned int i;
+
+	(void)state;
+	make_config(&cfg);
+	/* blocks by failures only, so each node's reports count */
+	cfg.ip_max_accounts = 1000;
+	cfg.ip_block_failures = 9;
+	assert_int_equal(pthread_barrier_init(&barrier, NULL, 2), 0);
+	for (i = 0; i < 2; i++) {
+		nodes[i].cfg = &cfg;
+		nodes[i].barrier = &barrier;
+		nodes[i].node = i;
+		assert_int_equal(pthread_create(&threads[i], NULL, race_node_run, &nodes[i]), 0);
+	}
+	for (i = 0; i < 2; i++)
+		pthread_join(threads[i], NULL);
+	pthread_barrier_destroy(&barrier);
+
+	assert_int_equal(ab_tracker_init(&cfg, NULL, NULL, &tracker, &error), 0);
+	assert_int_equal(ab_tracker_address_status(tracker, "100.67.0.9", time(NULL), &st, &error), 0);
+	print_message("  racing nodes: %llu failures, strikes %llu, block %llus left\n",
+		      st.failures, st.strikes, st.block_left_s);
+	assert_true(st.blocked);
+	assert_int_equal(st.strikes, 1);
+	assert_true(st.block_left_s <= cfg.block_time_s);
+	assert_int_equal(st.failures, 2 * cfg.ip_block_failures);
 	ab_tracker_deinit(&tracker);
 	ab_config_free(&cfg);
 }
@@ -390,7 +579,7 @@ static void fail_mode_case(bool hung, enum ab_fail_mode mode)
 	assert_false(d.store_failed);
 
 	if (hung)
-		kill(mc_pid, SIGSTOP);
+		mc_pause();
 	else
 		mc_stop();
 	log_errors = 0;
@@ -454,6 +643,9 @@ int main(void)
 		cmocka_unit_test(test_mget_is_one_request),
 		cmocka_unit_test(test_tracker_dictionary_run_blocks),
 		cmocka_unit_test(test_tracker_lockout_and_familiar),
+		cmocka_unit_test(test_tracker_parallel_allows_hold_places),
+		cmocka_unit_test(test_tracker_success_gives_places_back),
+		cmocka_unit_test(test_tracker_racing_nodes_one_block),
 		cmocka_unit_test(test_hung_memcached_open),
 		cmocka_unit_test(test_dead_memcached_closed),
 	};
