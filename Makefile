@@ -92,20 +92,16 @@ install: all $(INSTALL_TARGETS)
 	test -e $(DESTDIR)$(SYSCONFDIR)/authbrake/authbrake.conf || \
 		install -m 0644 conf.d/authbrake.conf $(DESTDIR)$(SYSCONFDIR)/authbrake/authbrake.conf
 
-# Installs only what is missing, so check.sh can run it every time.
+# Installs only what is missing, so check.sh can run it every time. Never
+# removes a package (--no-remove), and says what conflicts when apt-get
+# refuses: scripts/apt-install.sh. DEPS_MODE=print prints the apt-get command
+# and runs nothing; DEPS_MODE=simulate runs apt-get -s.
+APT_INSTALL = sh scripts/apt-install.sh $(if $(DEPS_MODE),--$(DEPS_MODE))
 DEB_ALL = $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH) $(DEB_DEMO) $(DEB_EXTRA)
 deps:
-	@missing=$$(for p in $(DEB_ALL); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	done); \
-	if [ -z "$$missing" ]; then \
-		echo "deps: every package is installed"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-		echo "deps: installing" $$missing; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	else \
-		echo "deps: run as root:  apt-get install" $$missing; exit 2; \
-	fi
+	@$(APT_INSTALL) --label deps \
+		--advice "authbrake's tests, benchmarks and demo need Dovecot, so they need a host without the package(s) named above (a container or a VM will do)" \
+		$(DEB_ALL)
 
 # authbrake for real: memcached, Dovecot and authbrake-policy on loopback,
 # a scripted attack, a table of decisions; the stack stays up.
