@@ -76,10 +76,12 @@ all: $(ALL_TARGETS)
 check-unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
 
-check-integration: all
+# need-dovecot (plugin/build.mk): without Dovecot these stop and say why,
+# rather than skip
+check-integration: need-dovecot all
 	$(PYTHON) -m pytest -q -p no:cacheprovider test/integration
 
-check: all check-unit check-integration
+check: need-dovecot all check-unit check-integration
 
 # The unit tests again, under AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -105,7 +107,7 @@ deps:
 
 # authbrake for real: memcached, Dovecot and authbrake-policy on loopback,
 # a scripted attack, a table of decisions; the stack stays up.
-demo: all
+demo: need-dovecot all
 	$(PYTHON) scripts/demo.py
 
 demo-stop:
