@@ -43,7 +43,7 @@ policy-skipped:
 need-dovecot:
 ifneq ($(DOVECOT_MISSING),)
 	@echo "make $(or $(MAKECMDGOALS),all): this runs authbrake-policy under a real Dovecot, and this host cannot build it: $(DOVECOT_MISSING)." >&2
-	@echo "On a Dovecot host, make deps installs what the tests, the demo and the benchmarks need; on a Courier host, run them in a container or a VM (Dovecot's IMAP and POP3 servers conflict with Courier's)." >&2
+	@echo "On a Dovecot host, make deps-test installs what the tests, the demo and the benchmarks need; on a Courier host, run them in a container or a VM (Dovecot's IMAP and POP3 servers conflict with Courier's)." >&2
 	@exit 2
 endif
 
