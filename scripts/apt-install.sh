@@ -6,15 +6,16 @@
 #
 #   --label NAME   what the messages start with (the make target)
 #   --advice TEXT  printed when a conflict stops apt-get: what to do instead
-#   --print        print the apt-get install command for every named package,
+#   --print        print the apt-get command for every named package,
 #                  installed or not, and run nothing (test_build.py checks it)
-#   --simulate     do everything but install: apt-get install -s
+#   --simulate     do everything but install (apt-get -s)
 #
-# apt-get always runs with --no-remove. Without it, `apt-get install -y`
-# settles a conflict by removing the installed side: on a Courier host,
-# installing dovecot-imapd removed courier-imap (issue 15). With it apt-get
-# refuses and changes nothing, and this script says which packages conflict,
-# with what, and prints the advice.
+# apt-get always runs with --no-remove. Without it, `install -y` settles a
+# conflict by removing the installed side: on a Courier host, installing
+# dovecot-imapd removed courier-imap (issue 15). With it apt-get refuses and
+# changes nothing, and this script says which packages conflict, with what,
+# and prints the advice. The one apt-get call here without --no-remove is
+# the simulation (-s) that asks apt what it would have removed.
 #
 # Plain sh, dpkg-query, apt-get, apt-cache and awk: it runs on a fresh
 # Debian before anything else is installed.
@@ -39,11 +40,8 @@ if [ $# -eq 0 ]; then
 	exit 2
 fi
 
-# -q: short progress; --no-remove: never remove an installed package
-APT_OPTS="-q --no-remove"
-
 if [ $mode = print ]; then
-	echo "apt-get install -y $APT_OPTS $*"
+	echo "apt-get install -y -q --no-remove $*"
 	exit 0
 fi
 
@@ -96,11 +94,12 @@ relations() {
 # After apt-get refused: which installed packages would it have removed, and
 # which of the packages it would install conflict with them.
 explain() {
+	# simulation only (-s): without --no-remove, so the plan shows the removals
 	plan=$(apt-get install -s -q "$@" 2>/dev/null)
 	removed=$(printf '%s\n' "$plan" | awk '$1 == "Remv" { sub(/:.*/, "", $2); print $2 }' | sort -u)
 	inst=$(printf '%s\n' "$plan" | awk '$1 == "Inst" { sub(/:.*/, "", $2); print $2 }' | sort -u)
 	if [ -z "$removed" ]; then
-		echo "$label: apt-get install failed (its message is above); nothing was removed" >&2
+		echo "$label: apt-get failed (its message is above); nothing was removed" >&2
 		return
 	fi
 	{
@@ -147,10 +146,10 @@ fi
 if [ $mode = install ]; then
 	echo "$label: installing $missing"
 	apt-get update -q || exit
-	DEBIAN_FRONTEND=noninteractive apt-get install -y $APT_OPTS $missing
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-remove $missing
 else
 	echo "$label: simulating the installation of $missing"
-	apt-get install -s $APT_OPTS $missing
+	apt-get install -s -q --no-remove $missing
 fi
 rc=$?
 [ $rc = 0 ] && exit 0
