@@ -25,19 +25,29 @@ CFLAGS      ?= -O2 -g
 AB_CFLAGS   := -std=gnu11 -fPIC -D_GNU_SOURCE $(WARN) -Itracker $(PKG_CFLAGS) $(CFLAGS)
 AB_LIBS     := $(PKG_LIBS)
 
-# Debian packages the build, the tests and the benchmarks need.
-DEB_BUILD := build-essential pkg-config libmemcached-dev libsodium-dev \
-             libcmocka-dev libpam0g-dev dovecot-dev
-DEB_TEST  := memcached libmemcached-tools dovecot-core dovecot-imapd \
-             dovecot-pop3d python3 python3-pytest pamtester iproute2 \
-             util-linux passwd
-DEB_BENCH := wrk gnuplot-nox hyperfine
+# Debian packages. `make deps` installs what BUILDING needs and nothing that
+# could clash with a running mail server: a Courier host builds the PAM module
+# and the CLI. dovecot-dev (for authbrake-policy) comes only where Dovecot is
+# already installed. `make deps-test` installs what the tests, the benchmarks
+# and the demo need as well, Dovecot's IMAP and POP3 servers among them, which
+# conflict with Courier's.
+DEB_BUILD   := build-essential pkg-config libmemcached-dev libsodium-dev \
+               libpam0g-dev
+DEB_DOVECOT := dovecot-dev
+DEB_TEST    := libcmocka-dev memcached libmemcached-tools dovecot-core \
+               dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
+               iproute2 util-linux passwd
+DEB_BENCH   := wrk gnuplot-nox hyperfine
 # what `make demo` tells you to try by hand with
-DEB_DEMO  := curl netcat-openbsd
-DEB_EXTRA ?=
+DEB_DEMO    := curl netcat-openbsd
+DEB_EXTRA   ?=
+# yes when dovecot-core is on this host (unpacked at least); only `make deps`
+# asks, and `make deps DOVECOT_ON_HOST=no` shows what a Courier host gets
+DOVECOT_ON_HOST ?= $(shell s=$$(dpkg-query -W -f='$${db:Status-Status}' dovecot-core 2>/dev/null); \
+                     [ -n "$$s" ] && [ "$$s" != not-installed ] && [ "$$s" != config-files ] && echo yes)
 
 .PHONY: all check check-unit check-integration check-sanitize install deps \
-        bench demo demo-stop clean
+        deps-test bench demo demo-stop clean
 .DEFAULT_GOAL := all
 
 ALL_TARGETS     :=
@@ -76,10 +86,12 @@ all: $(ALL_TARGETS)
 check-unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
 
-check-integration: all
+# need-dovecot (plugin/build.mk): without Dovecot these stop and say why,
+# rather than skip
+check-integration: need-dovecot all
 	$(PYTHON) -m pytest -q -p no:cacheprovider test/integration
 
-check: all check-unit check-integration
+check: need-dovecot all check-unit check-integration
 
 # The unit tests again, under AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -92,24 +104,29 @@ install: all $(INSTALL_TARGETS)
 	test -e $(DESTDIR)$(SYSCONFDIR)/authbrake/authbrake.conf || \
 		install -m 0644 conf.d/authbrake.conf $(DESTDIR)$(SYSCONFDIR)/authbrake/authbrake.conf
 
-# Installs only what is missing, so check.sh can run it every time.
-DEB_ALL = $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH) $(DEB_DEMO) $(DEB_EXTRA)
+# Both install only what is missing (so check.sh can run deps-test every
+# time), never remove a package (--no-remove), and say what conflicts when
+# apt-get refuses: scripts/apt-install.sh. DEPS_MODE=print prints the
+# apt-get command and runs nothing; DEPS_MODE=simulate runs apt-get -s.
+APT_INSTALL = sh scripts/apt-install.sh $(if $(DEPS_MODE),--$(DEPS_MODE))
+DEB_ALL     = $(DEB_BUILD) $(DEB_DOVECOT) $(DEB_TEST) $(DEB_BENCH) $(DEB_DEMO) $(DEB_EXTRA)
+
 deps:
-	@missing=$$(for p in $(DEB_ALL); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	done); \
-	if [ -z "$$missing" ]; then \
-		echo "deps: every package is installed"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-		echo "deps: installing" $$missing; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	else \
-		echo "deps: run as root:  apt-get install" $$missing; exit 2; \
-	fi
+	@if [ "$(DOVECOT_ON_HOST)" = yes ]; then dovecot="$(DEB_DOVECOT)"; else dovecot=; \
+		echo "deps: Dovecot is not installed here, so make will skip authbrake-policy (the Dovecot service); on a Dovecot host, apt-get install --no-remove $(DEB_DOVECOT) adds it"; \
+	fi; \
+	$(APT_INSTALL) --label deps \
+		--advice 'remove the conflicting package yourself if this host can do without it, or build in a container' \
+		$(DEB_BUILD) $$dovecot
+
+deps-test:
+	@$(APT_INSTALL) --label deps-test \
+		--advice "authbrake's tests, benchmarks and demo need Dovecot, so they need a host without the package(s) named above (a container or a VM will do); to only build and install the PAM module and the CLI here, run: make deps && make && make install" \
+		$(DEB_ALL)
 
 # authbrake for real: memcached, Dovecot and authbrake-policy on loopback,
 # a scripted attack, a table of decisions; the stack stays up.
-demo: all
+demo: need-dovecot all
 	$(PYTHON) scripts/demo.py
 
 demo-stop:

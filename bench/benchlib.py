@@ -115,7 +115,7 @@ def gnuplot(script_name, script):
     path.write_text(script)
     exe = shutil.which("gnuplot")
     if exe is None:
-        return "gnuplot not installed (apt-get install gnuplot-nox)"
+        return "gnuplot not installed (make deps-test, or apt-get install --no-remove gnuplot-nox)"
     r = subprocess.run([exe, str(path)], cwd=RESULTS, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=60)
     if r.returncode != 0:

@@ -11,5 +11,5 @@ $(B)/bench:
 $(PAM_BENCH): bench/pam-bench.c | $(B)/bench
 	$(CC) $(AB_CFLAGS) -o $@ $< -lpam
 
-bench: all $(PAM_BENCH)
+bench: need-dovecot all $(PAM_BENCH)
 	$(PYTHON) bench/run.py $(if $(BENCH_PARTS),--parts $(BENCH_PARTS)) $(if $(BENCH_QUICK),--quick)

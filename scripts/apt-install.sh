@@ -1,0 +1,158 @@
+#!/bin/sh
+# Installs the named Debian packages that are not installed yet; the one
+# recipe behind `make deps`, `make deps-test` and scripts/bootstrap.sh.
+#
+#   sh scripts/apt-install.sh [--label NAME] [--advice TEXT] [--print|--simulate] PACKAGE...
+#
+#   --label NAME   what the messages start with (the make target)
+#   --advice TEXT  printed when a conflict stops apt-get: what to do instead
+#   --print        print the apt-get command for every named package,
+#                  installed or not, and run nothing (test_build.py checks it)
+#   --simulate     do everything but install (apt-get -s)
+#
+# apt-get always runs with --no-remove. Without it, `install -y` settles a
+# conflict by removing the installed side: on a Courier host, installing
+# dovecot-imapd removed courier-imap (issue 15). With it apt-get refuses and
+# changes nothing, and this script says which packages conflict, with what,
+# and prints the advice. The one apt-get call here without --no-remove is
+# the simulation (-s) that asks apt what it would have removed.
+#
+# Plain sh, dpkg-query, apt-get, apt-cache and awk: it runs on a fresh
+# Debian before anything else is installed.
+set -u
+
+label=apt-install
+advice=
+mode=install
+while [ $# -gt 0 ]; do
+	case $1 in
+	--label) label=$2; shift 2 ;;
+	--advice) advice=$2; shift 2 ;;
+	--print) mode=print; shift ;;
+	--simulate) mode=simulate; shift ;;
+	--) shift; break ;;
+	-*) echo "$0: unknown option $1" >&2; exit 2 ;;
+	*) break ;;
+	esac
+done
+if [ $# -eq 0 ]; then
+	echo "usage: $0 [--label NAME] [--advice TEXT] [--print|--simulate] PACKAGE..." >&2
+	exit 2
+fi
+
+if [ $mode = print ]; then
+	echo "apt-get install -y -q --no-remove $*"
+	exit 0
+fi
+
+missing=
+for p in "$@"; do
+	s=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)
+	[ "$s" = installed ] || missing="$missing $p"
+done
+missing=${missing# }
+if [ -z "$missing" ]; then
+	echo "$label: every package is installed"
+	exit 0
+fi
+
+# Relation fields of dpkg/apt stanzas on stdin, one line per package:
+# "PACKAGE<TAB> provided names <TAB> conflicting names" (Conflicts + Breaks),
+# names only: versions, alternatives and architectures dropped.
+relations() {
+	awk '
+	function names(s,   n, a, i, x, out) {
+		gsub(/\|/, ",", s)
+		n = split(s, a, ",")
+		out = ""
+		for (i = 1; i <= n; i++) {
+			x = a[i]
+			sub(/^[ \t]+/, "", x)
+			sub(/[ \t(:].*$/, "", x)
+			if (x != "") out = out " " x
+		}
+		return out " "
+	}
+	function flush() {
+		if (pkg != "") print pkg "\t" names(prov) "\t" names(conf)
+		pkg = ""; prov = ""; conf = ""; field = ""
+	}
+	/^Package:/ { flush(); pkg = $2; sub(/:.*/, "", pkg); next }
+	/^[ \t]/ {
+		if (field == "p") prov = prov ", " $0
+		else if (field == "c") conf = conf ", " $0
+		next
+	}
+	/^Provides:/ { field = "p"; v = $0; sub(/^[^:]*:/, "", v); prov = prov ", " v; next }
+	/^(Conflicts|Breaks):/ { field = "c"; v = $0; sub(/^[^:]*:/, "", v); conf = conf ", " v; next }
+	/^$/ { flush(); next }
+	{ field = "" }
+	END { flush() }
+	'
+}
+
+# After apt-get refused: which installed packages would it have removed, and
+# which of the packages it would install conflict with them.
+explain() {
+	# simulation only (-s): without --no-remove, so the plan shows the removals
+	plan=$(apt-get install -s -q "$@" 2>/dev/null)
+	removed=$(printf '%s\n' "$plan" | awk '$1 == "Remv" { sub(/:.*/, "", $2); print $2 }' | sort -u)
+	inst=$(printf '%s\n' "$plan" | awk '$1 == "Inst" { sub(/:.*/, "", $2); print $2 }' | sort -u)
+	if [ -z "$removed" ]; then
+		echo "$label: apt-get failed (its message is above); nothing was removed" >&2
+		return
+	fi
+	{
+		echo "#removed"
+		# shellcheck disable=SC2086
+		dpkg-query -W -f='Package: ${Package}\nProvides: ${Provides}\nConflicts: ${Conflicts}\nBreaks: ${Breaks}\n\n' $removed 2>/dev/null | relations
+		echo "#inst"
+		# shellcheck disable=SC2086
+		[ -z "$inst" ] || apt-cache show --no-all-versions $inst 2>/dev/null | relations
+	} | awk -F '\t' -v label="$label" '
+	$0 == "#removed" { part = "r"; next }
+	$0 == "#inst" { part = "i"; next }
+	part == "r" { if (!($1 in rprov)) { rn[++nr] = $1 }; rprov[$1] = rprov[$1] $2; rconf[$1] = rconf[$1] $3; next }
+	part == "i" { if (!($1 in iprov)) { in_[++ni] = $1 }; iprov[$1] = iprov[$1] $2; iconf[$1] = iconf[$1] $3; next }
+	function hits(list, names,   n, a, k) {
+		n = split(names, a, " ")
+		for (k = 1; k <= n; k++) if (index(list, " " a[k] " ")) return 1
+		return 0
+	}
+	END {
+		for (j = 1; j <= nr; j++) {
+			r = rn[j]; who = ""
+			for (k = 1; k <= ni; k++) {
+				i = in_[k]
+				if (hits(iconf[i], r " " rprov[r]) || hits(rconf[r], i " " iprov[i]))
+					who = who (who == "" ? "" : ", ") i
+			}
+			if (who != "")
+				printf "%s: %s conflicts with %s, which this host has installed\n", label, who, r
+			else
+				printf "%s: installing them would remove %s, which this host has installed\n", label, r
+		}
+	}' >&2
+	echo "$label: apt-get was told to remove nothing (--no-remove), so it installed nothing." >&2
+	[ -z "$advice" ] || echo "$label: $advice" >&2
+}
+
+if [ $mode = install ] && [ "$(id -u)" != 0 ]; then
+	echo "$label: run as root:  apt-get install --no-remove $missing"
+	exit 2
+fi
+
+# shellcheck disable=SC2086
+if [ $mode = install ]; then
+	echo "$label: installing $missing"
+	apt-get update -q || exit
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-remove $missing
+else
+	echo "$label: simulating the installation of $missing"
+	apt-get install -s -q --no-remove $missing
+fi
+rc=$?
+[ $rc = 0 ] && exit 0
+# shellcheck disable=SC2086
+explain $missing
+exit $rc
