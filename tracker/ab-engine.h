@@ -183,6 +183,13 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
    failure would spend. */
 void ab_reserve(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 		const struct ab_config *cfg, struct ab_ops *ops_r);
+/* What an allow would have held for this attempt: for a success whose
+   session record was lost (a server gone, an eviction), so that a real
+   user's places do not stay behind as failures. */
+void ab_hold_presumed(const struct ab_snapshot *snap,
+		      const struct ab_attempt *attempt,
+		      const struct ab_config *cfg, time_t now,
+		      struct ab_hold *hold_r);
 /* Give back what hold says was taken (a refused attempt, a success, a
    repeated password): appends to ops. */
 void ab_release(const struct ab_hold *hold, const struct ab_attempt *attempt,

@@ -403,9 +403,16 @@ void ab_tracker_allow(struct ab_tracker *tracker,
 		return;
 	}
 	if (ab_store_set(tracker->store, keys[AB_SLOT_SESSION],
-			 ab_hold_pack(&hold), AB_HOLD_TTL, &error) < 0)
+			 ab_hold_pack(&hold), AB_HOLD_TTL, &error) < 0) {
+		/* no report could settle the places: give them back now, and
+		   its failure is counted when it is reported */
 		store_failure(tracker, now, "memcached unreachable", error,
-			      "an attempt's places are kept until its windows end");
+			      "an attempt holds no places until its report");
+		ops.count = 0;
+		ab_release(&hold, attempt, &ops);
+		(void)apply_ops(tracker, attempt, &ops, keys, now, &after, NULL,
+				&error);
+	}
 }
 
 static void log_escalation(struct ab_tracker *tracker,
@@ -482,6 +489,11 @@ int ab_tracker_report(struct ab_tracker *tracker,
 			ret = -1;
 		if (taken)
 			ab_hold_unpack(snap.value[AB_SLOT_SESSION], &hold);
+		held = &hold;
+	} else if (attempt->has_session && outcome == AB_OUTCOME_SUCCESS) {
+		/* the record is lost (its server went away, an eviction): a
+		   real user's places must not stay behind as failures */
+		ab_hold_presumed(&snap, attempt, tracker->cfg, now, &hold);
 		held = &hold;
 	}
 	after = snap;
