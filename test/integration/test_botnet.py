@@ -18,10 +18,12 @@ passwd-file log lines), never only in refused logins.
      invalid logins (300 bytes, a control byte) count against their address
 
 Each test uses its own memcached, authbrake.conf and Dovecot, and its own
-127.T.x.y range (T = 101..106). Dovecot's anvil penalty is off (harness
+127.T.x.y range (T = 101..106; the real user's home is 127.200.0.0/24;
+settle_log's sentinels use 127.254.0.0/16). Dovecot's anvil penalty is off (harness
 default), so what is measured is authbrake's.
 """
 
+import json
 import math
 import os
 import shutil
@@ -34,8 +36,8 @@ import pytest
 
 import harness
 from harness import (account_locks, fail_mode_lines, parallel_imap_logins,
-                     passdb_check_list, passdb_checks, policy_decisions,
-                     policy_failures, settle_log)
+                     passdb_check_list, passdb_checks, policy_failures,
+                     settle_log)
 
 USERS = harness.DEFAULT_USERS
 ALICE = "alice"
@@ -78,7 +80,6 @@ def summary(dc, results, since):
 
 def cli_status(conf, target):
     """`authbrake -c CONF --json status TARGET` as a dict (exit 0 or 1)."""
-    import json
     r = subprocess.run([CLI, "-c", str(conf), "--json", "status", target],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=20)
