@@ -36,7 +36,7 @@ DEB_BUILD   := build-essential pkg-config libmemcached-dev libsodium-dev \
 DEB_DOVECOT := dovecot-dev
 DEB_TEST    := libcmocka-dev memcached libmemcached-tools dovecot-core \
                dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
-               iproute2 util-linux passwd
+               iproute2 util-linux passwd stress-ng
 DEB_BENCH   := wrk gnuplot-nox hyperfine
 # what `make demo` tells you to try by hand with
 DEB_DEMO    := curl netcat-openbsd

@@ -26,15 +26,23 @@ write_authbrake_conf(dir, memcached_servers, **overrides) -> AuthbrakeConf
 
 class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
               extra_conf="", policy_user="root", anvil_penalty=False,
-              policy_after_auth=False)                        context manager
+              policy_after_auth=False, settings=None, max_clients=None)
+                                                              context manager
     Self-contained dovecot.conf (base_dir, state_dir, log file in its own dir),
     `dovecot -F -c CONF`, IMAP and POP3 listeners on free 127.0.0.1 ports,
     ssl = no, disable_plaintext_auth = no, auth_failure_delay = 0,
     auth_verbose + auth_debug (every password check shows in the log),
     passwd-file passdb/userdb ({PLAIN} passwords; users = {name: password},
     default DEFAULT_USERS). With policy_conf (a path from write_authbrake_conf)
-    the authbrake-policy service from build/ runs under the master on
-    .policy_port with the auth_policy_* settings of iface.md.
+    the config `!include`s the shipped conf.d/95-authbrake.conf (DROPIN_CONF)
+    and then overrides only the service's executable (build/, -C policy_conf),
+    its port (.policy_port), its user, auth_policy_server_url, the API header
+    and the hash nonce; policy_after_auth=True sets Dovecot's default
+    auth_policy_check_after_auth = yes over the drop-in's "no".
+    settings = {dovecot setting: value} is written after all that (e.g.
+    {"auth_username_format": "%Ln"}), then extra_conf verbatim.
+    max_clients=N: login services in high-performance mode (long-lived
+    processes, client_limit >= N) so N connections can be open at once.
     trusted_networks -> login_trusted_networks. anvil_penalty=False turns off
     Dovecot's own per-address delay (2..15 s after failures) so tests measure
     authbrake alone; True keeps it as production has it.
@@ -58,6 +66,27 @@ ports/conf first. `seconds` is the time of the authentication exchange
 
 http_post(port, path, body, headers=None, timeout=10) -> (status, text)
     Raw HTTP POST to 127.0.0.1:port (body: bytes, str or JSON-able object).
+
+Bare IMAP (any bytes in a user name, wall-clock times):
+ImapClient(port, src, timeout)   connects and reads the greeting;
+    .login(user, pw) -> (ok, msg, t_sent, t_answer)   .close()
+imap_login_raw(port, user, pw, src) -> LoginResult
+parallel_imap_logins(port, [(user, pw, src), ...], timeout=60) -> [LoginResult]
+    every connection opened first, then every LOGIN released at once;
+    LoginResult = (ok, msg, t_sent, t_answer, user, src) with those names.
+
+Reading Dovecot's log (password checks are counted where the passdb logs them):
+passdb_checks(dovecot, user=None, since=0, address=None) -> int
+passdb_check_list(...) -> [PassdbCheck(user, address, session, outcome, stamp)]
+settle_log(dovecot, sentinel_ip=None)   wait until the auth lines of every
+    answered request are in the log (a sentinel lookup, LOG_SENTINEL_USER)
+policy_decisions(dovecot, since, address=None) -> [dict]   per-decision lines
+account_locks(dovecot, since, account=None) -> [(account, seconds, failures)]
+address_blocks(dovecot, since, address=None)
+    -> [(kind, address, seconds, failures, accounts)]
+fail_mode_lines(dovecot, since)    decisions that fell to fail_mode, store errors
+policy_failures(dovecot, since)    Dovecot's own policy request errors/timeouts
+parse_duration("1m30s") -> 90
 """
 
 import errno
@@ -114,10 +143,8 @@ TEST_DEFAULTS = {
     "password_repeat": "10m",
 }
 
-AUTH_POLICY_ATTRIBUTES = (
-    "login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} "
-    "real_rip=%{real_rip} device_id=%{client_id} protocol=%s "
-    "session_id=%{session}")
+# The Dovecot drop-in users install: every Dovecot with a policy includes it.
+DROPIN_CONF = REPO_ROOT / "conf.d" / "95-authbrake.conf"
 
 
 def free_port():
@@ -514,6 +541,142 @@ def http_post(port, path, body, headers=None, timeout=10):
         conn.close()
 
 
+# ------------------------------------------------------- raw, parallel IMAP
+
+def _imap_astring(value):
+    """An IMAP astring for LOGIN: quoted when plain, else a literal
+    (any bytes: a control byte, 300 bytes, 8-bit)."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+    if raw and len(raw) < 100 and all(0x20 < b < 0x7f and b not in b'"\\(){%*' for b in raw):
+        return [b'"' + raw + b'"']
+    return [b"{%d}" % len(raw), raw]
+
+
+class ImapClient:
+    """A bare IMAP client socket from source address src: connect and read
+    the greeting now, send LOGIN later (login()), with any bytes in the
+    user name. Times are wall-clock (time.time(), the clock the policy
+    service's time(NULL) reads)."""
+
+    def __init__(self, port, src="127.0.0.1", timeout=30):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout,
+                                             source_address=(src, 0))
+        self.src = src
+        self.file = self.sock.makefile("rb")
+        greeting = self.file.readline()
+        if not greeting.startswith(b"* OK"):
+            self.close()
+            raise RuntimeError(f"IMAP greeting from {src}: {greeting!r}")
+
+    def login(self, user, password):
+        """(ok, message, t_sent, t_answer) of `a LOGIN user password`."""
+        # synchronizing literals: send up to each {n}, wait for "+"
+        chunks, cur = [], b"a LOGIN "
+        for n, tokens in enumerate((_imap_astring(user), _imap_astring(password))):
+            if n:
+                cur += b" "
+            cur += tokens[0]
+            if len(tokens) == 2:
+                chunks.append(cur + b"\r\n")
+                cur = tokens[1]
+        chunks.append(cur + b"\r\n")
+        t_sent = time.time()
+        try:
+            for i, chunk in enumerate(chunks):
+                self.sock.sendall(chunk)
+                if i < len(chunks) - 1:
+                    cont = self.file.readline()
+                    if not cont.startswith(b"+"):
+                        return False, cont.decode(errors="replace").strip(), t_sent, time.time()
+            while True:
+                line = self.file.readline()
+                if not line:
+                    return False, "connection closed", t_sent, time.time()
+                if line.startswith(b"a "):
+                    break
+            t_answer = time.time()
+            text = line.decode(errors="replace").strip()
+            return text.startswith("a OK"), text[2:], t_sent, t_answer
+        except OSError as e:
+            return False, f"connection error: {e!r}", t_sent, time.time()
+
+    def close(self):
+        try:
+            self.file.close()
+        finally:
+            self.sock.close()
+
+
+class LoginResult(tuple):
+    """(ok, msg, t_sent, t_answer) with names, plus the attempt's user and src."""
+    __slots__ = ()
+    ok = property(lambda self: self[0])
+    msg = property(lambda self: self[1])
+    t_sent = property(lambda self: self[2])
+    t_answer = property(lambda self: self[3])
+    user = property(lambda self: self[4])
+    src = property(lambda self: self[5])
+
+
+def parallel_imap_logins(port, attempts, timeout=60):
+    """Open one IMAP connection per attempt (user, password, src) first,
+    then release every LOGIN at once (threads and a barrier). Returns a
+    LoginResult per attempt, in order. Raises if a connection could not be
+    opened (a botnet test must not silently run with fewer clients)."""
+    import threading
+    n = len(attempts)
+    barrier = threading.Barrier(n + 1)
+    results = [None] * n
+    errors = []
+
+    def run(i, user, password, src):
+        client = None
+        try:
+            client = ImapClient(port, src, timeout)
+        except Exception as e:           # noqa: BLE001 - reported below
+            errors.append(f"{src}: {e!r}")
+        try:
+            barrier.wait(timeout)
+        except threading.BrokenBarrierError:
+            if client:
+                client.close()
+            return
+        if client is None:
+            return
+        try:
+            results[i] = LoginResult(client.login(user, password) + (user, src))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=run, args=(i,) + tuple(a), daemon=True)
+               for i, a in enumerate(attempts)]
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait(timeout)
+    except threading.BrokenBarrierError:
+        pass
+    if errors:
+        barrier.abort()
+    for t in threads:
+        t.join(timeout + 10)
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {n} connections failed: {errors[:5]}")
+    missing = [attempts[i][2] for i, r in enumerate(results) if r is None]
+    if missing:
+        raise RuntimeError(f"{len(missing)} logins never finished: {missing[:5]}")
+    return results
+
+
+def imap_login_raw(port, user, password, src="127.0.0.1", timeout=30):
+    """One LOGIN over a bare socket (any bytes in user): a LoginResult."""
+    client = ImapClient(port, src, timeout)
+    try:
+        return LoginResult(client.login(user, password) + (user, src))
+    finally:
+        client.close()
+
+
 # ------------------------------------------------------------------ Dovecot
 
 def _mail_owner():
@@ -530,8 +693,11 @@ class Dovecot:
 
     def __init__(self, dir=None, users=None, policy_conf=None,
                  trusted_networks=None, extra_conf="", policy_user="root",
-                 anvil_penalty=False, policy_after_auth=False):
+                 anvil_penalty=False, policy_after_auth=False, settings=None,
+                 max_clients=None):
         self.anvil_penalty = anvil_penalty
+        self.settings = dict(settings or {})
+        self.max_clients = max_clients
         # conf.d/95-authbrake.conf ships "no"; Dovecot's default is "yes"
         self.policy_after_auth = policy_after_auth
         self.dir = str(dir) if dir else tempfile.mkdtemp(prefix="ab-dovecot-")
@@ -652,31 +818,42 @@ service pop3-login {{
   }}
 }}
 """
+        if self.max_clients:
+            # Dovecot's default runs one login process per connection, at
+            # most default_process_limit (100) of them; more connections
+            # wait. A botnet test opens hundreds at once: long-lived login
+            # processes, each taking many clients ("high-performance mode").
+            n = int(self.max_clients)
+            for svc in ("imap-login", "pop3-login"):
+                c += f"""service {svc} {{
+  service_count = 0
+  process_min_avail = 2
+  process_limit = 4
+  client_limit = {max(n, 100)}
+}}
+"""
+            c += f"default_client_limit = {max(4 * n, 1000)}\n"
         if self.policy_conf is not None:
+            # The shipped drop-in, as an administrator installs it; below
+            # it only what a test must change (later settings and a later
+            # service block override earlier ones: see doveconf -n).
             user = self.policy_user or "$default_internal_user"
             c += f"""
+!include {DROPIN_CONF}
 service authbrake-policy {{
   executable = {POLICY_BIN} -C {self.policy_conf}
   inet_listener authbrake-policy {{
-    address = 127.0.0.1
     port = {self.policy_port}
   }}
   user = {user}
-  service_count = 0
-  process_limit = 4
-  process_min_avail = 4
-  client_limit = 32
 }}
 auth_policy_server_url = http://127.0.0.1:{self.policy_port}/
 auth_policy_server_api_header = X-API-Key: {self.api_key}
 auth_policy_hash_nonce = {secrets.token_hex(16)}
-auth_policy_hash_truncate = 12
-auth_policy_request_attributes = {AUTH_POLICY_ATTRIBUTES}
-auth_policy_reject_on_fail = no
-auth_policy_check_before_auth = yes
-auth_policy_check_after_auth = {"yes" if self.policy_after_auth else "no"}
-auth_policy_report_after_auth = yes
 """
+            if self.policy_after_auth:
+                # Dovecot's own default; the drop-in turns it off
+                c += "auth_policy_check_after_auth = yes\n"
         if not self.anvil_penalty:
             # Dovecot's own per-address penalty (2..15 s after failures) would
             # hide authbrake's tarpit: the auth process cannot open a mode-0
@@ -688,6 +865,8 @@ service anvil {
   }
 }
 """
+        for key, value in self.settings.items():
+            c += f"{key} = {value}\n"
         c += self.extra_conf + "\n"
         with open(self.conf_path, "w") as f:
             f.write(c)
@@ -857,3 +1036,168 @@ service anvil {
     def __repr__(self):
         return (f"<Dovecot imap={self.imap_port} pop3={self.pop3_port} "
                 f"policy={self.policy_port} pid={self.pid}>")
+
+
+# ------------------------------------------------- reading Dovecot's log
+
+# What Dovecot 2.3.19's passwd-file passdb logs for each password check
+# (auth_verbose + auth_debug, as the harness configures it):
+#   auth: Debug: passwd-file(alice,127.0.0.3,<SESSION>): Performing passdb lookup
+#   auth: Info: passwd-file(alice,127.0.0.3,<SESSION>): Password mismatch
+#   auth: Info: passwd-file(nobody,127.0.0.4,<SESSION>): unknown user
+#   auth: Debug: passwd-file(alice,127.0.0.3,<SESSION>): Finished passdb lookup
+# A right password has no line of its own: it is a lookup that finished
+# with neither "Password mismatch" nor "unknown user". The prefix is
+# (user,rip[,master][,<session>]); doveadm auth test has no session, a
+# master passdb adds ",master"; a long user name is cut with "...".
+# passwd-file looks up synchronously in the single auth process, so a
+# check's lines follow each other in the log.
+PASSDB_LINE_RE = re.compile(
+    r"^(?P<stamp>\w{3} [ \d]\d \d\d:\d\d:\d\d) auth: (?:Debug|Info): "
+    r"passwd-file\((?P<user>.*?),(?P<address>[0-9a-fA-F.:]*)(?:,master)?"
+    r"(?:,<(?P<session>[^>]*)>)?\): "
+    r"(?P<what>Performing passdb lookup|Password mismatch|unknown user|"
+    r"Finished passdb lookup)$", re.M)
+
+# The user name settle_log() looks up; passdb_checks() leaves it out.
+LOG_SENTINEL_USER = "ab-log-sentinel"
+
+
+class PassdbCheck(tuple):
+    """(user, address, session, outcome, stamp): one password check that
+    reached the passdb. outcome: "mismatch", "unknown user", "ok" (a right
+    password), or "pending" (not finished in the log yet)."""
+    __slots__ = ()
+    user = property(lambda self: self[0])
+    address = property(lambda self: self[1])
+    session = property(lambda self: self[2])
+    outcome = property(lambda self: self[3])
+    stamp = property(lambda self: self[4])
+
+
+def passdb_check_list(dovecot, user=None, since=0, address=None):
+    """Every password check Dovecot's passwd-file passdb made after log
+    offset since, in log order, as PassdbCheck; user / address filter
+    (user as Dovecot logs it: after auth_username_format)."""
+    open_checks = {}      # (user, address, session) -> [outcome, stamp, index]
+    out = []
+    for m in PASSDB_LINE_RE.finditer(dovecot.log_since(since)):
+        key = (m["user"], m["address"], m["session"] or "")
+        what = m["what"]
+        if what == "Performing passdb lookup":
+            open_checks[key] = ["pending", m["stamp"], len(out)]
+            out.append(None)
+            continue
+        entry = open_checks.get(key)
+        if entry is None:
+            continue          # began before since
+        if what == "Password mismatch":
+            entry[0] = "mismatch"
+        elif what == "unknown user":
+            entry[0] = "unknown user"
+        else:                 # Finished passdb lookup
+            if entry[0] == "pending":
+                entry[0] = "ok"
+            out[entry[2]] = PassdbCheck(key + (entry[0], entry[1]))
+            del open_checks[key]
+    for key, (outcome, stamp, index) in open_checks.items():
+        out[index] = PassdbCheck(key + (outcome, stamp))
+    return [c for c in out
+            if (user is None and c.user != LOG_SENTINEL_USER or c.user == user)
+            and (address is None or c.address == address)]
+
+
+def passdb_checks(dovecot, user=None, since=0, address=None):
+    """How many password checks reached Dovecot's passdb after log offset
+    since (for user / from address when given): mismatches, unknown users
+    and right passwords alike. A refused login that never reached the
+    passdb is not one."""
+    return len(passdb_check_list(dovecot, user, since, address))
+
+
+def settle_log(dovecot, sentinel_ip=None, timeout=10):
+    """Make sure every auth line of the requests answered so far is in the
+    log: one more lookup (user LOG_SENTINEL_USER), waited for. The auth
+    process logs in order, so its first line about the sentinel comes
+    after every line about the requests that finished before. Each call
+    uses a fresh address in 127.254.0.0/16 unless given one."""
+    if sentinel_ip is None:
+        dovecot._sentinels = getattr(dovecot, "_sentinels", 0) + 1
+        n = dovecot._sentinels
+        sentinel_ip = f"127.254.{n // 250 % 250}.{n % 250 + 1}"
+    mark = dovecot.log_mark()
+    dovecot.auth_test(LOG_SENTINEL_USER, "x", sentinel_ip)
+    if not dovecot.wait_log(r"auth: .*\(%s,%s[,)]" % (LOG_SENTINEL_USER,
+                                                    re.escape(sentinel_ip)),
+                            since=mark, timeout=timeout):
+        raise AssertionError("the log sentinel lookup never showed in the log")
+    time.sleep(0.2)   # authbrake-policy's lines come through another pipe
+
+
+# authbrake-policy's lines (through Dovecot's log)
+DECISION_RE = re.compile(
+    r'authbrake-policy: \w+: account="(?P<account>[^"]*)" address=(?P<address>\S+) '
+    r'protocol=(?P<protocol>\S*) decision=(?P<decision>\w+)'
+    r'(?: delay=(?P<delay>\d+)s)?(?: retry_after=(?P<retry_after>\d+)s)?'
+    r'.*?reason="(?P<reason>[^"]*)"')
+LOCK_RE = re.compile(
+    r'authbrake-policy: \w+: account "(?P<account>[^"]*)" locked for unfamiliar '
+    r'origins for (?P<duration>\S+): (?P<failures>\d+) failures')
+BLOCK_RE = re.compile(
+    r'authbrake-policy: \w+: (?P<kind>address|subnet) (?P<address>\S+) blocked for '
+    r'(?P<duration>\S+): (?P<failures>\d+) failures, (?P<accounts>\d+) accounts tried')
+# a decision that fell to fail_mode, or a store error behind one
+FAIL_MODE_RE = re.compile(
+    r"authbrake-policy: .*(?:fail_mode=(?:open|closed)|memcached (?:partly )?unreachable).*")
+# Dovecot's own side giving up on the policy service (it then goes on
+# without a decision: auth_policy_reject_on_fail = no)
+POLICY_FAILURE_RE = re.compile(
+    r"auth: (?:Error|Warning): .*(?:[Pp]olicy server|policy\().*")
+
+
+def parse_duration(text):
+    """Seconds of a duration as authbrake logs it: 45s, 2m5s, 1h30m, 1d0h."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    total, num = 0, ""
+    for ch in text:
+        if ch.isdigit():
+            num += ch
+        elif ch in units and num:
+            total += int(num) * units[ch]
+            num = ""
+        else:
+            raise ValueError(f"not a duration: {text!r}")
+    if num:
+        raise ValueError(f"not a duration: {text!r}")
+    return total
+
+
+def policy_decisions(dovecot, since=0, address=None):
+    """authbrake-policy's per-decision lines after since, as dicts."""
+    out = [m.groupdict() for m in DECISION_RE.finditer(dovecot.log_since(since))]
+    return [d for d in out if address is None or d["address"] == address]
+
+
+def account_locks(dovecot, since=0, account=None):
+    """[(account, seconds, failures)] of the "locked ... for" lines."""
+    return [(m["account"], parse_duration(m["duration"]), int(m["failures"]))
+            for m in LOCK_RE.finditer(dovecot.log_since(since))
+            if account is None or m["account"] == account]
+
+
+def address_blocks(dovecot, since=0, address=None):
+    """[(kind, address, seconds, failures, accounts)] of the "blocked for" lines."""
+    return [(m["kind"], m["address"], parse_duration(m["duration"]),
+             int(m["failures"]), int(m["accounts"]))
+            for m in BLOCK_RE.finditer(dovecot.log_since(since))
+            if address is None or m["address"] == address]
+
+
+def fail_mode_lines(dovecot, since=0):
+    """Lines that say a decision fell to fail_mode or the store failed."""
+    return FAIL_MODE_RE.findall(dovecot.log_since(since))
+
+
+def policy_failures(dovecot, since=0):
+    """Dovecot's auth lines saying a policy request failed (timeout, HTTP error)."""
+    return POLICY_FAILURE_RE.findall(dovecot.log_since(since))

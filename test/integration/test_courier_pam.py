@@ -143,8 +143,12 @@ def test_dictionary_run_blocks_address(brake, users):
     user = users.add(PASSWORD)
     victims = [users.add(PASSWORD) for _ in range(6)]
     attacker = "127.42.0.66"
+    attack_mark = brake.syslog_mark()
     results = parallel([(brake.pop3_login, v, "123456", attacker) for v in victims])
     assert not any(ok for ok, _, _ in results), results
+    # 6 names at once: at most ip_max_accounts (5) reach pam_unix
+    checked = [v for v in victims if checked_by_pam_unix(brake, attack_mark, v, attacker)]
+    assert len(checked) <= 5, f"{len(checked)} of 6 names reached pam_unix"
 
     mark = brake.syslog_mark()
     (ok_i, msg_i, _), (ok_p, msg_p, _), (ok_o, msg_o, _) = parallel([
