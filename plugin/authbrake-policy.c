@@ -28,6 +28,10 @@ struct policy_request {
 	struct io *io;
 	bool report;
 	buffer_t *body;
+	/* a request refused before its body was read: answered once the body
+	   is read, or lib-http holds the answer back waiting for it */
+	unsigned int error_status;
+	const char *error_reason, *error;
 };
 
 static struct ab_config policy_config;
@@ -72,18 +76,35 @@ static void policy_reply_json(struct http_server_request *req,
 }
 
 /* A client error: logged with its reason, answered with a JSON error,
-   and nothing is recorded. */
-static void policy_reply_error(struct http_server_request *req,
-			       unsigned int status, const char *reason,
-			       const char *error)
+   and nothing is recorded. close: the rest of the request cannot be
+   skipped safely, so the connection ends after the answer. */
+static void policy_reply_error_full(struct http_server_request *req,
+				    unsigned int status, const char *reason,
+				    const char *error, bool close)
 {
+	struct http_server_response *resp;
 	string_t *json = t_str_new(128);
 
 	i_warning("rejected policy request: %u %s: %s", status, reason, error);
 	str_append(json, "{\"error\":\"");
 	json_append_escaped(json, error);
 	str_append(json, "\"}");
-	policy_reply_json(req, status, reason, str_c(json));
+	resp = http_server_response_create(req, status, reason);
+	http_server_response_add_header(resp, "Content-Type",
+					"application/json");
+	http_server_response_set_payload_data(resp, str_data(json),
+					      str_len(json));
+	if (close)
+		http_server_response_submit_close(resp);
+	else
+		http_server_response_submit(resp);
+}
+
+static void policy_reply_error(struct http_server_request *req,
+			       unsigned int status, const char *reason,
+			       const char *error)
+{
+	policy_reply_error_full(req, status, reason, error, FALSE);
 }
 
 static bool policy_api_key_ok(const struct http_request *hreq)
@@ -230,6 +251,18 @@ static void policy_answer(struct policy_request *preq)
 	i_unreached();
 }
 
+/* A request refused on its method, key or command. */
+static void policy_reply_refusal(struct policy_request *preq)
+{
+	if (preq->error_status == 405) {
+		i_warning("rejected policy request: 405 %s", preq->error);
+		http_server_request_fail_bad_method(preq->req, "POST");
+		return;
+	}
+	policy_reply_error(preq->req, preq->error_status, preq->error_reason,
+			   preq->error);
+}
+
 static void policy_request_destroy(struct policy_request *preq)
 {
 	io_remove(&preq->io);
@@ -255,13 +288,17 @@ static void policy_payload_input(struct policy_request *preq)
 		return;
 	io_remove(&preq->io);
 	if (ret > 0 || preq->payload->stream_errno == EMSGSIZE) {
-		policy_reply_error(req, 413, "Payload Too Large",
+		/* the rest of the body is not read: the connection cannot go
+		   on with the next request */
+		policy_reply_error_full(req, 413, "Payload Too Large",
 			t_strdup_printf("body over %u bytes",
-					POLICY_BODY_MAX_SIZE));
+					POLICY_BODY_MAX_SIZE), TRUE);
 	} else if (preq->payload->stream_errno != 0) {
-		policy_reply_error(req, 400, "Bad Request",
+		policy_reply_error_full(req, 400, "Bad Request",
 			t_strdup_printf("could not read the body: %s",
-					i_stream_get_error(preq->payload)));
+					i_stream_get_error(preq->payload)), TRUE);
+	} else if (preq->error_status != 0) {
+		policy_reply_refusal(preq);
 	} else T_BEGIN {
 		policy_answer(preq);
 	} T_END;
@@ -275,33 +312,39 @@ static void policy_handle_request(void *context ATTR_UNUSED,
 	const char *command;
 	pool_t pool;
 
-	if (!http_request_method_is(hreq, "POST")) {
-		http_server_request_fail_bad_method(req, "POST");
-		return;
-	}
-	if (!policy_api_key_ok(hreq)) {
-		policy_reply_error(req, 401, "Unauthorized",
-				   "missing or wrong X-API-Key");
-		return;
-	}
-	command = policy_command(hreq);
-	if (command == NULL || (strcmp(command, "allow") != 0 &&
-				strcmp(command, "report") != 0)) {
-		policy_reply_error(req, 400, "Bad Request",
-			command == NULL ? "no command in the URL" :
-			t_strdup_printf("unknown command \"%s\"",
-					str_sanitize_utf8(command, 32)));
-		return;
-	}
-	if (hreq->payload == NULL) {
-		policy_reply_error(req, 400, "Bad Request", "empty body");
-		return;
-	}
-
 	pool = http_server_request_get_pool(req);
 	preq = p_new(pool, struct policy_request, 1);
 	preq->req = req;
-	preq->report = strcmp(command, "report") == 0;
+	if (!http_request_method_is(hreq, "POST")) {
+		preq->error_status = 405;
+		preq->error_reason = "Method Not Allowed";
+		preq->error = "only POST is answered";
+	} else if (!policy_api_key_ok(hreq)) {
+		preq->error_status = 401;
+		preq->error_reason = "Unauthorized";
+		preq->error = "missing or wrong X-API-Key";
+	} else if ((command = policy_command(hreq)) == NULL ||
+		   (strcmp(command, "allow") != 0 &&
+		    strcmp(command, "report") != 0)) {
+		preq->error_status = 400;
+		preq->error_reason = "Bad Request";
+		preq->error = command == NULL ? "no command in the URL" :
+			p_strdup_printf(pool, "unknown command \"%s\"",
+					str_sanitize_utf8(command, 32));
+	} else {
+		preq->report = strcmp(command, "report") == 0;
+	}
+	if (hreq->payload == NULL) {
+		if (preq->error_status != 0)
+			policy_reply_refusal(preq);
+		else
+			policy_reply_error(req, 400, "Bad Request", "empty body");
+		return;
+	}
+
+	/* Every request with a body is read to its end (at most
+	   POLICY_BODY_MAX_SIZE) before it is answered, whatever the answer:
+	   lib-http sends no response before the request's body is consumed. */
 	preq->body = buffer_create_dynamic(pool, 1024);
 	preq->payload = hreq->payload;
 	/* released in policy_request_destroy(), after the response is sent

@@ -1,6 +1,5 @@
 /* Identities: account normalisation, address parsing, subnets, CIDR lists. */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +7,44 @@
 
 #include "ab-error.h"
 #include "ab-identity.h"
+
+/* Offset of the first byte that does not start a well-formed UTF-8
+   sequence (RFC 3629: no overlong forms, no surrogates, at most
+   U+10FFFF), or len when all of it is well formed. */
+static size_t utf8_invalid_at(const unsigned char *s, size_t len)
+{
+	size_t i = 0, n, k;
+	uint32_t cp, min;
+
+	while (i < len) {
+		unsigned char c = s[i];
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1; cp = c & 0x1f; min = 0x80;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2; cp = c & 0x0f; min = 0x800;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3; cp = c & 0x07; min = 0x10000;
+		} else {
+			return i;	/* a continuation byte, C0/C1, F5..FF */
+		}
+		if (len - i <= n)
+			return i;
+		for (k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return i;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return i;
+		i += n + 1;
+	}
+	return len;
+}
 
 int ab_account_normalize(const char *login, const char *default_domain,
 			 char buf[AB_ACCOUNT_MAX], const char **error_r)
@@ -33,8 +70,16 @@ int ab_account_normalize(const char *login, const char *default_domain,
 	if (end - start >= AB_ACCOUNT_MAX)
 		return ab_error(error_r, "login is longer than %d bytes",
 				AB_ACCOUNT_MAX - 1);
-	for (i = start; i < end; i++)
-		buf[i - start] = (char)tolower((unsigned char)login[i]);
+	i = utf8_invalid_at((const unsigned char *)login + start, end - start);
+	if (i < end - start)
+		return ab_error(error_r, "login is not valid UTF-8 (byte 0x%02x at offset %zu)",
+				(unsigned char)login[start + i], start + i);
+	/* ASCII only, whatever locale a PAM host runs in: the passdb decides
+	   what other letters mean */
+	for (i = start; i < end; i++) {
+		unsigned char c = (unsigned char)login[i];
+		buf[i - start] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
 	buf[end - start] = '\0';
 
 	if (default_domain != NULL && default_domain[0] != '\0' &&
@@ -44,8 +89,10 @@ int ab_account_normalize(const char *login, const char *default_domain,
 			return ab_error(error_r, "login with default domain is longer than %d bytes",
 					AB_ACCOUNT_MAX - 1);
 		buf[len] = '@';
-		for (i = 0; i <= dlen; i++)
-			buf[len + 1 + i] = (char)tolower((unsigned char)default_domain[i]);
+		for (i = 0; i <= dlen; i++) {
+			unsigned char c = (unsigned char)default_domain[i];
+			buf[len + 1 + i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+		}
 	}
 	return 0;
 }

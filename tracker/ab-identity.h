@@ -27,6 +27,7 @@ struct ab_cidr_list {
 
 /* Lower-case (ASCII), trim surrounding white space, append
    @default_domain to a bare user when one is set. Rejects empty logins,
+   logins that are not well-formed UTF-8 (overlong forms included),
    control bytes and logins over AB_ACCOUNT_MAX-1 bytes. */
 int ab_account_normalize(const char *login, const char *default_domain,
 			 char buf[AB_ACCOUNT_MAX], const char **error_r);

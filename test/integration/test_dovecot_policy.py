@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -403,10 +404,32 @@ def test_policy_rejects_bad_requests(policy_dovecot):
     assert log.count("counted against the address only") >= 2 * len(odd)
     # the CR LF never starts a forged log line
     assert not re.search(r"^fake log line", log, re.M)
+    # bytes that are not UTF-8 (Latin-1, an overlong "/") and an empty
+    # login are no account either: the address counts them
+    raw = [b'{"login":"J\xf6rg","remote":"127.74.0.1","session_id":"raw0"}',
+           b'{"login":"\xc0\xafetc","remote":"127.74.0.1","session_id":"raw1"}',
+           b'{"login":"","remote":"127.74.0.1","session_id":"raw2"}']
+    for body in raw:
+        status, text = dc.policy_post("allow", body)
+        # decided (allowed or tarpitted: the address has failures by now)
+        assert status == 200 and json.loads(text)["status"] >= 0, (body, text)
+        rep = body[:-1] + b',"success":false}'
+        assert dc.policy_post("report", rep)[0] == 200
+    assert "not valid UTF-8" in dc.log_since(mark)
     st = json.loads(subprocess.run(
         [str(harness.BUILD_DIR / "authbrake"), "-c", dc.policy_conf, "--json",
          "status", "127.74.0.1"], capture_output=True, text=True).stdout)
-    assert st["failures"] == len(odd), st
+    assert st["failures"] == len(odd) + len(raw), st
+    # an empty remote (a local connection) is decided and counted on the
+    # account alone
+    body = {"login": CAROL, "remote": "", "session_id": "local1"}
+    status, text = dc.policy_post("allow", body)
+    assert (status, json.loads(text)) == (200, {"status": 0}), text
+    assert dc.policy_post("report", dict(body, success=False))[0] == 200
+    st = json.loads(subprocess.run(
+        [str(harness.BUILD_DIR / "authbrake"), "-c", dc.policy_conf, "--json",
+         "status", CAROL], capture_output=True, text=True).stdout)
+    assert st["failures"] == 1, st
     assert dc.policy_pids() == pids, "a bad request killed a policy process"
 
 
@@ -523,3 +546,119 @@ def test_remote_believed_only_from_trusted_proxy(policy_dovecot):
     assert not ok and "address" in msg, msg
     d = wait_decision(dc, mark, liar, "address blocked")
     assert d["protocol"] == "pop3"
+
+
+def _raw_http(port, data, wait=5.0):
+    """Send raw bytes to the policy service; (seconds until the first answer
+    byte or the close, what was read). The socket stays open on keep-alive:
+    we stop at the end of the first response's headers plus its body."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    t0 = time.monotonic()
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+            head, sep, body = out.partition(b"\r\n\r\n")
+            m = re.search(rb"Content-Length: (\d+)", head)
+            if sep and m and len(body) >= int(m.group(1)):
+                break
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    return time.monotonic() - t0, out
+
+
+def test_bad_requests_answered_at_once(policy_dovecot):
+    """12.2: a request refused on its URL, key or method is answered as soon
+    as it has been read, with Connection: close as with keep-alive; a body
+    over the limit gets 413 and the connection is closed (the rest of the
+    body cannot be skipped safely)."""
+    dc = policy_dovecot()
+    body = json.dumps({"login": ALICE, "remote": "127.75.0.1"}).encode()
+    cases = [
+        ("POST", "/?command=drop", True, 400),
+        ("POST", "/?command=", True, 400),
+        ("POST", "/", True, 400),
+        ("POST", "/?command=allow", False, 401),
+        ("GET", "/?command=allow", True, 405),
+    ]
+    for method, path, key, want in cases:
+        for conn in ("close", "keep-alive"):
+            hdr = (f"{method} {path} HTTP/1.1\r\nHost: x\r\n"
+                   + (f"X-API-Key: {dc.api_key}\r\n" if key else "")
+                   + f"Connection: {conn}\r\nContent-Length: {len(body)}\r\n\r\n")
+            secs, out = _raw_http(dc.policy_port, hdr.encode() + body)
+            assert out.startswith(f"HTTP/1.1 {want} ".encode()), (method, path, conn, out[:80])
+            assert secs < 2.0, (method, path, conn, secs)
+    # over the limit: 413 at once, and the connection ends
+    hdr = (f"POST /?command=allow HTTP/1.1\r\nHost: x\r\nX-API-Key: {dc.api_key}\r\n"
+           f"Content-Length: 100000\r\n\r\n")
+    secs, out = _raw_http(dc.policy_port, hdr.encode() + b"{" + b" " * 20000)
+    assert out.startswith(b"HTTP/1.1 413 "), out[:80]
+    assert b"Connection: close" in out
+    assert secs < 2.0
+
+
+def _leave_connections(dc):
+    """Open connections in every state a client can leave one in; returns
+    the sockets (kept open)."""
+    key = dc.api_key
+    body = json.dumps({"login": ALICE, "remote": "127.76.0.1",
+                       "session_id": "half"}).encode()
+    socks = []
+
+    def conn(data):
+        s = socket.create_connection(("127.0.0.1", dc.policy_port), timeout=5)
+        s.sendall(data)
+        socks.append(s)
+    # half-sent body
+    conn(f"POST /?command=allow HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
+         f"Content-Length: {len(body) + 50}\r\n\r\n".encode() + body[:10])
+    # a refused request with Connection: close, body never read by the old code
+    conn(f"POST /?command=drop HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
+         f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    # two pipelined requests
+    one = (f"POST /?command=allow HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    conn(one + one)
+    # an idle keep-alive connection after one answered request
+    conn(one)
+    # headers only, no body yet
+    conn(f"POST /?command=report HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n".encode())
+    time.sleep(0.5)
+    return socks
+
+
+@pytest.mark.parametrize("how", ["reload", "stop"])
+def test_no_abort_on_reload_or_stop_with_connections_left_open(policy_dovecot, how):
+    """12.3: reload (SIGHUP) or stop Dovecot right after clients left
+    connections half-sent, pipelined, idle or refused: no policy process
+    panics or dies of a signal, and after a reload logins are decided."""
+    dc = policy_dovecot()
+    mark = dc.log_mark()
+    socks = _leave_connections(dc)
+    try:
+        if how == "reload":
+            dc.reload()
+            time.sleep(1.5)
+            # new processes answer; the old ones finish with their clients
+            status, text = dc.policy_post("allow", {"login": ALICE, "remote": "127.76.0.2"})
+            assert status == 200, text
+            assert dc.auth_test(ALICE, USERS[ALICE], "127.76.0.3")[0]
+        else:
+            dc.stop()       # with every connection still open
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(1.0)
+    if how == "reload":
+        dc.stop()
+    log = dc.log_since(mark)
+    bad = [line for line in log.splitlines()
+           if "authbrake-policy" in line and re.search(r"Panic|Fatal|killed with signal|BUG", line)]
+    assert not bad, bad

@@ -193,6 +193,17 @@ static void test_account_normalize(void **state)
 	/* UTF-8 passes through untouched (only ASCII is lower-cased) */
 	assert_int_equal(ab_account_normalize("J\xc3\xb6rg", NULL, buf, &error), 0);
 	assert_string_equal(buf, "j\xc3\xb6rg");
+	assert_int_equal(ab_account_normalize("\xf0\x9f\x90\x88" "cat", NULL, buf, &error), 0);
+	/* not UTF-8: Latin-1, a lone continuation byte, a cut sequence, an
+	   overlong '/', a surrogate, past U+10FFFF */
+	static const char *const bad[] = {
+		"J\xf6" "rg", "a\x80" "b", "ab\xc3", "\xc0\xaf" "etc", "\xe0\x80\xaf",
+		"\xed\xa0\x80", "\xf4\x90\x80\x80", "\xff",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(ab_account_normalize(bad[i], NULL, buf, &error), -1);
+		assert_non_null(strstr(error, "not valid UTF-8"));
+	}
 }
 
 static void test_addresses(void **state)
