@@ -20,31 +20,63 @@ it got in that time"):
   phone-nat   staff00's phone retries a stale password every second from
               a NAT address that 10 colleagues share and log in from;
               afterwards staff00 logs in with the right password there
+  parallel-botnet
+              200 addresses in 200 /24s each send one guess (each a
+              different wrong password) at ONE account (staff07) at the same
+              moment (threads + barrier: 200 `allow`s before any `report`),
+              then, once every answer is in, a second such wave; staff07
+              then logs in from their usual /24. Reported: the password
+              checks that account got, per wave. Not a fixed wall time: it
+              ends when both waves are answered (or at a deadline).
+  slow-botnet a patient botnet: one guess at one account (support) every
+              SLOW_PERIOD s, each from a new /24, for the scenario's wall
+              time. Production windows are hours long (account_window 12h,
+              account_lock_failures 10, lock_time 1h doubling up to block_max
+              1d: at most 10 checks per account in any 12 hours, 20 in any
+              day, 80 in any week), so under authbrake this scenario runs a
+              SECOND authbrake-policy with SHORT windows (SLOW_CONF:
+              account_window 10s, account_lock_failures 3, lock_time 5s,
+              block_time 5s, block_max 60s) to compress days into a minute:
+              10 s here stands for 12 hours. Reported: checks per 10 s
+              window and the most in any 10 s interval, next to the bound
+              (account_lock_failures = 3 in any account_window). "none" and
+              "dovecot-penalty" have no windows: they run as for the others.
 
-During dictionary and botnet, the 40 staff log in (right password) from
-their usual /24 in a loop: refused or delayed (> 1 s) logins and their
-latency are what the attack cost them.
+During dictionary, botnet, parallel-botnet and slow-botnet, the 40 staff
+log in (right password) from their usual /24 in a loop: refused or delayed
+(> 1 s) logins and their latency are what the attack cost them. In
+phone-nat the legitimate logins are the 10 colleagues behind the NAT and
+staff00's own logins with the right password afterwards: under authbrake
+they must see 0 refusals.
 
 Clients speak Dovecot's auth-client protocol (bench/authclient.py, what
 imap-login sends) with rip = real_rip = 127.x.y.z: the attack is on the
 auth process, where the policy check and the penalty live; login processes
-would only add their own fork cost. Dovecot runs with auth_failure_delay = 0
-(production has 2 s), yet 2.3 still answers every failure on a 500 ms tick.
-Password checks the attacker got are counted from Dovecot's own log
-(auth_verbose: "Password mismatch" / "unknown user" for the attacker's
-addresses) plus the attacker's successful logins.
+would only add their own fork cost. Like imap-login, every request carries
+a session id of its own (authclient.py): authbrake holds places in its
+budgets only for attempts it can pair with their report. Dovecot runs with
+auth_failure_delay = 0 (production has 2 s), yet 2.3 still answers every
+failure on a 500 ms tick. Password checks the attacker got are counted
+from Dovecot's own log (auth_verbose: "Password mismatch" / "unknown user"
+for the attacker's addresses) plus the attacker's successful logins.
 """
 
+import atexit
+import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
 from authclient import AuthClient, AuthError
 from benchlib import (dovecot_pair, figure, ms, percentile,
-                      say, write_csv)
+                      production_overrides, say, write_csv)
+import harness  # noqa: E402  (benchlib puts test/integration on the path)
+
 
 PART = "attack"
 PROTECTIONS = ("none", "dovecot-penalty", "authbrake", "authbrake-no-penalty")
@@ -72,6 +104,16 @@ ROLE_ACCOUNTS = NAMES[:10]
 BOTS_PARALLEL = 200
 TAIL_SECONDS = 5
 STAFF = [f"staff{i:02d}" for i in range(40)]
+WAVE_BOTS = 200              # parallel-botnet: addresses (one per /24) per wave
+PARALLEL_TARGET = "staff07"
+SLOW_TARGET = "support"
+SLOW_PERIOD = 1.0            # slow-botnet: one guess every SLOW_PERIOD seconds
+# slow-botnet's authbrake: production thresholds with short windows, so that
+# a minute of the bench shows what days do in production (10 s ~ 12 h)
+SLOW_CONF = {"account_window": "10s", "account_lock_failures": 3,
+             "lock_time": "5s", "block_time": "5s", "block_max": "60s"}
+SLOW_WINDOW = 10             # = SLOW_CONF account_window, in seconds
+SLOW_BOUND = 3               # = SLOW_CONF account_lock_failures
 
 
 def users():
@@ -90,7 +132,7 @@ class Block:
     for the life of Dovecot, so no two runs share an address."""
 
     def __init__(self, p, s):
-        self.base = 1 + p * 12 + s * 4
+        self.base = 1 + p * 4 * len(SCENARIOS) + s * 4
 
     def home(self, i, alt=0):      # staff i's usual /24
         return f"127.{self.base + 1}.{i}.{7 + alt}"
@@ -114,6 +156,7 @@ class Tally:
         self.latency = []
         self.refused = 0
         self.planned = None       # attempts the attacker had in store
+        self.windows = ""         # slow-botnet: checks per account_window
         self.last_answer = None   # time.monotonic() of the last answer
 
     def add(self, ok, secs, user=None):
@@ -192,11 +235,17 @@ class Run:
             i += 1
             self.stop.wait(pause)
 
-    def go(self, threads):
+    def go(self, threads, until=()):
+        """Run for self.seconds; with until (some of threads), stop as soon
+        as those have finished (or at self.seconds)."""
         for t in threads:
             t.daemon = True
             t.start()
-        time.sleep(self.seconds)
+        deadline = time.monotonic() + self.seconds
+        for t in until:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if not until:
+            time.sleep(max(0.0, deadline - time.monotonic()))
         self.stop.set()
         time.sleep(0.7)          # let answers already on their way arrive
         with self.clients_lock:  # then cut off requests held by a delay
@@ -336,12 +385,145 @@ def scenario_phone(run, blk, pw):
     return phone, leg, {nat}, {nat, blk.home(0)}, "; ".join(notes)
 
 
+def scenario_parallel(run, blk, pw):
+    """200 bots, one per /24, one guess each at one account at the same
+    moment; a second wave once all are answered."""
+    att, leg = Tally(), Tally()
+    target = PARALLEL_TARGET
+    bots = [blk.bot(k) for k in range(WAVE_BOTS)]
+    att.planned = 2 * WAVE_BOTS
+    mark0 = run.dv.log_mark()
+    between = []                 # log offset once wave 1 is all answered
+
+    def wave_done():
+        time.sleep(0.3)          # Dovecot's log process writes a bit later
+        between.append(run.dv.log_mark())
+
+    # a bot that cannot connect still waits at the barriers (so they are
+    # not broken); a broken barrier (timeout) lets the others go anyway
+    start = threading.Barrier(WAVE_BOTS, timeout=15)
+    second = threading.Barrier(WAVE_BOTS, action=wave_done, timeout=15)
+
+    def bot(k):
+        try:
+            c = run.client()
+        except (OSError, AuthError):
+            c = None
+        for wave, barrier in enumerate((start, second)):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+            if c is None or run.stop.is_set():
+                continue
+            ok, secs = run.auth(c, target, f"{target}-guess{wave + 1}-{k:03d}", bots[k])
+            if ok is None:
+                c = None
+                continue
+            att.add(ok, secs, target)
+
+    bot_threads = [threading.Thread(target=bot, args=(k,)) for k in range(WAVE_BOTS)]
+    legit = [(s, pw[s], blk.home(i, i % 2)) for i, s in enumerate(STAFF)]
+    threads = bot_threads + [threading.Thread(target=run.legit_loop, args=(leg, legit, 0.1))]
+    run.go(threads, until=bot_threads)
+    notes = []
+    time.sleep(0.3)
+    log = run.dv.log_since(mark0)
+    addrs = set(bots)
+    if between:
+        cut = between[0] - mark0
+        w1 = count_checks(log[:cut], addrs)[0]
+        w2 = count_checks(log[cut:], addrs)[0]
+        notes.append(f"checks on {target}: wave 1 {w1}, wave 2 {w2}")
+    else:
+        notes.append("the waves did not line up (barrier timed out)")
+    # the owner from their usual /24, then (right password) from a new /24
+    with AuthClient(run.sock) as c:
+        for where, rip in (("home", blk.home(STAFF.index(target))),
+                           ("a new /24", blk.bot(WAVE_BOTS))):
+            ok, _, secs = c.auth(target, pw[target], rip, no_penalty=run.no_penalty)
+            if where == "home":
+                leg.add(ok, secs)
+            notes.append(f"{target} (right password) from {where}: "
+                         f"{'ok' if ok else 'REFUSED'} {secs:.2f}s")
+    return (att, leg, addrs, {blk.home(i, a) for i in range(40) for a in (0, 1)},
+            "; ".join(notes))
+
+
+def window_counts(times, seconds, window):
+    """Checks per consecutive window from the start, and the most in any
+    interval of that length (times: seconds since the start)."""
+    n = max(1, -(-int(round(seconds)) // window))
+    per = [0] * n
+    for t in times:
+        per[min(n - 1, int(t // window))] += 1
+    most = max((sum(1 for u in times if t <= u < t + window) for t in times), default=0)
+    return per, most
+
+
+def scenario_slow(run, blk, pw):
+    """A patient botnet: one guess at one account every SLOW_PERIOD s, each
+    from a new /24."""
+    att, leg = Tally(), Tally()
+    target = SLOW_TARGET
+    sent = {}                    # address -> seconds since the start
+    mark0 = run.dv.log_mark()
+    t0 = time.monotonic()
+
+    def attacker():
+        try:
+            c = run.client()
+        except (OSError, AuthError):
+            return
+        k = 0
+        while not run.stop.is_set():
+            rip = blk.bot(k)
+            sent[rip] = time.monotonic() - t0
+            ok, secs = run.auth(c, target, f"{target}-slow-{k:04d}", rip)
+            if ok is None:
+                return
+            att.add(ok, secs, target)
+            k += 1
+            run.stop.wait(max(0.0, t0 + k * SLOW_PERIOD - time.monotonic()))
+
+    legit = [(s, pw[s], blk.home(i, i % 2)) for i, s in enumerate(STAFF)]
+    threads = [threading.Thread(target=attacker),
+               threading.Thread(target=run.legit_loop, args=(leg, legit, 0.1))]
+    run.go(threads)
+    time.sleep(0.3)
+    log = run.dv.log_since(mark0)
+    times = sorted(sent[m.group(2)] for m in CHECK_RE.finditer(log)
+                   if m.group(2) in sent)
+    per, most = window_counts(times, run.seconds, SLOW_WINDOW)
+    att.windows = " ".join(map(str, per))
+    note = (f"{len(sent)} guesses at {target}, 1 per {SLOW_PERIOD:g} s, each from a new "
+            f"/24; checks per {SLOW_WINDOW} s window: {att.windows}; most in any "
+            f"{SLOW_WINDOW} s: {most} (short-window authbrake bound: "
+            f"account_lock_failures {SLOW_BOUND} per account_window {SLOW_WINDOW} s; "
+            f"production: 10 per 12 h, 20 per day, 80 per week)")
+    return (att, leg, set(sent), {blk.home(i, a) for i in range(40) for a in (0, 1)},
+            note)
+
+
 def who_of(scenario):
     return "phone" if scenario == "phone-nat" else "attacker"
 
 
 SCENARIOS = (("dictionary", scenario_dictionary), ("botnet", scenario_botnet),
-             ("phone-nat", scenario_phone))
+             ("phone-nat", scenario_phone), ("parallel-botnet", scenario_parallel),
+             ("slow-botnet", scenario_slow))
+
+
+@contextlib.contextmanager
+def short_window_dovecot(users, mc):
+    """A third Dovecot whose authbrake-policy has production thresholds but
+    SHORT windows (SLOW_CONF), for slow-botnet: minutes stand for days."""
+    d = tempfile.mkdtemp(prefix="ab-bench-attack-slow-")
+    atexit.register(shutil.rmtree, d, True)
+    conf = harness.write_authbrake_conf(d, mc, **production_overrides(**SLOW_CONF))
+    with harness.Dovecot(users=users, policy_conf=conf, extra_conf="auth_debug = no\n",
+                         anvil_penalty=True) as dv:
+        yield dv
 
 
 def warm_up(sock, pw, blk, no_penalty, extra=()):
@@ -356,25 +538,39 @@ def warm_up(sock, pw, blk, no_penalty, extra=()):
 def run(m, scale=1.0):
     pw = users()
     rows = []
-    durations = {"dictionary": 15, "botnet": 20, "phone-nat": 15}
+    durations = {"dictionary": 15, "botnet": 20, "phone-nat": 15,
+                 # a deadline: it ends when its two waves are answered
+                 "parallel-botnet": 30,
+                 "slow-botnet": 60}
+    # not scaled down below: parallel-botnet's deadline, slow-botnet's two windows
+    floor = {"parallel-botnet": 30, "slow-botnet": 2 * SLOW_WINDOW}
+    slow_desc = ", ".join(f"{k} {v}" for k, v in SLOW_CONF.items())
     # "none" and "authbrake-no-penalty" switch the anvil penalty off per
     # request (no-penalty flag); the others keep it, as production does
-    with dovecot_pair(pw, "ab-bench-attack-") as (mc, plain, pol):
+    with dovecot_pair(pw, "ab-bench-attack-") as (mc, plain, pol), \
+            short_window_dovecot(pw, mc) as short:
         say(PART, f"Dovecot without policy pid {plain.pid}, Dovecot with "
             f"authbrake-policy pid {pol.pid} (memcached {mc.address}, production "
             f"thresholds); {len(pw)} passwd-file users; auth_failure_delay = 0")
+        say(PART, f"slow-botnet under authbrake runs on Dovecot pid {short.pid}: "
+            f"authbrake-policy with SHORT windows to compress days into a minute ("
+            f"{slow_desc}; production: account_window 12h, account_lock_failures 10, "
+            "lock_time 1h, block_max 1d = at most 10 checks per account in any "
+            "12 h, 20 in any day, 80 in any week)")
         for p, prot in enumerate(PROTECTIONS):
-            dv = pol if prot.startswith("authbrake") else plain
-            no_penalty = prot in ("none", "authbrake-no-penalty")
-            sock = os.path.join(dv.base_dir, "auth-client")
             for s, (name, fn) in enumerate(SCENARIOS):
+                dv = pol if prot.startswith("authbrake") else plain
+                if name == "slow-botnet" and prot.startswith("authbrake"):
+                    dv = short
+                no_penalty = prot in ("none", "authbrake-no-penalty")
+                sock = os.path.join(dv.base_dir, "auth-client")
                 blk = Block(p, s)
                 mc.command("flush_all")
                 extra_warm = []
                 if name == "phone-nat":  # the NAT is the office: everyone knows it
                     extra_warm = [(u, blk.nat()) for u in STAFF[:11]]
                 warm_up(sock, pw, blk, no_penalty, extra_warm)
-                seconds = max(3, round(durations[name] * scale))
+                seconds = max(3, floor.get(name, 0), round(durations[name] * scale))
                 mark = dv.log_mark()
                 r = Run(dv, sock, no_penalty, seconds)
                 t0 = time.monotonic()
@@ -400,6 +596,15 @@ def run(m, scale=1.0):
                     why = policy_reasons(log, addrs)
                     if why:
                         notes.append(f"authbrake on {who_of(name)}: {why}")
+                    # Dovecot goes on unchecked when the policy server does
+                    # not answer in time (auth_policy_reject_on_fail = no)
+                    unchecked = sum(1 for line in log.splitlines()
+                                    if "auth: " in line and "Policy server" in line
+                                    and any(f",{a}" in line for a in addrs))
+                    notes.append(f"policy requests Dovecot gave up on: {unchecked}")
+                if name == "phone-nat" and prot.startswith("authbrake"):
+                    notes.append(f"legitimate logins refused: {leg.refused}"
+                                 + (" (MUST be 0)" if leg.refused else " (as it must be)"))
                 note = "; ".join(notes)
                 broken = sorted(att.ok_accounts) if name != "phone-nat" else []
                 row = {
@@ -409,6 +614,7 @@ def run(m, scale=1.0):
                     # the rate the attack still had at the end of the run
                     "checks_per_min_at_end": round(tail * 60 / TAIL_SECONDS),
                     "accounts_broken": " ".join(broken) or "-",
+                    "checks_per_window": att.windows,
                     "legit_total": leg.attempts, "legit_refused": leg.refused,
                     "legit_delayed": sum(1 for t in leg.latency if t > 1.0),
                     "legit_p50_ms": ms(percentile(leg.latency, 50)),
@@ -429,8 +635,13 @@ def run(m, scale=1.0):
                        f"{row['legit_delayed']} delayed >1 s, p50 {row['legit_p50_ms']} ms, "
                        f"p99 {row['legit_p99_ms']} ms"
                        + (f"; {row['note']}" if row["note"] else ""),
-                       f"bench/attack.py {name} for {seconds} s (ran {elapsed:.1f} s), "
-                       f"auth-client socket of Dovecot pid {dv.pid}, "
+                       f"bench/attack.py {name} for "
+                       + (f"{seconds} s" if name != "parallel-botnet"
+                          else f"two waves (deadline {seconds} s)")
+                       + f" (ran {elapsed:.1f} s), "
+                       + (f"SHORT-WINDOW authbrake conf ({slow_desc}), "
+                          if dv is short else "")
+                       + f"auth-client socket of Dovecot pid {dv.pid}, "
                        f"{'no-penalty flag' if no_penalty else 'anvil penalty on'}, "
                        f"checks = Dovecot log lines 'Password mismatch'/'unknown user' "
                        f"for {len(addrs)} {who} address(es) + {who} OKs; "
@@ -444,7 +655,7 @@ def run(m, scale=1.0):
     write_csv("attack.csv", rows, [
         "scenario", "protection", "seconds", "attacker_attempts", "attacker_checks",
         "checks_per_min_at_end",
-        "accounts_broken", "legit_total", "legit_refused", "legit_delayed",
+        "accounts_broken", "checks_per_window", "legit_total", "legit_refused", "legit_delayed",
         "legit_p50_ms", "legit_p99_ms", "legit_max_ms", "legit_added_p50_ms",
         "legit_added_p99_ms", "note"])
     return rows
