@@ -165,9 +165,13 @@ static int policy_attempt_init(const struct policy_body *body,
 
 	if (ab_attempt_init(policy_tracker, attempt_r, login, address, protocol,
 			    body->pwhash, pw_len, &error) < 0) {
-		if (login == NULL || ab_attempt_init(policy_tracker, attempt_r,
-						     NULL, address, protocol,
-						     NULL, 0, error_r) < 0)
+		if (login == NULL) {
+			/* the address is what is wrong (found by fuzz-policy-http) */
+			*error_r = error;
+			return -1;
+		}
+		if (ab_attempt_init(policy_tracker, attempt_r, NULL, address,
+				    protocol, NULL, 0, error_r) < 0)
 			return -1;
 		i_warning("%s (login \"%s\"): counted against the address only",
 			  error, str_sanitize_utf8(login, 64));
@@ -266,6 +270,7 @@ static void policy_reply_refusal(struct policy_request *preq)
 static void policy_request_destroy(struct policy_request *preq)
 {
 	io_remove(&preq->io);
+	i_stream_unref(&preq->payload);
 	http_server_request_unref(&preq->req);
 }
 
@@ -346,7 +351,11 @@ static void policy_handle_request(void *context ATTR_UNUSED,
 	   POLICY_BODY_MAX_SIZE) before it is answered, whatever the answer:
 	   lib-http sends no response before the request's body is consumed. */
 	preq->body = buffer_create_dynamic(pool, 1024);
+	/* our own reference: once the body has ended lib-http lets go of
+	   its own, and removing our io must not free the stream we still
+	   read the error of (ASan found it) */
 	preq->payload = hreq->payload;
+	i_stream_ref(preq->payload);
 	/* released in policy_request_destroy(), after the response is sent
 	   or when the client goes away first */
 	http_server_request_ref(req);

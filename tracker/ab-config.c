@@ -228,9 +228,10 @@ int ab_config_set(struct ab_config *cfg, const char *key, const char *value,
 		if (def->type == T_MILLIS)
 			return set_uint(field, n, def, value, "ms", 1, where, error_r);
 		if (def->type == T_DAYS) {
-			/* a bare number of familiar_days means days */
+			/* a bare number of familiar_days means days; one
+			   too large to multiply must not wrap into range */
 			if (strspn(value, "0123456789") == strlen(value))
-				n *= DAY;
+				n = n > ULLONG_MAX / DAY ? ULLONG_MAX : n * DAY;
 			return set_uint(field, n, def, value, "d",
 					DAY * 1000ULL, where, error_r);
 		}

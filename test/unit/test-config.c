@@ -99,6 +99,8 @@ static void test_config_errors_name_file_and_line(void **state)
 		{ "just some words\n", "expected 'key = value'" },
 		{ "= 5\n", "setting name is missing" },
 		{ "familiar_days = 40\n", "out of range" },
+		/* found by fuzz-config: 640511947005 days wrapped to 1 */
+		{ "familiar_days = 640511947005\n", "out of range" },
 		{ "poll_timeout = 1500ms0\n", "unknown unit" },
 	};
 	char expect_where[160];
