@@ -36,7 +36,7 @@ DEB_BUILD   := build-essential pkg-config libmemcached-dev libsodium-dev \
 DEB_DOVECOT := dovecot-dev
 DEB_TEST    := libcmocka-dev memcached libmemcached-tools dovecot-core \
                dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
-               iproute2 util-linux passwd stress-ng
+               iproute2 util-linux passwd stress-ng clang-14 libclang-rt-14-dev
 DEB_BENCH   := wrk gnuplot-nox hyperfine
 # what `make demo` tells you to try by hand with
 DEB_DEMO    := curl netcat-openbsd
@@ -71,7 +71,7 @@ $(B)/tracker $(B)/test $(B)/san:
 	mkdir -p $@
 
 -include plugin/build.mk auth-shim/build.mk cli/build.mk bench/build.mk \
-         test/integration/build.mk
+         test/integration/build.mk test/fuzz/build.mk
 
 # --- unit tests (cmocka) ------------------------------------------------
 UNIT_SRC   := $(wildcard test/unit/test-*.c)
@@ -80,6 +80,13 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 
 $(B)/test/%: test/unit/%.c $(LIBAB) | $(B)/test
 	$(CC) $(AB_CFLAGS) -pthread -o $@ $< $(LIBAB) $(AB_LIBS) $(CMOCKA_LIBS)
+
+# check-sanitize links this into the programs (through LDFLAGS)
+ifneq ($(SAN_OPTIONS_OBJ),)
+$(SAN_OPTIONS_OBJ): test/sanitize/sanitizer-options.c | $(B)/test
+	$(CC) $(AB_CFLAGS) -c -o $@ $<
+$(POLICY_BIN) $(CLI_BIN) $(PAM_MODULE): $(SAN_OPTIONS_OBJ)
+endif
 
 all: $(ALL_TARGETS)
 
@@ -93,11 +100,26 @@ check-integration: need-dovecot all
 
 check: need-dovecot all check-unit check-integration
 
-# The unit tests again, under AddressSanitizer and UndefinedBehaviorSanitizer.
+# Everything again under AddressSanitizer and UndefinedBehaviorSanitizer:
+# authbrake-policy, pam_authbrake.so, the CLI and the unit tests built into
+# $(B)/san, then the unit tests and the integration tests against those
+# binaries (only our code is instrumented, not Dovecot, PAM or Courier;
+# test/integration/harness.py says how each host gets the runtime and the
+# options). Every report lands in a file of its own in $(SAN_LOGS); a test
+# after which one appears fails, and so does this target.
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-check-sanitize: | $(B)/san
-	$(MAKE) B=$(B)/san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" \
-		CMOCKA_LIBS="$(CMOCKA_LIBS) $(SAN_FLAGS)" check-unit
+SAN_LOGS  := $(B)/san/sanitizer-logs
+SAN_OPTS  := $(B)/san/test/sanitizer-options.o
+check-sanitize: need-dovecot | $(B)/san
+	$(MAKE) B=$(B)/san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS) $(SAN_OPTS)" \
+		SAN_OPTIONS_OBJ=$(SAN_OPTS) CMOCKA_LIBS="$(CMOCKA_LIBS) $(SAN_FLAGS)" \
+		all check-unit
+	AB_BUILD_DIR=$(B)/san AB_SANITIZER_LOG_DIR=$(abspath $(SAN_LOGS)) \
+		$(PYTHON) -m pytest -q -p no:cacheprovider test/integration
+	@if [ -n "$$(find $(SAN_LOGS) -type f -size +0c 2>/dev/null)" ]; then \
+		echo "check-sanitize: sanitizer reports (in full above):" >&2; \
+		find $(SAN_LOGS) -type f -size +0c -exec grep -H -m1 -E 'ERROR|runtime error' {} + >&2; \
+		exit 1; fi
 
 install: all $(INSTALL_TARGETS)
 	install -d $(DESTDIR)$(SYSCONFDIR)/authbrake
@@ -130,8 +152,7 @@ demo: need-dovecot all
 	$(PYTHON) scripts/demo.py
 
 demo-stop:
-	@if [ -f $(B)/demo/pids ]; then kill $$(cat $(B)/demo/pids) 2>/dev/null; \
-		rm -f $(B)/demo/pids; echo "demo stopped"; else echo "no demo running"; fi
+	@$(PYTHON) scripts/demo.py --stop
 
 clean:
 	rm -rf $(B)

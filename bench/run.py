@@ -21,6 +21,8 @@ from benchlib import RESULTS, machine, machine_line  # noqa: E402
 import plots  # noqa: E402
 
 PARTS = ("policy", "auth", "pam", "attack")
+# run only when named (--parts soak): 10 minutes by default, BENCH_SOAK_SECONDS
+OPTIONAL_PARTS = ("soak",)
 
 
 class Tee(io.TextIOBase):
@@ -40,14 +42,17 @@ class Tee(io.TextIOBase):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default=",".join(PARTS),
-                    help="comma-separated subset of " + ",".join(PARTS))
+                    help="comma-separated subset of "
+                    + ",".join(PARTS + OPTIONAL_PARTS)
+                    + " (default: " + ",".join(PARTS) + ")")
     ap.add_argument("--quick", action="store_true",
                     help="short runs (a smoke test of the benchmarks, not figures)")
     args = ap.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     for p in parts:
-        if p not in PARTS:
-            ap.error(f"unknown part '{p}' (parts: {', '.join(PARTS)})")
+        if p not in PARTS + OPTIONAL_PARTS:
+            ap.error(f"unknown part '{p}' (parts: "
+                     f"{', '.join(PARTS + OPTIONAL_PARTS)})")
     if os.geteuid() != 0:
         print("bench: not root; the pam part needs root (useradd, /etc/pam.d)",
               file=sys.stderr)
@@ -80,6 +85,10 @@ def main():
             elif part == "attack":
                 import attack
                 results[part] = attack.run(m, scale=0.25 if q else 1.0)
+            elif part == "soak":
+                import soak
+                results[part] = soak.run(seconds=60 if q else int(
+                    os.environ.get("BENCH_SOAK_SECONDS", "600")))
         except Exception as e:  # report, go on with the other parts
             failed.append(part)
             print(f"[{part}] FAILED: {e}", flush=True)

@@ -3,10 +3,21 @@
 POP3 on loopback, authbrake-policy under Dovecot's master; a short scripted
 attack beside a legitimate user; a table of what authbrake decided; then the
 stack stays up for you to try by hand.  Run by `make demo` (`sh ./demo.sh`
-on a fresh machine).  `make demo-stop` stops it."""
+on a fresh machine).  `make demo-stop` (scripts/demo.py --stop) stops it.
 
+Every run starts clean: a demo still running from an earlier run is stopped
+first (it says so), and build/demo/ (config, Dovecot's log and state,
+memcached's log) is removed and written anew.  If the start or the scripted
+attack fails, everything this run started is stopped again; the logs stay in
+build/demo/ until the next run.
+
+AUTHBRAKE_DEMO_POLICY_BIN=PATH runs another authbrake-policy binary (default
+build/authbrake-policy)."""
+
+import argparse
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -19,20 +30,130 @@ import harness  # noqa: E402  (the test harness starts the same real servers)
 
 DEMO_DIR = REPO / "build" / "demo"
 PIDS = DEMO_DIR / "pids"
+DOVECOT_CONF = DEMO_DIR / "dovecot" / "dovecot.conf"
 USERS = {"alice": "correct-horse-7", "bob": "battery-staple-9",
          "monday": "m0nday-pass", "monica": "m0nica-pass"}
 
+if os.environ.get("AUTHBRAKE_DEMO_POLICY_BIN"):
+    harness.POLICY_BIN = Path(os.environ["AUTHBRAKE_DEMO_POLICY_BIN"])
 
-def stop_previous():
-    if not PIDS.exists():
-        return
-    for pid in PIDS.read_text().split():
+
+# ------------------------------------------------- the demo's processes
+
+def _stat(pid):
+    """(comm, state, start time in clock ticks since boot) or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    comm = text[text.index("(") + 1:text.rindex(")")]
+    rest = text.rsplit(")", 1)[1].split()
+    return comm, rest[0], int(rest[19])
+
+
+def _alive(pid):
+    st = _stat(pid)
+    return st is not None and st[1] != "Z"
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def record(procs):
+    """Write build/demo/pids: "name pid starttime" per process, so a later
+    --stop signals these processes and not others that reuse the PID."""
+    lines = []
+    for name, pid in procs:
+        st = _stat(pid)
+        if st is not None:
+            lines.append(f"{name} {pid} {st[2]}\n")
+    PIDS.write_text("".join(lines))
+
+
+def recorded():
+    """[(name, pid)] of the processes in build/demo/pids still running as
+    the demo started them (same start time; the old "PID PID" format by
+    program name)."""
+    try:
+        text = PIDS.read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
         try:
-            os.kill(int(pid), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
+            if len(parts) == 3:
+                name, pid, start = parts[0], int(parts[1]), int(parts[2])
+                st = _stat(pid)
+                if st is not None and st[1] != "Z" and st[2] == start:
+                    out.append((name, pid))
+            else:  # written by an older demo.py: "DOVECOT_PID MEMCACHED_PID"
+                for pid in map(int, parts):
+                    st = _stat(pid)
+                    if st is not None and st[1] != "Z" and st[0] in ("dovecot", "memcached"):
+                        out.append((st[0], pid))
+        except ValueError:
+            continue
+    return out
+
+
+def strays():
+    """Dovecot masters running the demo's dovecot.conf that no pids file
+    names (a demo killed before it wrote one)."""
+    out = []
+    conf = str(DOVECOT_CONF).encode()
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            args = _cmdline(int(name))
+            if conf in args and b"-c" in args and os.path.basename(args[0]) == b"dovecot":
+                out.append(("dovecot", int(name)))
+    return out
+
+
+def terminate(procs, timeout=15.0):
+    """SIGTERM each (a Dovecot master takes its children down), wait, then
+    SIGKILL whatever is left, children of the masters included."""
+    kids = [k for name, pid in procs if name == "dovecot"
+            for k in harness._descendants_of(pid)]
+    for _, pid in procs:
+        try:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
             pass
-    time.sleep(1)
-    PIDS.unlink()
+    pids = [pid for _, pid in procs] + kids
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def stop_previous(verb="stopping the previous demo"):
+    """Stop a demo left running; True if there was one."""
+    procs = recorded()
+    procs += [p for p in strays() if p not in procs]
+    if procs:
+        print(f"{verb}: " + ", ".join(f"{n} pid {p}" for n, p in procs), flush=True)
+        left = terminate(procs)
+        if left:
+            sys.exit(f"demo: could not stop pids {left}; stop them and run again")
+    PIDS.unlink(missing_ok=True)
+    return bool(procs)
 
 
 def decisions_for(dovecot, mark, address):
@@ -57,17 +178,64 @@ def row(rows, who, src, user, pw_ok, result, dovecot, mark):
 
 
 def main():
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stop", action="store_true",
+                    help="stop a running demo (make demo-stop) and exit")
+    if ap.parse_args().stop:
+        if not stop_previous("stopping the demo"):
+            print("no demo running")
+        else:
+            print("demo stopped")
+        return
     stop_previous()
-    mc = harness.Memcached().start()
+    # a fresh directory: no earlier run's log (with its Fatal: lines), state
+    # or config is ever read again
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    DEMO_DIR.mkdir(parents=True)
+    started = []
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    # kill PID and a closed terminal clean up as Ctrl-C does
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+    try:
+        run(started)
+    except BaseException as e:
+        # a failed start or run leaves nothing behind (a second Ctrl-C
+        # must not cut the clean-up short)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        for server in reversed(started):
+            server.stop()
+        PIDS.unlink(missing_ok=True)
+        if isinstance(e, KeyboardInterrupt):
+            sys.exit("\ndemo: interrupted; stopped what it had started")
+        if isinstance(e, SystemExit):
+            raise
+        sys.exit(f"demo: FAILED: {e}\nStopped what it had started; its logs are "
+                 f"in {DEMO_DIR} until the next run.")
+
+
+def run(started):
+    mc = harness.Memcached()
+    # its log beside the others, not in a temp dir of its own
+    os.rmdir(mc.dir)
+    mc.dir = str(DEMO_DIR / "memcached")
+    os.makedirs(mc.dir)
+    started.append(mc.start())
+    record([("memcached", mc.pid)])
     # The production defaults of authbrake.conf(5), except a 3 s tarpit cap
     # so the demo takes one minute instead of five.
     drop = {k: None for k in harness.TEST_DEFAULTS}
     drop["tarpit_max"] = "3s"
     conf = harness.write_authbrake_conf(DEMO_DIR / "etc", mc, **drop)
     dovecot = harness.Dovecot(dir=DEMO_DIR / "dovecot", users=USERS,
-                              policy_conf=conf).start()
-    PIDS.write_text(f"{dovecot.pid} {mc.pid}\n")
+                              policy_conf=conf)
+    started.append(dovecot)
+    dovecot.start()
+    record([("dovecot", dovecot.pid), ("memcached", mc.pid)])
     print(f"memcached on {mc.address}, Dovecot IMAP 127.0.0.1:{dovecot.imap_port} "
           f"POP3 127.0.0.1:{dovecot.pop3_port}, authbrake-policy "
           f"127.0.0.1:{dovecot.policy_port}\n")

@@ -8,8 +8,13 @@ Fixtures:
   dovecot_factory      make(**Dovecot kwargs) -> started Dovecot; stopped at
                        teardown; its dir is kept (and its log tail printed)
                        when the test failed, removed otherwise
-  policy_binary        path of build/authbrake-policy; fails the test (never
-                       skips) when it has not been built: run `make` first
+  policy_binary        path of authbrake-policy in the build under test
+                       (harness.BUILD_DIR); fails the test (never skips) when
+                       it has not been built: run `make` first
+
+Against a sanitizer build (harness.SANITIZED: make check-sanitize), every
+test fails whose run left a new sanitizer report, and the session fails if
+any report is there at its end (reports are printed).
 """
 
 import os
@@ -37,6 +42,35 @@ def _failed(request):
         if rep is not None and rep.failed:
             return True
     return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sanitizer_session():
+    harness.sanitizer_setup()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_reports(_sanitizer_session):
+    """Fail the test after which a sanitizer report appeared. Set up first,
+    so torn down last: after the servers of the test have stopped (a leak
+    is reported when a process exits)."""
+    before = set(harness.sanitizer_reports())
+    yield
+    new = {p: t for p, t in harness.sanitizer_reports().items() if p not in before}
+    if new:
+        pytest.fail("sanitizer report(s):\n" + "\n".join(
+            f"--- {p}\n{t}" for p, t in new.items()), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reports = harness.sanitizer_reports()
+    if reports:
+        sys.stderr.write(f"\n{len(reports)} sanitizer report(s) in "
+                         f"{harness.SANITIZER_LOG_DIR}:\n")
+        for p, t in reports.items():
+            sys.stderr.write(f"--- {p}\n{t}\n")
+        session.exitstatus = 1
 
 
 @pytest.fixture

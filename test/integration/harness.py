@@ -6,6 +6,16 @@ through the fixtures in conftest.py). Standard library only.
 
 API (stable; other test modules import it):
 
+BUILD_DIR  POLICY_BIN  CLI_BIN  PAM_MODULE
+    The binaries under test: in REPO_ROOT/$AB_BUILD_DIR (default build/).
+
+Sanitizer builds (make check-sanitize: AB_BUILD_DIR=build/san):
+SANITIZED           True when the binaries under test link ASan
+sanitizer_setup()   once per run: empty SANITIZER_LOG_DIR, options in os.environ
+sanitizer_env() -> {ASAN_OPTIONS, UBSAN_OPTIONS} ({} if not SANITIZED)
+sanitizer_reports() -> {path: text}   every non-empty report so far
+host_preload() -> str   LD_PRELOAD for a host that dlopen()s pam_authbrake.so
+
 free_port() -> int
     A TCP port on 127.0.0.1 that was free a moment ago.
 
@@ -35,7 +45,7 @@ class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
     passwd-file passdb/userdb ({PLAIN} passwords; users = {name: password},
     default DEFAULT_USERS). With policy_conf (a path from write_authbrake_conf)
     the config `!include`s the shipped conf.d/95-authbrake.conf (DROPIN_CONF)
-    and then overrides only the service's executable (build/, -C policy_conf),
+    and then overrides only the service's executable (POLICY_BIN, -C policy_conf),
     its port (.policy_port), its user, auth_policy_server_url, the API header
     and the hash nonce; policy_after_auth=True sets Dovecot's default
     auth_policy_check_after_auth = yes over the drop-in's "no".
@@ -107,8 +117,16 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_DIR = REPO_ROOT / "build"
+# Where the binaries under test are: AB_BUILD_DIR (relative to the
+# repository), build/ by default; `make check-sanitize` runs the tests
+# against its ASan+UBSan build in build/san.
+BUILD_DIR = REPO_ROOT / os.environ.get("AB_BUILD_DIR", "build")
 POLICY_BIN = BUILD_DIR / "authbrake-policy"
+CLI_BIN = BUILD_DIR / "authbrake"
+PAM_MODULE = BUILD_DIR / "pam_authbrake.so"
+# Downloads and unpacked packages are the same whatever the build: they
+# stay in build/ (a sanitizer run need not fetch Courier again).
+CACHE_DIR = REPO_ROOT / "build"
 
 DOVECOT_BIN = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM_BIN = shutil.which("doveadm") or "/usr/bin/doveadm"
@@ -219,6 +237,105 @@ def _descendants_of(pid):
         out.extend(kids)
         todo.extend(kids)
     return out
+
+
+# -------------------------------------------------------------- sanitizers
+# `make check-sanitize` builds authbrake-policy, pam_authbrake.so and the
+# CLI with ASan+UBSan into build/san and runs these tests against them.
+# Every report goes to a file of its own (log_path appends the PID) in
+# SANITIZER_LOG_DIR; conftest.py fails a test after which one appeared.
+# Only our code is instrumented: Dovecot, pamtester and Courier are not.
+
+def _built_with_asan():
+    """True when the binaries under test need the ASan runtime."""
+    for path in (PAM_MODULE, CLI_BIN, POLICY_BIN):
+        try:
+            with open(path, "rb") as f:
+                return b"libasan.so" in f.read()
+        except OSError:
+            continue
+    return False
+
+
+SANITIZED = _built_with_asan()
+SANITIZER_LOG_DIR = REPO_ROOT / (os.environ.get("AB_SANITIZER_LOG_DIR")
+                                  or BUILD_DIR / "sanitizer-logs")
+
+
+# a sanitizer's lines in a log that should have none
+SANITIZER_LOG_RE = re.compile(r"(?:Address|Leak|UndefinedBehavior)Sanitizer|runtime error: ")
+
+
+def sanitizer_env():
+    """ASAN_OPTIONS and UBSAN_OPTIONS for every instrumented process: stop
+    at the first error (exit status 1, no core), leaks checked at exit
+    (only at exit: the policy service is long-lived), reports into
+    SANITIZER_LOG_DIR. {} for an ordinary build."""
+    if not SANITIZED:
+        return {}
+    d = SANITIZER_LOG_DIR
+    return {
+        "ASAN_OPTIONS": f"halt_on_error=1:abort_on_error=0:detect_leaks=1:"
+                        f"log_path={d}/asan",
+        "UBSAN_OPTIONS": f"halt_on_error=1:abort_on_error=0:print_stacktrace=1:"
+                         f"log_path={d}/ubsan",
+    }
+
+
+def sanitizer_setup():
+    """Once per test run: an empty report directory (1777: the policy
+    service may have dropped to another user when it writes a report) and
+    the options in os.environ, which the CLI, pamtester and Dovecot's
+    master (import_environment passes them on) inherit."""
+    if not SANITIZED:
+        return
+    SANITIZER_LOG_DIR.mkdir(parents=True, exist_ok=True)
+    os.chmod(SANITIZER_LOG_DIR, 0o1777)
+    for p in SANITIZER_LOG_DIR.iterdir():
+        p.unlink()
+    os.environ.update(sanitizer_env())
+
+
+def sanitizer_reports():
+    """{path: text} of every non-empty report file so far."""
+    if not SANITIZED or not SANITIZER_LOG_DIR.is_dir():
+        return {}
+    out = {}
+    for p in sorted(SANITIZER_LOG_DIR.iterdir()):
+        try:
+            if p.stat().st_size > 0:
+                out[str(p)] = p.read_text(errors="replace")
+        except OSError:
+            pass
+    return out
+
+
+_host_preload = None
+
+
+def host_preload():
+    """LD_PRELOAD for an uninstrumented program that dlopen()s the
+    sanitizer build of pam_authbrake.so (pamtester, Courier's authdaemond):
+    ASan must be the first library of the process, so its runtime (and
+    UBSan's) are preloaded: the ones the module itself links against, as
+    ldd resolves them. libcrypt too: ASan intercepts crypt_r() and looks
+    the real one up when it starts; in a host where libcrypt arrives later
+    (with pam_unix.so, dlopen()ed) that lookup finds nothing and pam_unix's
+    crypt_r() call jumps to address 0. "" for an ordinary build."""
+    global _host_preload
+    if not SANITIZED:
+        return ""
+    if _host_preload is None:
+        r = subprocess.run(["ldd", str(PAM_MODULE)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, check=False)
+        libs = {}
+        for m in re.finditer(r"^\s*(lib(asan|ubsan)\.so\S*) => (\S+)", r.stdout, re.M):
+            libs[m.group(2)] = m.group(3)
+        if "asan" not in libs:
+            raise RuntimeError(f"no libasan in ldd {PAM_MODULE}:\n{r.stdout}")
+        _host_preload = " ".join([libs[k] for k in ("asan", "ubsan") if k in libs]
+                                 + ["libcrypt.so.1"])
+    return _host_preload
 
 
 # --------------------------------------------------------------- memcached
@@ -847,7 +964,7 @@ service authbrake-policy {{
   }}
   user = {user}
 }}
-auth_policy_server_url = http://127.0.0.1:{self.policy_port}/
+{self._sanitizer_conf()}auth_policy_server_url = http://127.0.0.1:{self.policy_port}/
 auth_policy_server_api_header = X-API-Key: {self.api_key}
 auth_policy_hash_nonce = {secrets.token_hex(16)}
 """
@@ -870,6 +987,32 @@ service anvil {
         c += self.extra_conf + "\n"
         with open(self.conf_path, "w") as f:
             f.write(c)
+
+    def _sanitizer_conf(self):
+        if not SANITIZED:
+            return ""
+        # The master starts its services with a clean environment: only
+        # import_environment passes ASAN_OPTIONS/UBSAN_OPTIONS through (the
+        # uninstrumented Dovecot processes ignore them). vsz_limit = 0
+        # (unlimited) replaces the drop-in's 256M: ASan reserves terabytes
+        # of address space for its shadow memory and could not even start
+        # within 256M.
+        names = " ".join(sanitizer_env())
+        return f"""import_environment = $import_environment {names}
+service authbrake-policy {{
+  vsz_limit = 0
+}}
+"""
+
+    def _keep_stray_sanitizer_output(self, pid):
+        """A report the policy service printed instead of writing it to
+        its file (no options reached it, or it could not open the file)
+        went to its stderr, which the master logs: copy those lines into
+        SANITIZER_LOG_DIR so they fail the test like any report."""
+        lines = [l for l in self.log_text().splitlines() if SANITIZER_LOG_RE.search(l)]
+        if lines:
+            with open(SANITIZER_LOG_DIR / f"dovecot-log.{pid}", "w") as f:
+                f.write(f"from {self.log_path}:\n" + "\n".join(lines) + "\n")
 
     # -- life cycle
     @property
@@ -939,6 +1082,7 @@ service anvil {
         if self.proc is None:
             return
         kids = _descendants_of(self.proc.pid) if self.proc.poll() is None else []
+        master = self.proc.pid
         _stop_process(self.proc, signal.SIGTERM, 15)
         self.proc = None
         # anything of ours the master left behind (it should not)
@@ -951,6 +1095,8 @@ service anvil {
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+        if SANITIZED and self.policy_port is not None:
+            self._keep_stray_sanitizer_output(master)
         if getattr(self, "_stderr", None):
             self._stderr.close()
             self._stderr = None

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import (BUILD_DIR, REPO_ROOT, Dovecot, Memcached, free_port,
-                     write_authbrake_conf)
+from harness import (CLI_BIN, POLICY_BIN, REPO_ROOT, Dovecot, Memcached,
+                     free_port, write_authbrake_conf)
 
-# AUTHBRAKE_CLI: run another build (e.g. a sanitizer build) under the same tests
-CLI = Path(os.environ.get("AUTHBRAKE_CLI", BUILD_DIR / "authbrake"))
-POLICY = BUILD_DIR / "authbrake-policy"
+# the build under test (AB_BUILD_DIR, see harness.py); AUTHBRAKE_CLI: only
+# the CLI from elsewhere
+CLI = Path(os.environ.get("AUTHBRAKE_CLI", CLI_BIN))
+POLICY = POLICY_BIN
 REFERENCE_CONF = REPO_ROOT / "conf.d" / "authbrake.conf"
 MAN_CONF = REPO_ROOT / "man" / "authbrake.conf.5"
 MAN_CLI = REPO_ROOT / "man" / "authbrake.8"
@@ -227,11 +228,15 @@ def test_bad_targets_and_logins(conf):
 
 
 def test_json_escapes_hostile_logins(conf):
-    login = 'Ev"il\\ \u00fc\u4e2d<script>'.encode() + b"\xff\xc3"
+    login = 'Ev"il\\ \u00fc\u4e2d<script>'.encode()
     st = run_json(conf, "status", login)
-    assert st["account"] == 'ev"il\\ \u00fc\u4e2d<script>\ufffd\ufffd'
+    assert st["account"] == 'ev"il\\ \u00fc\u4e2d<script>'
     d = run_json(conf, "check", "--user", login, "--address", "192.0.2.1")
     assert d["account"].startswith('ev"il\\') and d["verdict"] == "allow"
+    # bytes that are not UTF-8 name no account: a clear usage error
+    r = run(conf, "status", login + b"\xff\xc3")
+    assert r.returncode == EXIT_USAGE
+    assert "not valid UTF-8" in r.err
 
 
 def test_unlock_of_unlocked_user(conf):

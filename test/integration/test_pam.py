@@ -28,9 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import BUILD_DIR, Memcached, free_port, write_authbrake_conf
+from harness import (PAM_MODULE, Memcached, free_port, host_preload,
+                     write_authbrake_conf)
 
-MODULE = BUILD_DIR / "pam_authbrake.so"
+MODULE = PAM_MODULE
 PAMTESTER = shutil.which("pamtester") or "/usr/bin/pamtester"
 PAM_D = Path("/etc/pam.d")
 DEV_LOG = "/dev/log"
@@ -158,6 +159,10 @@ class PamStack:
         if rhost is not None:
             cmd += ["-I", f"rhost={rhost}"]
         cmd += [self.name, user, "authenticate"]
+        if host_preload():
+            # a sanitizer build of the module: its runtimes must be loaded
+            # first, into pamtester only (not unshare, sh or mount below)
+            cmd = ["env", f"LD_PRELOAD={host_preload()}"] + cmd
         if not self.syslog.own_dev_log:
             # a real syslog owns /dev/log: hide it behind ours for this run
             cmd = ["unshare", "-m", "sh", "-c",
