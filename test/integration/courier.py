@@ -43,7 +43,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import harness
 
@@ -489,15 +488,7 @@ class Courier:
                 pass
             # imapd/pop3d sessions or authdaemond workers that outlived
             # their parent: only processes of this namespace, by PID
-            deadline = time.monotonic() + 3
-            for pid in leftovers:
-                while harness._pid_alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if harness._pid_alive(pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+            harness.reap(leftovers)
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait(5)

@@ -199,6 +199,20 @@ def _pid_alive(pid):
         return False
 
 
+def reap(pids, timeout=3.0):
+    """Give processes that should be going (children of a stopped server)
+    until timeout to end, then SIGKILL what is left, by PID."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def _stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
     """Signal a Popen, wait for it, SIGKILL it if it does not go."""
     if proc is None or proc.poll() is not None:
@@ -1086,15 +1100,7 @@ service authbrake-policy {{
         _stop_process(self.proc, signal.SIGTERM, 15)
         self.proc = None
         # anything of ours the master left behind (it should not)
-        deadline = time.monotonic() + 3
-        for pid in kids:
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _pid_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        reap(kids)
         if SANITIZED and self.policy_port is not None:
             self._keep_stray_sanitizer_output(master)
         if getattr(self, "_stderr", None):

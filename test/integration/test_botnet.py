@@ -25,7 +25,6 @@ default), so what is measured is authbrake's.
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -311,15 +310,7 @@ class CpuLoad:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        deadline = time.monotonic() + 5
-        for pid in workers:
-            while harness._pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if harness._pid_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        harness.reap(workers, timeout=5)
 
 
 def test_d_parallel_botnet_under_load_with_a_stalling_store(brake, memcached):

@@ -15,7 +15,6 @@ the listener bind-mounted over it.
 """
 
 import os
-import pwd
 import re
 import shutil
 import socket
