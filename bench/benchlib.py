@@ -123,6 +123,21 @@ def gnuplot(script_name, script):
     return None
 
 
+def wrk_csv(returncode, out, err):
+    """The row bench/policy.lua prints at the end of a wrk run (CSVHEAD,
+    CSV lines) as a dict; a failed run raises with wrk's last words."""
+    head = vals = None
+    for line in out.splitlines():
+        if line.startswith("CSVHEAD,"):
+            head = line.split(",")[1:]
+        elif line.startswith("CSV,"):
+            vals = line.split(",")[1:]
+    if returncode != 0 or head is None or vals is None:
+        raise RuntimeError(f"wrk failed ({returncode}): {err.strip()[-400:]} "
+                           f"{out.strip()[-400:]}")
+    return dict(zip(head, vals))
+
+
 def production_overrides(**extra):
     """authbrake.conf overrides that drop every test threshold of the
     harness, so the tracker's production defaults (tracker/ab-config.c) hold."""

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 
 from benchlib import (BENCH_DIR, BUILD, figure, harness, production_overrides,
-                      say, write_csv)
+                      say, write_csv, wrk_csv)
 
 PART = "policy"
 LUA = BENCH_DIR / "policy.lua"
@@ -28,16 +28,7 @@ def run_wrk(url, key, mode, conns, seconds, threads=1, extra=()):
     shown = " ".join(cmd).replace(f"key={key}", "key=$API_KEY")
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, timeout=seconds + 60)
-    head = vals = None
-    for line in r.stdout.splitlines():
-        if line.startswith("CSVHEAD,"):
-            head = line.split(",")[1:]
-        elif line.startswith("CSV,"):
-            vals = line.split(",")[1:]
-    if r.returncode != 0 or head is None or vals is None:
-        raise RuntimeError(f"wrk failed ({r.returncode}): {r.stderr.strip()[-400:]}"
-                           f" {r.stdout.strip()[-400:]}")
-    return dict(zip(head, vals)), shown
+    return wrk_csv(r.returncode, r.stdout, r.stderr), shown
 
 
 def measure(server, url, key, conns_list, seconds, m, rows):

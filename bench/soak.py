@@ -35,7 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (BENCH_DIR, BUILD, RESULTS, harness, loadavg,  # noqa: E402
                       machine, machine_line, production_overrides, say,
-                      write_csv)
+                      write_csv, wrk_csv)
 
 PART = "soak"
 LUA = BENCH_DIR / "policy.lua"
@@ -183,16 +183,7 @@ def run(seconds=600, interval=10, warmup=60, conns=50, users=200000,
             end_t = int(round(time.monotonic() - t0))
             sample(end_t, dv, mc, rows)
             loadavg_end = loadavg()
-    head = vals = None
-    for line in out.splitlines():
-        if line.startswith("CSVHEAD,"):
-            head = line.split(",")[1:]
-        elif line.startswith("CSV,"):
-            vals = line.split(",")[1:]
-    if wrk.returncode != 0 or head is None or vals is None:
-        raise RuntimeError(f"wrk failed ({wrk.returncode}): {err.strip()[-400:]} "
-                           f"{out.strip()[-400:]}")
-    w = dict(zip(head, vals))
+    w = wrk_csv(wrk.returncode, out, err)
     path = write_csv(csv_name, rows, FIELDS)
     warm_t = min(r["t_s"] for r in rows if r["t_s"] >= warmup)
     lines = verdict(rows, warm_t, end_t)

@@ -384,6 +384,20 @@ static void policy_client_connected(struct master_service_connection *conn)
 					    &policy_http_callbacks, NULL);
 }
 
+/* The HTTP side: one request at a time per connection, small bodies and
+   targets (test/fuzz/fuzz-policy-http.c builds the same server). */
+static struct http_server *policy_http_server_init(void)
+{
+	struct http_server_settings http_set;
+
+	i_zero(&http_set);
+	http_set.max_client_idle_time_msecs = POLICY_CLIENT_IDLE_MSECS;
+	http_set.max_pipelined_requests = 1;
+	http_set.request_limits.max_payload_size = POLICY_BODY_MAX_SIZE;
+	http_set.request_limits.max_target_length = 1024;
+	return http_server_init(&http_set);
+}
+
 static void policy_init(const char *config_path)
 {
 	const char *error;
@@ -404,7 +418,6 @@ static void policy_init(const char *config_path)
 int main(int argc, char *argv[])
 {
 	const char *config_path = AB_CONFIG_DEFAULT_PATH;
-	struct http_server_settings http_set;
 	int c;
 
 	master_service = master_service_init("authbrake-policy",
@@ -426,12 +439,7 @@ int main(int argc, char *argv[])
 	restrict_access_by_env(RESTRICT_ACCESS_FLAG_ALLOW_ROOT, NULL);
 	restrict_access_allow_coredumps(TRUE);
 
-	i_zero(&http_set);
-	http_set.max_client_idle_time_msecs = POLICY_CLIENT_IDLE_MSECS;
-	http_set.max_pipelined_requests = 1;
-	http_set.request_limits.max_payload_size = POLICY_BODY_MAX_SIZE;
-	http_set.request_limits.max_target_length = 1024;
-	policy_http_server = http_server_init(&http_set);
+	policy_http_server = policy_http_server_init();
 
 	master_service_init_finish(master_service);
 	/* lost counts and locks are worth a warning: memcached evicts */

@@ -79,7 +79,6 @@ static void fuzz_setup_config(void)
 
 int LLVMFuzzerInitialize(int *argc ATTR_UNUSED, char ***argv ATTR_UNUSED)
 {
-	struct http_server_settings http_set;
 
 	lib_init();
 	if (getenv("FUZZ_VERBOSE") == NULL) {
@@ -92,13 +91,7 @@ int LLVMFuzzerInitialize(int *argc ATTR_UNUSED, char ***argv ATTR_UNUSED)
 		fuzz_setup_config();
 	} T_END;
 
-	/* as policy_main() sets it */
-	i_zero(&http_set);
-	http_set.max_client_idle_time_msecs = POLICY_CLIENT_IDLE_MSECS;
-	http_set.max_pipelined_requests = 1;
-	http_set.request_limits.max_payload_size = POLICY_BODY_MAX_SIZE;
-	http_set.request_limits.max_target_length = 1024;
-	policy_http_server = http_server_init(&http_set);
+	policy_http_server = policy_http_server_init();
 	return 0;
 }
 
