@@ -61,7 +61,7 @@ $(FUZZ_LIBAB): $(FUZZ_TRACKER_OBJ)
 $(FUZZ_B)/plugin/policy-body.o: plugin/policy-body.c plugin/policy-body.h | $(FUZZ_B)/plugin
 	$(FUZZ_CC) $(FUZZ_POLICY_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
-$(FUZZ_B)/fuzz-identity $(FUZZ_B)/fuzz-config: $(FUZZ_B)/fuzz-%: test/fuzz/fuzz-%.c $(FUZZ_LIBAB)
+$(FUZZ_B)/fuzz-identity $(FUZZ_B)/fuzz-config: $(FUZZ_B)/fuzz-%: test/fuzz/fuzz-%.c test/fuzz/fuzz-check.h $(FUZZ_LIBAB)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBAB) $(AB_LIBS)
 
 $(FUZZ_B)/fuzz-policy-body: test/fuzz/fuzz-policy-body.c $(FUZZ_B)/plugin/policy-body.o

@@ -7,17 +7,12 @@
 #include <unistd.h>
 
 #include "ab-config.h"
+#include "fuzz-check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char conf_path[64];
 
-#define CHECK(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", \
-			__FILE__, __LINE__, #cond); \
-		abort(); \
-	} } while (0)
 
 /* The "file" is a memfd, opened by ab_config_load through /proc: no disk
    in the loop and nothing left behind. */

@@ -6,15 +6,10 @@
 #include <sys/socket.h>
 
 #include "ab-identity.h"
+#include "fuzz-check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", \
-			__FILE__, __LINE__, #cond); \
-		abort(); \
-	} } while (0)
 
 /* Well-formed UTF-8 by the table of the Unicode standard (3.9, table
    3-7), written apart from ab-identity.c's decoder to check it. */
