@@ -1,14 +1,30 @@
-/* The memcached store. Every call is bounded by poll_timeout; keys are
-   grouped by the server that holds them so an mget is one request per
-   server and an error is charged to the server that caused it. A read
-   timeout never makes libmemcached eject a server, so a hung server
-   (SIGSTOP, a full kernel queue) is handled by a breaker of our own:
-   after breaker_failures failed requests in a row the server is skipped
-   for breaker_cooldown, then tried again. */
+/* The memcached store. A batch of requests is pipelined in memcached's
+   binary protocol: each server gets its requests in one write, ended by a
+   NOOP, and answers them in order; gets are quiet (a miss sends nothing),
+   so the NOOP's answer closes the batch. Every batch is bounded by
+   poll_timeout from the moment it is sent, all servers at once.
+
+   Keys go to servers by rendezvous hashing over the servers in the pool,
+   so each key has one home on every node whatever order the servers are
+   listed in, and a server taken out moves only its own keys. A server
+   that refuses connections server_failure_limit times in a row is taken
+   out for dead_timeout. A hung server (SIGSTOP, a full kernel queue) is
+   not taken out, since its keys would move and come back: a breaker of
+   our own skips it after breaker_failures failed round trips in a row for
+   breaker_cooldown, then tries it again. libmemcached parses the server
+   list and reads the servers' statistics. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <libmemcached/memcached.h>
 
@@ -17,23 +33,68 @@
 #include "ab-store.h"
 
 #define AB_STORE_MAX_SERVERS 64
-#define AB_MGET_MAX 64
+#define KEY_MAX 250
+/* header, INCR's extras, key, a decimal value */
+#define REQUEST_MAX (24 + 20 + KEY_MAX + 24)
+#define OUT_MAX ((AB_STORE_BATCH_MAX + 1) * REQUEST_MAX)
+#define IN_MAX 65536
+
+/* binary protocol */
+enum {
+	OP_GET = 0x00, OP_SET = 0x01, OP_ADD = 0x02, OP_DELETE = 0x04,
+	OP_INCR = 0x05, OP_DECR = 0x06, OP_GETQ = 0x09, OP_NOOP = 0x0a,
+	OP_SETQ = 0x11, OP_ADDQ = 0x12, OP_DELETEQ = 0x14, OP_INCRQ = 0x15,
+	OP_DECRQ = 0x16,
+};
+enum {
+	ST_OK = 0x0000, ST_NOT_FOUND = 0x0001, ST_EXISTS = 0x0002,
+	ST_NOT_STORED = 0x0005,
+};
+/* The opaque of a request: the batch in the high half, the request in
+   the low half. Quiet requests posted without a batch carry batch 0; what
+   they answer (only errors) is skipped. */
+#define OPAQUE(batch, i) (((uint32_t)(batch) << 16) | (uint32_t)(i))
+#define NOOP_INDEX 0xffffU
 
 struct breaker {
-	unsigned int failures;		/* in a row */
-	time_t open_until;		/* 0 closed */
+	unsigned int failures;		/* round trips in a row */
+	time_t open_until;
 	bool open;
 };
 
+struct server {
+	char name[128];			/* host:port, as configured */
+	char host[100];
+	char port[8];
+	uint64_t seed;			/* its place in rendezvous hashing */
+	int fd;				/* -1: not connected */
+	unsigned int refused;		/* connections failed in a row */
+	time_t ejected_until;
+	struct breaker breaker;
+
+	/* the batch under way */
+	unsigned char *out;
+	size_t out_len;
+	unsigned char *in;
+	size_t in_len;
+	bool sending, waiting;
+	size_t out_sent;
+	const char *error;		/* why this server failed the batch */
+	bool refusing;			/* the failure was a refusal, not a timeout */
+	bool settled;			/* its failure is counted, or it was skipped */
+};
+
 struct ab_store {
-	memcached_st *memc;
+	memcached_st *memc;		/* the parsed list; statistics */
 	const struct ab_config *cfg;
 	ab_log_fn *log;
 	void *log_ctx;
 	time_t (*now)(void);
 	unsigned int server_count;
-	struct breaker breaker[AB_STORE_MAX_SERVERS];
+	struct server server[AB_STORE_MAX_SERVERS];
+	uint16_t batch;
 	struct ab_store_stats stats;
+	char error[256];
 };
 
 static time_t default_now(void)
@@ -57,18 +118,43 @@ static void store_log(struct ab_store *store, enum ab_log_level level,
 	store->log(level, msg, store->log_ctx);
 }
 
-static const char *server_name(struct ab_store *store, uint32_t idx,
-			       char *buf, size_t size)
+static uint64_t mix64(uint64_t x)
 {
-	const memcached_instance_st *inst =
-		memcached_server_instance_by_position(store->memc, idx);
+	/* splitmix64's finaliser */
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
 
-	if (inst == NULL)
-		snprintf(buf, size, "server #%u", idx);
-	else
-		snprintf(buf, size, "%s:%u", memcached_server_name(inst),
-			 (unsigned int)memcached_server_port(inst));
-	return buf;
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;	/* FNV-1a */
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
+	return mix64(h);
+}
+
+static int add_server(struct ab_store *store, const char *host,
+		      unsigned int port, const char **error_r)
+{
+	struct server *s = &store->server[store->server_count];
+
+	if (strlen(host) >= sizeof(s->host))
+		return ab_error(error_r, "memcached_servers: host name '%s' is too long", host);
+	snprintf(s->host, sizeof(s->host), "%s", host);
+	snprintf(s->port, sizeof(s->port), "%u", port);
+	snprintf(s->name, sizeof(s->name), "%s:%u", host, port);
+	s->seed = hash_str(s->name);
+	s->fd = -1;
+	s->out = malloc(OUT_MAX);
+	s->in = malloc(IN_MAX);
+	if (s->out == NULL || s->in == NULL)
+		return ab_error(error_r, "out of memory");
+	store->server_count++;
+	return 0;
 }
 
 int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
@@ -77,6 +163,7 @@ int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 	struct ab_store *store;
 	memcached_server_st *servers;
 	memcached_return_t rc;
+	uint32_t i, count;
 
 	store = calloc(1, sizeof(*store));
 	if (store == NULL)
@@ -106,44 +193,53 @@ int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 		ab_store_deinit(&store);
 		return -1;
 	}
-	store->server_count = memcached_server_count(store->memc);
-	if (store->server_count == 0 || store->server_count > AB_STORE_MAX_SERVERS) {
+	count = memcached_server_count(store->memc);
+	if (count == 0 || count > AB_STORE_MAX_SERVERS) {
 		ab_error(error_r, "memcached_servers: 1 to %d servers, not %u",
-			 AB_STORE_MAX_SERVERS, store->server_count);
+			 AB_STORE_MAX_SERVERS, count);
 		ab_store_deinit(&store);
 		return -1;
 	}
+	for (i = 0; i < count; i++) {
+		const memcached_instance_st *inst =
+			memcached_server_instance_by_position(store->memc, i);
 
-#define BEHAVIOR(b, v) memcached_behavior_set(store->memc, b, (uint64_t)(v))
-	/* increment-with-initial needs the binary protocol */
-	BEHAVIOR(MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
-	BEHAVIOR(MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
-	/* non-blocking I/O, so that POLL_TIMEOUT bounds every wait */
-	BEHAVIOR(MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
-	BEHAVIOR(MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, cfg->connect_timeout_ms);
-	BEHAVIOR(MEMCACHED_BEHAVIOR_POLL_TIMEOUT, cfg->poll_timeout_ms);
-	BEHAVIOR(MEMCACHED_BEHAVIOR_SND_TIMEOUT, cfg->poll_timeout_ms * 1000ULL);
-	BEHAVIOR(MEMCACHED_BEHAVIOR_RCV_TIMEOUT, cfg->poll_timeout_ms * 1000ULL);
-	/* a pool keeps most keys where they were when a server comes or goes */
-	BEHAVIOR(MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
-	/* a refused server is ejected and its keys go to the others until
-	   dead_timeout has passed */
-	BEHAVIOR(MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, cfg->server_failure_limit);
-	BEHAVIOR(MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 1);
-	BEHAVIOR(MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, cfg->dead_timeout_s);
-	BEHAVIOR(MEMCACHED_BEHAVIOR_DEAD_TIMEOUT, cfg->dead_timeout_s);
-#undef BEHAVIOR
+		if (add_server(store, memcached_server_name(inst),
+			       (unsigned int)memcached_server_port(inst), error_r) < 0) {
+			ab_store_deinit(&store);
+			return -1;
+		}
+	}
+	/* for the statistics only */
+	memcached_behavior_set(store->memc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
+			       cfg->connect_timeout_ms);
+	memcached_behavior_set(store->memc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT,
+			       cfg->poll_timeout_ms);
 	*store_r = store;
 	return 0;
+}
+
+static void server_close(struct server *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	s->in_len = 0;
 }
 
 void ab_store_deinit(struct ab_store **_store)
 {
 	struct ab_store *store = *_store;
+	unsigned int i;
 
 	if (store == NULL)
 		return;
 	*_store = NULL;
+	for (i = 0; i < AB_STORE_MAX_SERVERS; i++) {
+		server_close(&store->server[i]);
+		free(store->server[i].out);
+		free(store->server[i].in);
+	}
 	if (store->memc != NULL)
 		memcached_free(store->memc);
 	free(store);
@@ -160,89 +256,256 @@ void ab_store_set_clock(struct ab_store *store, time_t (*now)(void))
 	store->now = now != NULL ? now : default_now;
 }
 
-static uint32_t server_of(struct ab_store *store, const char *key)
+static int64_t now_ms(void)
 {
-	uint32_t idx;
+	struct timespec ts;
 
-	/* libmemcached rebuilds its continuum of live servers only inside
-	   its own operations, once a dead server's retry time is up; do it
-	   here too, or keys are grouped for a server the request will not
-	   go to and the survivor's answers are lost. */
-	memcached_autoeject(store->memc);
-	idx = memcached_generate_hash(store->memc, key, strlen(key));
-
-	return idx < store->server_count ? idx : 0;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* May a request go to server idx now? */
-static bool breaker_admit(struct ab_store *store, uint32_t idx)
+/* The server a key lives on: of the servers in the pool, the one that
+   scores highest for it (all of them when none is). */
+static struct server *server_of(struct ab_store *store, const char *key,
+				time_t now)
 {
-	struct breaker *b = &store->breaker[idx];
+	struct server *best = &store->server[0];
+	uint64_t h, score, best_score = 0;
+	unsigned int i;
+	bool any = false;
 
-	if (!b->open)
-		return true;
-	if (store->now() >= b->open_until)
-		return true;	/* half-open: one request decides */
+	if (store->server_count == 1)
+		return best;
+	h = hash_str(key);
+	for (i = 0; i < store->server_count; i++) {
+		if (store->server[i].ejected_until > now)
+			continue;
+		score = mix64(h ^ store->server[i].seed);
+		if (!any || score > best_score) {
+			best = &store->server[i];
+			best_score = score;
+			any = true;
+		}
+	}
+	if (any)
+		return best;
+	for (i = 0; i < store->server_count; i++) {
+		score = mix64(h ^ store->server[i].seed);
+		if (i == 0 || score > best_score) {
+			best = &store->server[i];
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+/* --- breaker and ejection ----------------------------------------- */
+
+/* May a round trip go to the server now? */
+static bool breaker_admit(struct ab_store *store, struct server *s)
+{
+	if (!s->breaker.open || store->now() >= s->breaker.open_until)
+		return true;	/* closed, or half-open: one round trip decides */
 	store->stats.skipped++;
 	return false;
 }
 
-static void breaker_result(struct ab_store *store, uint32_t idx, bool ok,
-			   const char *what, memcached_return_t rc)
+static void server_ok(struct ab_store *store, struct server *s)
 {
-	struct breaker *b = &store->breaker[idx];
-	char name[128];
+	if (s->breaker.open)
+		store_log(store, AB_LOG_INFO,
+			  "memcached %s answers again: circuit breaker closed", s->name);
+	s->breaker.failures = 0;
+	s->breaker.open = false;
+	s->refused = 0;
+}
 
-	if (ok) {
-		if (b->open)
-			store_log(store, AB_LOG_INFO,
-				  "memcached %s answers again: circuit breaker closed",
-				  server_name(store, idx, name, sizeof(name)));
-		b->failures = 0;
-		b->open = false;
-		return;
-	}
+static void server_failed(struct ab_store *store, struct server *s)
+{
+	const struct ab_config *cfg = store->cfg;
+	time_t now = store->now();
+
+	server_close(s);
+	s->settled = true;
 	store->stats.failures++;
-	b->failures++;
-	if (b->failures >= store->cfg->breaker_failures) {
-		if (!b->open) {
+	if (s->refusing && ++s->refused >= cfg->server_failure_limit &&
+	    store->server_count > 1 && s->ejected_until <= now) {
+		s->ejected_until = now + (time_t)cfg->dead_timeout_s;
+		store->stats.ejected++;
+		store_log(store, AB_LOG_WARNING,
+			  "memcached %s failed %u connections in a row (last: %s): "
+			  "out of the pool for %us, its keys go to the other servers",
+			  s->name, s->refused, s->error, cfg->dead_timeout_s);
+		s->refused = 0;
+	}
+	if (++s->breaker.failures >= cfg->breaker_failures) {
+		if (!s->breaker.open) {
 			store->stats.breaker_opened++;
 			store_log(store, AB_LOG_WARNING,
-				  "memcached %s failed %u requests in a row (last: %s: %s): "
+				  "memcached %s failed %u requests in a row (last: %s): "
 				  "circuit breaker open, skipping it for %us",
-				  server_name(store, idx, name, sizeof(name)),
-				  b->failures, what,
-				  memcached_strerror(store->memc, rc),
-				  store->cfg->breaker_cooldown_s);
+				  s->name, s->breaker.failures, s->error,
+				  cfg->breaker_cooldown_s);
 		}
-		b->open = true;
-		b->open_until = store->now() + (time_t)store->cfg->breaker_cooldown_s;
+		s->breaker.open = true;
+		s->breaker.open_until = now + (time_t)cfg->breaker_cooldown_s;
 	}
 }
 
-static int key_error(struct ab_store *store, uint32_t idx, const char *what,
-		     memcached_return_t rc, const char **error_r)
-{
-	char name[128];
+/* --- connections ---------------------------------------------------- */
 
-	breaker_result(store, idx, false, what, rc);
-	return ab_error(error_r, "memcached %s: %s: %s",
-			server_name(store, idx, name, sizeof(name)), what,
-			memcached_strerror(store->memc, rc));
+static bool set_failure(struct server *s, bool refusing, const char *error)
+{
+	s->error = error;
+	s->refusing = refusing;
+	return false;
 }
 
-static int admit_or_error(struct ab_store *store, uint32_t idx,
-			  const char **error_r)
+static bool server_connect(struct ab_store *store, struct server *s)
 {
-	char name[128];
+	struct addrinfo hints, *ai, *p;
+	struct pollfd pfd;
+	int fd = -1, err = 0, one = 1;
+	socklen_t len = sizeof(err);
 
-	if (breaker_admit(store, idx))
-		return 0;
-	return ab_error(error_r, "memcached %s: circuit breaker open",
-			server_name(store, idx, name, sizeof(name)));
+	if (s->fd >= 0)
+		return true;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if (getaddrinfo(s->host, s->port, &hints, &ai) != 0)
+		return set_failure(s, true, "host name does not resolve");
+	for (p = ai; p != NULL; p = p->ai_next) {
+		fd = socket(p->ai_family, p->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			    p->ai_protocol);
+		if (fd < 0)
+			continue;
+		if (connect(fd, p->ai_addr, p->ai_addrlen) == 0)
+			break;
+		if (errno == EINPROGRESS) {
+			pfd.fd = fd;
+			pfd.events = POLLOUT;
+			if (poll(&pfd, 1, (int)store->cfg->connect_timeout_ms) == 1 &&
+			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+			    err == 0)
+				break;
+			if (err == 0)
+				err = ETIMEDOUT;
+		} else {
+			err = errno;
+		}
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0)
+		return set_failure(s, true, err == ETIMEDOUT ? "connection timed out" :
+				   err == ECONNREFUSED ? "connection refused" :
+				   "cannot connect");
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->fd = fd;
+	s->in_len = 0;
+	return true;
 }
 
-static uint64_t parse_value(const char *data, size_t len)
+/* --- the protocol --------------------------------------------------- */
+
+static void put16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static uint16_t get16(const unsigned char *p)
+{
+	return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	return ((uint32_t)get16(p) << 16) | get16(p + 2);
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+	return ((uint64_t)get32(p) << 32) | get32(p + 4);
+}
+
+/* The opcode of a request, quiet or not. */
+static uint8_t opcode(enum ab_store_cmd cmd, bool quiet)
+{
+	switch (cmd) {
+	case AB_STORE_GET: return OP_GETQ;	/* quiet even in a batch: misses say nothing */
+	case AB_STORE_INCR: return quiet ? OP_INCRQ : OP_INCR;
+	case AB_STORE_DECR: return quiet ? OP_DECRQ : OP_DECR;
+	case AB_STORE_SET: return quiet ? OP_SETQ : OP_SET;
+	case AB_STORE_ADD: return quiet ? OP_ADDQ : OP_ADD;
+	case AB_STORE_DELETE: return quiet ? OP_DELETEQ : OP_DELETE;
+	}
+	return OP_NOOP;
+}
+
+/* Append one request to the server's output. */
+static void put_request(struct server *s, uint8_t op, const char *key,
+			uint64_t value, unsigned int ttl_s, uint32_t opaque)
+{
+	unsigned char *p = s->out + s->out_len;
+	size_t key_len = key != NULL ? strlen(key) : 0, extras = 0, body = 0;
+	char num[24];
+	int num_len = 0;
+
+	memset(p, 0, 24);
+	p[0] = 0x80;
+	p[1] = op;
+	switch (op) {
+	case OP_INCR: case OP_INCRQ:
+		/* delta, initial value, expiry */
+		put64(p + 24, value);
+		put64(p + 32, value);
+		put32(p + 40, ttl_s);
+		extras = 20;
+		break;
+	case OP_DECR: case OP_DECRQ:
+		/* an expiry of all ones: a missing key is not created */
+		put64(p + 24, value);
+		put64(p + 32, 0);
+		put32(p + 40, 0xffffffffU);
+		extras = 20;
+		break;
+	case OP_SET: case OP_SETQ: case OP_ADD: case OP_ADDQ:
+		/* flags, expiry; the value in decimal, as increments keep it */
+		put32(p + 24, 0);
+		put32(p + 28, ttl_s);
+		extras = 8;
+		num_len = snprintf(num, sizeof(num), "%llu", (unsigned long long)value);
+		break;
+	default:
+		break;
+	}
+	memcpy(p + 24 + extras, key, key_len);
+	memcpy(p + 24 + extras + key_len, num, (size_t)num_len);
+	body = extras + key_len + (size_t)num_len;
+	put16(p + 2, (uint16_t)key_len);
+	p[4] = (uint8_t)extras;
+	put32(p + 8, (uint32_t)body);
+	put32(p + 12, opaque);
+	s->out_len += 24 + body;
+}
+
+static uint64_t parse_decimal(const unsigned char *data, size_t len)
 {
 	uint64_t v = 0;
 	size_t i;
@@ -252,194 +515,387 @@ static uint64_t parse_value(const char *data, size_t len)
 	return v;
 }
 
-/* One mget for the keys that live on one server. */
-static int mget_group(struct ab_store *store, uint32_t idx,
-		      const char *const *keys, const size_t *map, size_t n,
-		      uint64_t *values_r, bool *found_r, const char **error_r)
+/* One answer to a request of this batch. */
+static void take_response(struct ab_store_op *op, const unsigned char *hdr,
+			  const unsigned char *body)
 {
-	const char *group_keys[AB_MGET_MAX];
-	size_t lens[AB_MGET_MAX];
-	memcached_result_st result;
-	memcached_return_t rc;
-	size_t i;
+	uint16_t status = get16(hdr + 6);
+	size_t key_len = get16(hdr + 2), extras = hdr[4];
+	size_t value_len = get32(hdr + 8) - key_len - extras;
+	const unsigned char *value = body + extras + key_len;
 
-	if (admit_or_error(store, idx, error_r) < 0)
-		return -1;
-	for (i = 0; i < n; i++) {
-		group_keys[i] = keys[map[i]];
-		lens[i] = strlen(group_keys[i]);
+	if (status == ST_OK) {
+		op->result = AB_STORE_DONE;
+		if (op->cmd == AB_STORE_GET)
+			op->out = parse_decimal(value, value_len);
+		else if ((op->cmd == AB_STORE_INCR || op->cmd == AB_STORE_DECR) &&
+			 value_len == 8)
+			op->out = get64(value);
+	} else if (status == ST_NOT_FOUND || status == ST_EXISTS ||
+		   status == ST_NOT_STORED) {
+		op->result = AB_STORE_MISS;
 	}
-	store->stats.requests++;
-	rc = memcached_mget_by_key(store->memc, group_keys[0], lens[0],
-				   group_keys, lens, n);
-	if (rc != MEMCACHED_SUCCESS)
-		return key_error(store, idx, "mget", rc, error_r);
-	if (memcached_result_create(store->memc, &result) == NULL)
-		return ab_error(error_r, "out of memory");
-	while (memcached_fetch_result(store->memc, &result, &rc) != NULL) {
-		const char *key = memcached_result_key_value(&result);
-		size_t key_len = memcached_result_key_length(&result);
+	/* anything else (a value that cannot be incremented, out of
+	   memory): the request failed, its result stays AB_STORE_FAILED */
+}
 
-		for (i = 0; i < n; i++) {
-			if (lens[i] == key_len &&
-			    memcmp(group_keys[i], key, key_len) == 0) {
-				values_r[map[i]] = parse_value(
-					memcached_result_value(&result),
-					memcached_result_length(&result));
-				found_r[map[i]] = true;
+/* Parse what the server sent; true when the batch's NOOP came back. */
+static bool take_input(struct ab_store *store, struct server *s,
+		       struct ab_store_op *ops, size_t n)
+{
+	size_t pos = 0;
+	bool done = false;
+
+	while (!done && s->in_len - pos >= 24) {
+		const unsigned char *hdr = s->in + pos;
+		size_t body = get32(hdr + 8);
+		uint32_t opaque = get32(hdr + 12);
+
+		if (hdr[0] != 0x81 || body > IN_MAX - 24) {
+			set_failure(s, false, "garbled answer");
+			s->waiting = false;
+			return false;
+		}
+		if (s->in_len - pos < 24 + body)
+			break;
+		if (opaque >> 16 == store->batch) {
+			uint32_t i = opaque & 0xffffU;
+
+			if (hdr[1] == OP_NOOP && i == NOOP_INDEX)
+				done = true;
+			else if (i < n)
+				take_response(&ops[i], hdr, hdr + 24);
+		}
+		pos += 24 + body;
+	}
+	memmove(s->in, s->in + pos, s->in_len - pos);
+	s->in_len -= pos;
+	return done;
+}
+
+static bool server_write(struct server *s)
+{
+	while (s->out_sent < s->out_len) {
+		ssize_t r = send(s->fd, s->out + s->out_sent, s->out_len - s->out_sent,
+				 MSG_NOSIGNAL);
+
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			return true;	/* the rest when it can take it */
+		if (r <= 0)
+			return set_failure(s, true, "connection lost while sending");
+		s->out_sent += (size_t)r;
+	}
+	s->sending = false;
+	return true;
+}
+
+static bool server_read(struct ab_store *store, struct server *s,
+			struct ab_store_op *ops, size_t n)
+{
+	ssize_t r;
+
+	for (;;) {
+		if (s->in_len == IN_MAX)
+			return set_failure(s, false, "answer too large");
+		r = recv(s->fd, s->in + s->in_len, IN_MAX - s->in_len, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno == EAGAIN)
+			return true;
+		if (r <= 0)
+			return set_failure(s, true, r == 0 ? "connection closed by server" :
+					   "connection lost while reading");
+		s->in_len += (size_t)r;
+		if (take_input(store, s, ops, n)) {
+			s->waiting = false;
+			return true;
+		}
+		if (s->error != NULL)
+			return false;
+	}
+}
+
+/* Wait until every server sent its batch and answered it, or until the
+   deadline; those that did not are failed. */
+static void wait_batch(struct ab_store *store, struct ab_store_op *ops,
+		       size_t n, int64_t deadline)
+{
+	struct pollfd pfd[AB_STORE_MAX_SERVERS];
+	struct server *who[AB_STORE_MAX_SERVERS];
+	unsigned int i, count;
+	int64_t left;
+
+	for (;;) {
+		count = 0;
+		for (i = 0; i < store->server_count; i++) {
+			struct server *s = &store->server[i];
+
+			if (!s->waiting)
+				continue;
+			pfd[count].fd = s->fd;
+			pfd[count].events = (short)(POLLIN | (s->sending ? POLLOUT : 0));
+			pfd[count].revents = 0;
+			who[count++] = s;
+		}
+		if (count == 0)
+			return;
+		left = deadline - now_ms();
+		if (left <= 0 || poll(pfd, count, (int)left) <= 0) {
+			if (left > 0 && errno == EINTR)
+				continue;
+			for (i = 0; i < count; i++) {
+				set_failure(who[i], false, "timed out (poll_timeout)");
+				who[i]->waiting = false;
+			}
+			return;
+		}
+		for (i = 0; i < count; i++) {
+			struct server *s = who[i];
+			bool ok = true;
+
+			if ((pfd[i].revents & POLLOUT) != 0)
+				ok = server_write(s);
+			if (ok && (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0)
+				ok = server_read(store, s, ops, n);
+			if (!ok)
+				s->waiting = false;
+		}
+	}
+}
+
+int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
+		 const char **error_r)
+{
+	struct server *where[AB_STORE_BATCH_MAX];
+	time_t now = store->now();
+	unsigned int i, used = 0, failed = 0;
+	const char *first = NULL;
+	size_t j;
+
+	if (n > AB_STORE_BATCH_MAX)
+		return ab_error(error_r, "a batch of %zu requests: at most %d",
+				n, AB_STORE_BATCH_MAX);
+	if (++store->batch == 0)
+		store->batch = 1;	/* 0 is for posted requests */
+	for (i = 0; i < store->server_count; i++) {
+		store->server[i].out_len = 0;
+		store->server[i].error = NULL;
+		store->server[i].settled = false;
+	}
+	for (j = 0; j < n; j++) {
+		ops[j].result = AB_STORE_FAILED;
+		ops[j].out = 0;
+		if (strlen(ops[j].key) > KEY_MAX)
+			return ab_error(error_r, "memcached key of %zu bytes", strlen(ops[j].key));
+		where[j] = server_of(store, ops[j].key, now);
+		put_request(where[j], opcode(ops[j].cmd, false), ops[j].key,
+			    ops[j].value, ops[j].ttl_s, OPAQUE(store->batch, j));
+	}
+	store->stats.ops += n;
+	for (i = 0; i < store->server_count; i++) {
+		struct server *s = &store->server[i];
+
+		s->waiting = false;
+		if (s->out_len == 0)
+			continue;
+		used++;
+		if (!breaker_admit(store, s)) {
+			set_failure(s, false, "circuit breaker open");
+			s->settled = true;
+			continue;
+		}
+		put_request(s, OP_NOOP, NULL, 0, 0, OPAQUE(store->batch, NOOP_INDEX));
+		store->stats.requests++;
+		if (!server_connect(store, s)) {
+			server_failed(store, s);
+			continue;
+		}
+		s->out_sent = 0;
+		s->sending = true;
+		s->waiting = server_write(s);
+		if (!s->waiting)
+			server_failed(store, s);
+	}
+	wait_batch(store, ops, n, now_ms() + store->cfg->poll_timeout_ms);
+	for (i = 0; i < store->server_count; i++) {
+		struct server *s = &store->server[i];
+
+		if (s->out_len == 0)
+			continue;
+		if (s->error == NULL) {
+			server_ok(store, s);
+			continue;
+		}
+		if (!s->settled)
+			server_failed(store, s);	/* timed out, or lost while waiting */
+		s->sending = false;
+		failed++;
+		if (first == NULL) {
+			snprintf(store->error, sizeof(store->error), "memcached %s: %s",
+				 s->name, s->error);
+			first = store->error;
+		}
+	}
+	for (j = 0; j < n; j++) {
+		/* a quiet get that found nothing said nothing */
+		if (ops[j].cmd == AB_STORE_GET && ops[j].result == AB_STORE_FAILED &&
+		    where[j]->error == NULL)
+			ops[j].result = AB_STORE_MISS;
+	}
+	if (failed == 0)
+		return 0;
+	ab_error(error_r, "%s", first);
+	return failed == used ? -1 : 1;
+}
+
+void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
+		   size_t n)
+{
+	time_t now = store->now();
+	unsigned int i;
+	size_t j;
+
+	if (n == 0)
+		return;
+	for (i = 0; i < store->server_count; i++) {
+		store->server[i].out_len = 0;
+		store->server[i].error = NULL;
+		store->server[i].settled = false;
+	}
+	for (j = 0; j < n && j < AB_STORE_BATCH_MAX; j++) {
+		if (ops[j].cmd == AB_STORE_GET || strlen(ops[j].key) > KEY_MAX)
+			continue;	/* a get has nothing to say here */
+		put_request(server_of(store, ops[j].key, now),
+			    opcode(ops[j].cmd, true), ops[j].key, ops[j].value,
+			    ops[j].ttl_s, OPAQUE(0, j));
+	}
+	store->stats.ops += n;
+	store->stats.posted++;
+	for (i = 0; i < store->server_count; i++) {
+		struct server *s = &store->server[i];
+		int64_t deadline = now_ms() + store->cfg->poll_timeout_ms;
+		struct pollfd pfd;
+
+		if (s->out_len == 0 || s->fd < 0 || !breaker_admit(store, s))
+			continue;	/* not connected: the batch before failed */
+		s->out_sent = 0;
+		s->sending = true;
+		/* memcached reads as fast as it is written to unless hung;
+		   a write that cannot finish in time loses the connection */
+		while (s->sending && server_write(s)) {
+			if (!s->sending)
+				break;
+			pfd.fd = s->fd;
+			pfd.events = POLLOUT;
+			if (deadline - now_ms() <= 0 ||
+			    poll(&pfd, 1, (int)(deadline - now_ms())) <= 0) {
+				set_failure(s, false, "timed out sending (poll_timeout)");
 				break;
 			}
 		}
+		s->sending = false;
+		if (s->error != NULL)
+			server_failed(store, s);
 	}
-	memcached_result_free(&result);
-	if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS &&
-	    rc != MEMCACHED_NOTFOUND)
-		return key_error(store, idx, "mget", rc, error_r);
-	breaker_result(store, idx, true, "mget", rc);
-	return 0;
 }
+
+/* --- one request at a time ------------------------------------------ */
 
 int ab_store_mget(struct ab_store *store, const char *const *keys, size_t n,
 		  uint64_t *values_r, bool *found_r, const char **error_r)
 {
-	uint32_t server[AB_MGET_MAX];
-	bool done[AB_MGET_MAX];
-	size_t map[AB_MGET_MAX];
-	size_t i, j, groups = 0, failed = 0;
-	const char *first_error = NULL;
+	struct ab_store_op ops[AB_STORE_BATCH_MAX];
+	size_t i;
+	int ret;
 
-	if (n > AB_MGET_MAX)
-		return ab_error(error_r, "mget of %zu keys: at most %d", n, AB_MGET_MAX);
+	if (n > AB_STORE_BATCH_MAX)
+		return ab_error(error_r, "mget of %zu keys: at most %d", n,
+				AB_STORE_BATCH_MAX);
+	memset(ops, 0, sizeof(ops[0]) * n);
 	for (i = 0; i < n; i++) {
-		values_r[i] = 0;
-		found_r[i] = false;
-		server[i] = server_of(store, keys[i]);
-		done[i] = false;
+		ops[i].cmd = AB_STORE_GET;
+		ops[i].key = keys[i];
 	}
+	ret = ab_store_run(store, ops, n, error_r);
 	for (i = 0; i < n; i++) {
-		size_t count = 0;
-		const char *error;
+		found_r[i] = ops[i].result == AB_STORE_DONE;
+		values_r[i] = found_r[i] ? ops[i].out : 0;
+	}
+	return ret;
+}
 
-		if (done[i])
-			continue;
-		for (j = i; j < n; j++) {
-			if (!done[j] && server[j] == server[i]) {
-				map[count++] = j;
-				done[j] = true;
-			}
-		}
-		groups++;
-		if (mget_group(store, server[i], keys, map, count,
-			       values_r, found_r, &error) < 0) {
-			failed++;
-			if (first_error == NULL)
-				first_error = error;
-		}
-	}
-	if (failed == 0)
-		return 0;
-	ab_error(error_r, "%s", first_error);
-	return failed == groups ? -1 : 1;
+static int one(struct ab_store *store, enum ab_store_cmd cmd, const char *key,
+	       uint64_t value, unsigned int ttl_s, struct ab_store_op *op_r,
+	       const char **error_r)
+{
+	memset(op_r, 0, sizeof(*op_r));
+	op_r->cmd = cmd;
+	op_r->key = key;
+	op_r->value = value;
+	op_r->ttl_s = ttl_s;
+	store->error[0] = '\0';
+	if (ab_store_run(store, op_r, 1, error_r) < 0)
+		return -1;
+	if (op_r->result == AB_STORE_FAILED)
+		return ab_error(error_r, "memcached: %s of a key failed",
+				cmd == AB_STORE_INCR ? "increment" :
+				cmd == AB_STORE_DECR ? "decrement" :
+				cmd == AB_STORE_SET ? "set" :
+				cmd == AB_STORE_ADD ? "add" :
+				cmd == AB_STORE_DELETE ? "delete" : "get");
+	return 0;
 }
 
 int ab_store_incr(struct ab_store *store, const char *key, uint64_t delta,
 		  unsigned int ttl_s, uint64_t *value_r, const char **error_r)
 {
-	uint32_t idx = server_of(store, key);
-	memcached_return_t rc;
-	uint64_t value = 0;
+	struct ab_store_op op;
 
-	if (admit_or_error(store, idx, error_r) < 0)
+	if (one(store, AB_STORE_INCR, key, delta, ttl_s, &op, error_r) < 0)
 		return -1;
-	store->stats.requests++;
-	rc = memcached_increment_with_initial(store->memc, key, strlen(key),
-					      delta, delta, (time_t)ttl_s, &value);
-	if (rc != MEMCACHED_SUCCESS)
-		return key_error(store, idx, "increment", rc, error_r);
-	breaker_result(store, idx, true, "increment", rc);
 	if (value_r != NULL)
-		*value_r = value;
+		*value_r = op.out;
 	return 0;
 }
 
 int ab_store_decr(struct ab_store *store, const char *key, uint64_t delta,
 		  const char **error_r)
 {
-	uint32_t idx = server_of(store, key);
-	memcached_return_t rc;
-	uint64_t value;
+	struct ab_store_op op;
 
-	if (admit_or_error(store, idx, error_r) < 0)
-		return -1;
-	store->stats.requests++;
-	rc = memcached_decrement(store->memc, key, strlen(key), (uint32_t)delta,
-				 &value);
-	if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
-		return key_error(store, idx, "decrement", rc, error_r);
-	breaker_result(store, idx, true, "decrement", rc);
-	return 0;
-}
-
-static int store_value(struct ab_store *store, bool add, const char *key,
-		       uint64_t value, unsigned int ttl_s, bool *added_r,
-		       const char **error_r)
-{
-	uint32_t idx = server_of(store, key);
-	memcached_return_t rc;
-	char buf[24];
-	int len = snprintf(buf, sizeof(buf), "%llu", (unsigned long long)value);
-
-	if (admit_or_error(store, idx, error_r) < 0)
-		return -1;
-	store->stats.requests++;
-	if (add)
-		rc = memcached_add(store->memc, key, strlen(key), buf, (size_t)len,
-				   (time_t)ttl_s, 0);
-	else
-		rc = memcached_set(store->memc, key, strlen(key), buf, (size_t)len,
-				   (time_t)ttl_s, 0);
-	if (add && (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS)) {
-		breaker_result(store, idx, true, "add", rc);
-		*added_r = false;
-		return 0;
-	}
-	if (rc != MEMCACHED_SUCCESS)
-		return key_error(store, idx, add ? "add" : "set", rc, error_r);
-	breaker_result(store, idx, true, "set", rc);
-	if (added_r != NULL)
-		*added_r = true;
-	return 0;
+	return one(store, AB_STORE_DECR, key, delta, 0, &op, error_r);
 }
 
 int ab_store_set(struct ab_store *store, const char *key, uint64_t value,
 		 unsigned int ttl_s, const char **error_r)
 {
-	return store_value(store, false, key, value, ttl_s, NULL, error_r);
+	struct ab_store_op op;
+
+	return one(store, AB_STORE_SET, key, value, ttl_s, &op, error_r);
 }
 
 int ab_store_add(struct ab_store *store, const char *key, uint64_t value,
 		 unsigned int ttl_s, bool *added_r, const char **error_r)
 {
-	return store_value(store, true, key, value, ttl_s, added_r, error_r);
+	struct ab_store_op op;
+
+	if (one(store, AB_STORE_ADD, key, value, ttl_s, &op, error_r) < 0)
+		return -1;
+	*added_r = op.result == AB_STORE_DONE;
+	return 0;
 }
 
 int ab_store_delete(struct ab_store *store, const char *key, bool *found_r,
 		    const char **error_r)
 {
-	uint32_t idx = server_of(store, key);
-	memcached_return_t rc;
+	struct ab_store_op op;
 
 	if (found_r != NULL)
 		*found_r = false;
-	if (admit_or_error(store, idx, error_r) < 0)
+	if (one(store, AB_STORE_DELETE, key, 0, 0, &op, error_r) < 0)
 		return -1;
-	store->stats.requests++;
-	rc = memcached_delete(store->memc, key, strlen(key), 0);
-	if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
-		return key_error(store, idx, "delete", rc, error_r);
-	breaker_result(store, idx, true, "delete", rc);
 	if (found_r != NULL)
-		*found_r = rc == MEMCACHED_SUCCESS;
+		*found_r = op.result == AB_STORE_DONE;
 	return 0;
 }
 

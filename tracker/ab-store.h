@@ -1,5 +1,7 @@
-/* The memcached store: bounded calls over libmemcached, one mget round
-   trip per server, and a circuit breaker per server for hung servers. */
+/* The memcached store: requests pipelined in the binary protocol, one
+   round trip per server for a whole batch, a pool of servers with
+   rendezvous hashing and ejection of dead servers, and a circuit breaker
+   per server for hung ones. */
 #ifndef AB_STORE_H
 #define AB_STORE_H
 
@@ -14,35 +16,75 @@ struct ab_config;
 struct ab_store;
 
 struct ab_store_stats {
-	unsigned long long requests;	/* requests sent (an mget is one per server) */
-	unsigned long long failures;	/* requests that failed or timed out */
-	unsigned long long skipped;	/* requests not sent: breaker open */
+	unsigned long long requests;	/* round trips (a batch is one per server) */
+	unsigned long long posted;	/* batches sent without waiting */
+	unsigned long long ops;		/* memcached operations sent */
+	unsigned long long failures;	/* round trips that failed or timed out */
+	unsigned long long skipped;	/* round trips not made: breaker open */
 	unsigned long long breaker_opened;
+	unsigned long long ejected;	/* servers taken out of the pool */
 };
+
+enum ab_store_cmd {
+	AB_STORE_GET,
+	AB_STORE_INCR,		/* creates the key with value `value` and ttl */
+	AB_STORE_DECR,		/* never below 0; a missing key stays missing */
+	AB_STORE_SET,
+	AB_STORE_ADD,		/* only when missing */
+	AB_STORE_DELETE,
+};
+
+enum ab_store_result {
+	AB_STORE_FAILED,	/* the server did not answer (or was skipped) */
+	AB_STORE_DONE,
+	/* GET, DECR, DELETE: the key is missing; ADD: the key exists */
+	AB_STORE_MISS,
+};
+
+/* One request of a batch. */
+struct ab_store_op {
+	enum ab_store_cmd cmd;
+	const char *key;
+	uint64_t value;		/* INCR/DECR: delta; SET/ADD: the value */
+	unsigned int ttl_s;	/* INCR (when it creates), SET, ADD */
+	/* filled in by ab_store_run() */
+	enum ab_store_result result;
+	uint64_t out;		/* GET: the value; INCR/DECR: the new value */
+};
+
+/* At most this many requests in one batch. */
+#define AB_STORE_BATCH_MAX 128
 
 /* log may be NULL. Servers are parsed now; connections are made on use. */
 int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 		  struct ab_store **store_r, const char **error_r);
 void ab_store_deinit(struct ab_store **store);
 
-/* Read n numeric values. values_r[i] is 0 and found_r[i] false for a
-   missing key. Returns 0 when every server answered, 1 when some did not
-   (the keys they hold read as missing), -1 when none answered. */
+/* Run a batch: every server's requests go out in one write and come back
+   in one read, all servers at once, executed in order per server. Returns
+   0 when every server answered, 1 when some did not (their requests are
+   AB_STORE_FAILED), -1 when none did. */
+int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
+		 const char **error_r);
+/* Send a batch and wait for nothing (memcached's quiet requests): for
+   writes whose result decides nothing. They are executed before any
+   later batch sent to the same server. */
+void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
+		   size_t n);
+
+/* One-request forms of ab_store_run(), for the administration paths. */
 int ab_store_mget(struct ab_store *store, const char *const *keys, size_t n,
 		  uint64_t *values_r, bool *found_r, const char **error_r);
-/* Increment, creating the key with value delta and ttl when missing. */
 int ab_store_incr(struct ab_store *store, const char *key, uint64_t delta,
 		  unsigned int ttl_s, uint64_t *value_r, const char **error_r);
-/* Decrement; memcached never goes below 0; a missing key is not an error. */
 int ab_store_decr(struct ab_store *store, const char *key, uint64_t delta,
 		  const char **error_r);
 int ab_store_set(struct ab_store *store, const char *key, uint64_t value,
 		 unsigned int ttl_s, const char **error_r);
-/* Add only when missing; *added_r says whether it was. */
 int ab_store_add(struct ab_store *store, const char *key, uint64_t value,
 		 unsigned int ttl_s, bool *added_r, const char **error_r);
-/* Delete; a missing key is not an error. *found_r (may be NULL) says
-   whether it was there: of racing deletes, one finds it. */
+/* *found_r (may be NULL) says whether it was there: of racing deletes,
+   one finds it. */
 int ab_store_delete(struct ab_store *store, const char *key, bool *found_r,
 		    const char **error_r);
 /* memcached's evictions so far, summed over the servers that answered. */
