@@ -143,7 +143,7 @@ function request()
 	return wrk.format(nil, "/?command=" .. cmd, nil, body)
 end
 
--- A report is always answered {"status":0}; in mix mode the replies cannot
+-- A report is always answered {"status":0} (or another server's "ok"); in mix mode the replies cannot
 -- be told apart per connection, so done() subtracts the reports sent.
 function response(status, headers, body)
 	if status ~= 200 then
@@ -151,7 +151,11 @@ function response(status, headers, body)
 		return
 	end
 	local s = tonumber(body:match('"status"%s*:%s*(%-?%d+)'))
-	if s == nil then
+	if s == nil and body:match('"status"%s*:') then
+		-- a status that is not a number ({"status":"ok"}, as weakforced
+		-- answers reports): answered
+		counts.status0 = counts.status0 + 1
+	elseif s == nil then
 		counts.http_error = counts.http_error + 1
 	elseif s == 0 then
 		counts.status0 = counts.status0 + 1

@@ -3,7 +3,13 @@
 authbrake-policy runs under a real Dovecot master (harness.Dovecot) with a
 real memcached and the tracker's production thresholds. Another server that
 speaks Dovecot's policy protocol is measured the same way, in the same run,
-when BENCH_POLICY_URL (and BENCH_POLICY_KEY, BENCH_POLICY_NAME) are set.
+when BENCH_POLICY_URL (and BENCH_POLICY_KEY, BENCH_POLICY_NAME) are set;
+BENCH_POLICY_HEADER names the header the key goes in (X-API-Key unless set:
+`Authorization` with a key of `Basic base64(user:password)` for weakforced).
+
+Beside req/s, for authbrake: the memcached operations one request cost
+(memcached's own counters before and after each run) and memcached's bytes
+per tracked identity (users + addresses of the workload) after the runs.
 """
 
 import atexit
@@ -20,29 +26,61 @@ LUA = BENCH_DIR / "policy.lua"
 MODES = ("allow", "report", "mix")
 
 
-def run_wrk(url, key, mode, conns, seconds, threads=1, extra=()):
+USERS, ADDRS = 10000, 50000    # policy.lua's defaults
+
+
+def run_wrk(url, key, mode, conns, seconds, threads=1, extra=(), header=None):
     """One wrk run; returns (row dict, command string)."""
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency",
            "--timeout", "10s", "-s", str(LUA), url, "--", f"mode={mode}",
            f"key={key}", f"conns={conns}", *extra]
+    if header:
+        cmd.append(f"header={header}")
     shown = " ".join(cmd).replace(f"key={key}", "key=$API_KEY")
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, timeout=seconds + 60)
     return wrk_csv(r.returncode, r.stdout, r.stderr), shown
 
 
-def measure(server, url, key, conns_list, seconds, m, rows):
+# memcached's counters of operations (a get of n keys counts n)
+MC_OPS = ("cmd_get", "cmd_set", "incr_hits", "incr_misses", "decr_hits",
+          "decr_misses", "delete_hits", "delete_misses")
+
+
+def mc_stats(mc):
+    stats = {}
+    for line in mc.command("stats").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "STAT":
+            stats[parts[1]] = parts[2]
+    return stats
+
+
+def mc_ops(mc):
+    st = mc_stats(mc)
+    return sum(int(st.get(k, 0)) for k in MC_OPS)
+
+
+def measure(server, url, key, conns_list, seconds, m, rows, mc=None,
+            header=None):
     # warm-up: fill memcached with a realistic state before measuring
-    run_wrk(url, key, "mix", 50, max(2, seconds // 2), extra=("seed=99",))
+    run_wrk(url, key, "mix", 50, max(2, seconds // 2), extra=("seed=99",),
+            header=header)
     for conns in conns_list:
         for mode in MODES:
-            row, cmd = run_wrk(url, key, mode, conns, seconds)
+            before = mc_ops(mc) if mc else None
+            row, cmd = run_wrk(url, key, mode, conns, seconds, header=header)
             row["server"] = server
+            row["mc_ops_per_req"] = ""
+            if mc and row["requests"]:
+                row["mc_ops_per_req"] = f"{(mc_ops(mc) - before) / int(row['requests']):.1f}"
             rows.append(row)
             replies = (f"allow {row['allow']}, tarpit {row['tarpit']}, "
                        f"reject {row['reject']}, report ok {row['report_ok']}, "
                        f"http errors {row['http_error']}, socket errors "
                        f"{row['socket_errors']}")
+            if row["mc_ops_per_req"]:
+                replies += f"; memcached operations per request {row['mc_ops_per_req']}"
             figure(PART, f"{server} {mode:6s} c={conns:<3d}",
                    f"{row['req_per_s']} req/s, p50 {row['p50_ms']} ms, "
                    f"p90 {row['p90_ms']} ms, p99 {row['p99_ms']} ms ({replies})",
@@ -66,19 +104,28 @@ def run(m, seconds=10, conns_list=(4, 50)):
                 f"(4 processes, client_limit 32) at {url}, memcached {mc.address}, "
                 "production thresholds (tracker defaults), 10000 users, 50000 addresses, "
                 "10 % wrong passwords")
-            measure("authbrake", url, dv.api_key, conns_list, seconds, m, rows)
-            keys = mc.command("stats")
-            items = [ln for ln in keys.splitlines() if " curr_items " in ln]
-            say(PART, f"memcached after the runs: {items[0].split()[-1] if items else '?'} items")
+            measure("authbrake", url, dv.api_key, conns_list, seconds, m, rows, mc=mc)
+            st = mc_stats(mc)
+            items, size = int(st.get("curr_items", 0)), int(st.get("bytes", 0))
+            logins = {r["mode"]: r["mc_ops_per_req"] for r in rows
+                      if r["server"] == "authbrake" and r["connections"] == str(conns_list[0])}
+            figure(PART, "authbrake memcached cost",
+                   f"{logins.get('allow', '?')} operations per allow + "
+                   f"{logins.get('report', '?')} per report; {items} items, "
+                   f"{size} bytes after the runs = {size / (USERS + ADDRS):.0f} bytes "
+                   f"per tracked identity ({USERS} users + {ADDRS} addresses)",
+                   "memcached `stats` (cmd_get + cmd_set + incr/decr/delete hits and "
+                   "misses) before and after each wrk run, divided by its requests; "
+                   "`bytes` over the workload's users + addresses")
     other = os.environ.get("BENCH_POLICY_URL")
     if other:
         name = os.environ.get("BENCH_POLICY_NAME", "other")
         measure(name, other, os.environ.get("BENCH_POLICY_KEY", ""), conns_list,
-                seconds, m, rows)
+                seconds, m, rows, header=os.environ.get("BENCH_POLICY_HEADER"))
     write_csv("policy.csv", rows, ["server", "mode", "connections", "threads",
                                    "duration_s", "requests", "req_per_s", "p50_ms",
                                    "p90_ms", "p99_ms", "max_ms", "allow", "tarpit",
                                    "reject", "report_ok", "http_error",
                                    "socket_errors", "timeouts", "sent_allow",
-                                   "sent_report"])
+                                   "sent_report", "mc_ops_per_req"])
     return rows

@@ -72,6 +72,7 @@ struct ab_slot_info {
 	char kind[3];		/* two letters in the key */
 	enum ab_scope scope;
 	enum ab_bucket bucket;
+	bool decides;		/* ab_decide() or ab_reserve() reads it */
 };
 
 const struct ab_slot_info *ab_slot_info(enum ab_slot slot);

@@ -70,6 +70,7 @@ struct server {
 	int fd;				/* -1: not connected */
 	unsigned int refused;		/* connections failed in a row */
 	time_t ejected_until;
+	bool ejection_logged;		/* until it answers again */
 	struct breaker breaker;
 
 	/* the batch under way */
@@ -315,6 +316,10 @@ static void server_ok(struct ab_store *store, struct server *s)
 	if (s->breaker.open)
 		store_log(store, AB_LOG_INFO,
 			  "memcached %s answers again: circuit breaker closed", s->name);
+	if (s->ejection_logged)
+		store_log(store, AB_LOG_INFO,
+			  "memcached %s answers again: back in the pool", s->name);
+	s->ejection_logged = false;
 	s->breaker.failures = 0;
 	s->breaker.open = false;
 	s->refused = 0;
@@ -332,10 +337,13 @@ static void server_failed(struct ab_store *store, struct server *s)
 	    store->server_count > 1 && s->ejected_until <= now) {
 		s->ejected_until = now + (time_t)cfg->dead_timeout_s;
 		store->stats.ejected++;
-		store_log(store, AB_LOG_WARNING,
-			  "memcached %s failed %u connections in a row (last: %s): "
-			  "out of the pool for %us, its keys go to the other servers",
-			  s->name, s->refused, s->error, cfg->dead_timeout_s);
+		if (!s->ejection_logged)
+			store_log(store, AB_LOG_WARNING,
+				  "memcached %s failed %u connections in a row (last: %s): "
+				  "out of the pool, its keys go to the other servers; "
+				  "tried again every %us", s->name, s->refused, s->error,
+				  cfg->dead_timeout_s);
+		s->ejection_logged = true;
 		s->refused = 0;
 	}
 	if (++s->breaker.failures >= cfg->breaker_failures) {

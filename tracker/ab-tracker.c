@@ -181,35 +181,236 @@ static void slot_key(struct ab_tracker *tracker, enum ab_slot slot,
 	}
 }
 
-/* Read every slot that applies in one mget. Returns the store's result:
-   0, 1 (partial) or -1. */
+/* The keys of every slot that applies, in the buckets current at now. */
+static void slot_keys(struct ab_tracker *tracker,
+		      const struct ab_attempt *attempt, time_t now,
+		      ab_key keys[AB_SLOT_COUNT])
+{
+	unsigned int slot;
+
+	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
+		if (ab_slot_applies((enum ab_slot)slot, attempt))
+			slot_key(tracker, (enum ab_slot)slot, attempt, now, keys[slot]);
+	}
+}
+
+/* --- round trips -------------------------------------------------------
+
+   What one login costs the store, in round trips (each one request per
+   server, pipelined):
+   - allow: 1. The reads ab_decide() needs and the places an unfamiliar
+     attempt holds (ab_reserve() of an empty snapshot) go out together;
+     the answers are judged, and what the attempt should not hold (it was
+     refused, its subnet is familiar, a marker was there) is given back by
+     a posted batch that waits for nothing, with the session record.
+   - report: 2. The reads and the session record's delete, then the
+     counts; a third only when a block or lock is set. */
+
+/* One batch of requests, and what each is for. */
+struct batch {
+	struct ab_store_op req[AB_STORE_BATCH_MAX];
+	unsigned int n;
+	int get[AB_SLOT_COUNT];		/* the request reading a slot, or -1 */
+	int op_req[AB_OPS_MAX];		/* an engine op's request */
+	int pair_req[AB_OPS_MAX];	/* MARK: its counter's increment */
+	const char *pair_key[AB_OPS_MAX];
+	ab_key other[AB_OPS_MAX][2];	/* keys of ops on an earlier bucket */
+};
+
+static void batch_init(struct batch *b)
+{
+	unsigned int i;
+
+	b->n = 0;
+	for (i = 0; i < AB_SLOT_COUNT; i++)
+		b->get[i] = -1;
+	for (i = 0; i < AB_OPS_MAX; i++)
+		b->op_req[i] = b->pair_req[i] = -1;
+}
+
+static int batch_add(struct batch *b, enum ab_store_cmd cmd, const char *key,
+		     uint64_t value, unsigned int ttl_s)
+{
+	struct ab_store_op *r = &b->req[b->n];
+
+	/* cannot overflow: reads of every slot and two requests per op fit */
+	memset(r, 0, sizeof(*r));
+	r->cmd = cmd;
+	r->key = key;
+	r->value = value;
+	r->ttl_s = ttl_s;
+	return (int)b->n++;
+}
+
+/* Reads of the slots that apply: all of them, or only those ab_decide()
+   and ab_reserve() need; none that `written` says the batch writes. */
+static void batch_reads(struct batch *b, const struct ab_attempt *attempt,
+			ab_key keys[AB_SLOT_COUNT], bool decides_only,
+			const bool *written)
+{
+	unsigned int slot;
+
+	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
+		if (!ab_slot_applies((enum ab_slot)slot, attempt) ||
+		    (decides_only && !ab_slot_info((enum ab_slot)slot)->decides) ||
+		    (written != NULL && written[slot]))
+			continue;
+		b->get[slot] = batch_add(b, AB_STORE_GET, keys[slot], 0, 0);
+	}
+}
+
+/* The engine's ops as requests. A MARK adds its marker and counts it in
+   the same round trip; when the marker was there already, the count is
+   given back afterwards (batch_results). An UNMARK deletes its marker,
+   and its counter follows afterwards when it was there. */
+static void batch_ops(struct ab_tracker *tracker, struct batch *b,
+		      const struct ab_attempt *attempt, const struct ab_ops *ops,
+		      ab_key keys[AB_SLOT_COUNT], time_t now, bool *written_r)
+{
+	static const enum ab_store_cmd cmds[] = {
+		[AB_OP_INCR] = AB_STORE_INCR, [AB_OP_DECR] = AB_STORE_DECR,
+		[AB_OP_SET] = AB_STORE_SET, [AB_OP_MARK] = AB_STORE_ADD,
+		[AB_OP_UNMARK] = AB_STORE_DELETE, [AB_OP_DELETE] = AB_STORE_DELETE,
+	};
+	unsigned int i;
+
+	for (i = 0; i < ops->count; i++) {
+		const struct ab_op *op = &ops->op[i];
+		const char *key = keys[op->slot], *pair_key = keys[op->pair_slot];
+
+		if (op->at != 0 && op->at != now) {
+			/* a place held in an earlier bucket goes back there */
+			slot_key(tracker, op->slot, attempt, op->at, b->other[i][0]);
+			slot_key(tracker, op->pair_slot, attempt, op->at, b->other[i][1]);
+			key = b->other[i][0];
+			pair_key = b->other[i][1];
+		}
+		b->pair_key[i] = pair_key;
+		b->op_req[i] = batch_add(b, cmds[op->kind], key, op->value,
+					 op->ttl_s);
+		if (op->kind == AB_OP_MARK)
+			b->pair_req[i] = batch_add(b, AB_STORE_INCR, pair_key, 1,
+						   op->pair_ttl_s);
+		if (written_r != NULL) {
+			written_r[op->slot] = true;
+			if (op->kind == AB_OP_MARK)
+				written_r[op->pair_slot] = true;
+		}
+	}
+}
+
+/* What the answers say: values read and counts taken go into snap
+   (own[] for the places this attempt took); marked_r[i] says whether op
+   i's marker was added (MARK) or deleted (UNMARK). Writes that follow
+   from an answer go into later. */
+static void batch_results(const struct batch *b, const struct ab_ops *ops,
+			  struct ab_snapshot *snap, bool *marked_r,
+			  struct batch *later)
+{
+	unsigned int slot, i;
+
+	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
+		const struct ab_store_op *r;
+
+		if (b->get[slot] < 0)
+			continue;
+		r = &b->req[b->get[slot]];
+		snap->found[slot] = r->result == AB_STORE_DONE;
+		snap->value[slot] = snap->found[slot] ? r->out : 0;
+	}
+	for (i = 0; i < ops->count; i++) {
+		const struct ab_op *op = &ops->op[i];
+		const struct ab_store_op *r = &b->req[b->op_req[i]], *pair;
+		bool done = r->result == AB_STORE_DONE;
+
+		marked_r[i] = false;
+		switch (op->kind) {
+		case AB_OP_INCR:
+			if (done) {
+				snap->value[op->slot] = r->out;
+				snap->found[op->slot] = true;
+				snap->own[op->slot] = true;
+			}
+			break;
+		case AB_OP_SET:
+			if (done) {
+				snap->value[op->slot] = op->value;
+				snap->found[op->slot] = true;
+			}
+			break;
+		case AB_OP_MARK:
+			marked_r[i] = done;
+			if (done || r->result == AB_STORE_MISS) {
+				snap->value[op->slot] = op->value;
+				snap->found[op->slot] = true;
+			}
+			pair = &b->req[b->pair_req[i]];
+			if (pair->result != AB_STORE_DONE)
+				break;
+			snap->value[op->pair_slot] = pair->out;
+			snap->found[op->pair_slot] = true;
+			if (r->result != AB_STORE_MISS) {
+				snap->own[op->pair_slot] = true;
+			} else {
+				/* counted already: this count goes back */
+				snap->value[op->pair_slot]--;
+				batch_add(later, AB_STORE_DECR, pair->key, 1, 0);
+			}
+			break;
+		case AB_OP_UNMARK:
+			marked_r[i] = done;
+			if (done)
+				batch_add(later, AB_STORE_DECR, b->pair_key[i], 1, 0);
+			break;
+		case AB_OP_DECR:
+		case AB_OP_DELETE:
+			break;
+		}
+	}
+}
+
+/* Run the engine's ops in one round trip; after takes what the store
+   returned, marked_r (may be NULL) what batch_results() says of markers.
+   Goes on past errors: every count that lands still protects. */
+static int run_ops(struct ab_tracker *tracker, const struct ab_attempt *attempt,
+		   const struct ab_ops *ops, ab_key keys[AB_SLOT_COUNT],
+		   time_t now, struct ab_snapshot *after, bool *marked_r,
+		   const char **error_r)
+{
+	struct batch b, later;
+	bool marked[AB_OPS_MAX];
+	int ret;
+
+	if (ops->count == 0)
+		return 0;
+	batch_init(&b);
+	batch_init(&later);
+	batch_ops(tracker, &b, attempt, ops, keys, now, NULL);
+	ret = ab_store_run(tracker->store, b.req, b.n, error_r);
+	batch_results(&b, ops, after, marked_r != NULL ? marked_r : marked, &later);
+	ab_store_post(tracker->store, later.req, later.n);
+	return ret == 0 ? 0 : -1;
+}
+
+/* Read every slot that applies in one round trip. Returns the store's
+   result: 0, 1 (partial) or -1. */
 static int read_snapshot(struct ab_tracker *tracker,
 			 const struct ab_attempt *attempt, time_t now,
 			 struct ab_snapshot *snap_r, ab_key keys[AB_SLOT_COUNT],
 			 const char **error_r)
 {
-	const char *key_ptrs[AB_SLOT_COUNT];
-	enum ab_slot slots[AB_SLOT_COUNT];
-	uint64_t values[AB_SLOT_COUNT];
-	bool found[AB_SLOT_COUNT];
-	size_t n = 0, i;
+	struct batch b;
+	struct ab_ops none = { .count = 0 };
 	int ret;
 
 	memset(snap_r, 0, sizeof(*snap_r));
-	for (i = 0; i < AB_SLOT_COUNT; i++) {
-		if (!ab_slot_applies((enum ab_slot)i, attempt))
-			continue;
-		slot_key(tracker, (enum ab_slot)i, attempt, now, keys[i]);
-		key_ptrs[n] = keys[i];
-		slots[n++] = (enum ab_slot)i;
-	}
-	if (n == 0)
+	slot_keys(tracker, attempt, now, keys);
+	batch_init(&b);
+	batch_reads(&b, attempt, keys, false, NULL);
+	if (b.n == 0)
 		return 0;
-	ret = ab_store_mget(tracker->store, key_ptrs, n, values, found, error_r);
-	for (i = 0; i < n; i++) {
-		snap_r->value[slots[i]] = values[i];
-		snap_r->found[slots[i]] = found[i];
-	}
+	ret = ab_store_run(tracker->store, b.req, b.n, error_r);
+	batch_results(&b, &none, snap_r, NULL, NULL);
 	return ret;
 }
 
@@ -253,100 +454,73 @@ static void fail_mode_decision(const struct ab_config *cfg, bool partly,
 	}
 }
 
-/* Run the engine's ops in order; after takes the values the store
-   returned. marked_r[i] says whether op i's marker was added (MARK) or
-   removed (UNMARK). Goes on past errors: every count that lands still
-   protects. */
-static int apply_ops(struct ab_tracker *tracker,
-		     const struct ab_attempt *attempt, const struct ab_ops *ops,
-		     ab_key keys[AB_SLOT_COUNT], time_t now,
-		     struct ab_snapshot *after, bool *marked_r,
-		     const char **error_r)
+/* Is op in ops (the same kind on the same slot)? */
+static bool ops_have(const struct ab_ops *ops, const struct ab_op *op)
 {
 	unsigned int i;
-	int ret = 0;
 
 	for (i = 0; i < ops->count; i++) {
-		const struct ab_op *op = &ops->op[i];
-		ab_key other_key, other_pair_key;
-		const char *key = keys[op->slot], *pair_key = keys[op->pair_slot];
-		bool done = false;
-		uint64_t value;
-		int r = 0;
-
-		if (op->at != 0 && op->at != now) {
-			/* a place held in an earlier bucket goes back there */
-			slot_key(tracker, op->slot, attempt, op->at, other_key);
-			slot_key(tracker, op->pair_slot, attempt, op->at, other_pair_key);
-			key = other_key;
-			pair_key = other_pair_key;
-		}
-		switch (op->kind) {
-		case AB_OP_INCR:
-			r = ab_store_incr(tracker->store, key, op->value,
-					  op->ttl_s, &value, error_r);
-			if (r == 0) {
-				after->value[op->slot] = value;
-				after->found[op->slot] = true;
-				after->own[op->slot] = true;
-			}
-			break;
-		case AB_OP_DECR:
-			r = ab_store_decr(tracker->store, key, op->value, error_r);
-			break;
-		case AB_OP_SET:
-			r = ab_store_set(tracker->store, key, op->value,
-					 op->ttl_s, error_r);
-			if (r == 0) {
-				after->value[op->slot] = op->value;
-				after->found[op->slot] = true;
-			}
-			break;
-		case AB_OP_MARK:
-			r = ab_store_add(tracker->store, key, op->value,
-					 op->ttl_s, &done, error_r);
-			if (r < 0 || !done)
-				break;
-			after->value[op->slot] = op->value;
-			after->found[op->slot] = true;
-			r = ab_store_incr(tracker->store, pair_key, 1,
-					  op->pair_ttl_s, &value, error_r);
-			if (r == 0) {
-				after->value[op->pair_slot] = value;
-				after->found[op->pair_slot] = true;
-				after->own[op->pair_slot] = true;
-			}
-			break;
-		case AB_OP_UNMARK:
-			r = ab_store_delete(tracker->store, key, &done, error_r);
-			if (r == 0 && done)
-				r = ab_store_decr(tracker->store, pair_key, 1,
-						  error_r);
-			break;
-		case AB_OP_DELETE:
-			r = ab_store_delete(tracker->store, key, NULL, error_r);
-			break;
-		}
-		if (marked_r != NULL)
-			marked_r[i] = done;
-		if (r < 0)
-			ret = -1;
+		if (ops->op[i].kind == op->kind && ops->op[i].slot == op->slot)
+			return true;
 	}
-	return ret;
+	return false;
 }
 
-/* The slots whose places this attempt holds. */
-static void hold_from(const struct ab_snapshot *after, time_t now,
-		      struct ab_hold *hold_r)
+/* After an allow's round trip: of the places taken (spec), those the
+   attempt holds (keep: ab_reserve() of what was read) go into hold, the
+   others go back; places keep asks for that were not taken (a familiar
+   subnet's allowance) are taken now. All of it into later. */
+static void settle_places(const struct batch *b, const struct ab_ops *spec,
+			  const bool *marked, const struct ab_ops *keep,
+			  const struct ab_snapshot *snap, struct ab_hold *hold,
+			  ab_key keys[AB_SLOT_COUNT], struct batch *later)
 {
-	unsigned int slot;
+	unsigned int i;
 
-	hold_r->at = now;
-	hold_r->slots = 0;
-	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
-		if (after->own[slot])
-			hold_r->slots |= 1U << slot;
+	for (i = 0; i < spec->count; i++) {
+		const struct ab_op *op = &spec->op[i];
+		enum ab_slot counted = op->kind == AB_OP_MARK ? op->pair_slot : op->slot;
+
+		if (!snap->own[counted]) {
+			/* not taken; a marker added without its count stays,
+			   so the count is not taken twice */
+			continue;
+		}
+		if (ops_have(keep, op)) {
+			hold->slots |= 1U << counted;
+			continue;
+		}
+		if (op->kind == AB_OP_MARK && marked[i])
+			batch_add(later, AB_STORE_DELETE, b->req[b->op_req[i]].key, 0, 0);
+		batch_add(later, AB_STORE_DECR, keys[counted], 1, 0);
 	}
+	for (i = 0; i < keep->count; i++) {
+		const struct ab_op *op = &keep->op[i];
+
+		/* ab_reserve() of an empty snapshot takes every place but a
+		   familiar subnet's, which is a plain increment */
+		if (op->kind != AB_OP_INCR || ops_have(spec, op))
+			continue;
+		batch_add(later, AB_STORE_INCR, keys[op->slot], op->value, op->ttl_s);
+		hold->slots |= 1U << op->slot;
+	}
+}
+
+/* ab_reserve() of the state as it was before this attempt's own
+   requests: the markers it added were not there. */
+static void reserve_as_read(const struct ab_snapshot *snap,
+			    const struct ab_ops *spec, const bool *marked,
+			    const struct ab_attempt *attempt,
+			    const struct ab_config *cfg, struct ab_ops *keep_r)
+{
+	struct ab_snapshot before = *snap;
+	unsigned int i;
+
+	for (i = 0; i < spec->count; i++) {
+		if (spec->op[i].kind == AB_OP_MARK && marked[i])
+			before.found[spec->op[i].slot] = false;
+	}
+	ab_reserve(&before, attempt, cfg, keep_r);
 }
 
 void ab_tracker_allow(struct ab_tracker *tracker,
@@ -354,65 +528,57 @@ void ab_tracker_allow(struct ab_tracker *tracker,
 		      unsigned int flags, struct ab_decision *decision_r)
 {
 	const struct ab_config *cfg = tracker->cfg;
-	struct ab_snapshot snap, after;
-	struct ab_ops ops;
-	struct ab_hold hold;
+	struct ab_snapshot snap;
+	struct ab_ops spec, keep;
+	struct ab_hold hold = { now, 0 };
+	struct batch b, later;
 	ab_key keys[AB_SLOT_COUNT];
-	const char *error;
+	bool written[AB_SLOT_COUNT], marked[AB_OPS_MAX];
+	const char *error = "";
 	int ret;
 
-	ret = read_snapshot(tracker, attempt, now, &snap, keys, &error);
+	memset(&snap, 0, sizeof(snap));
+	memset(written, 0, sizeof(written));
+	spec.count = keep.count = 0;
+	slot_keys(tracker, attempt, now, keys);
+	batch_init(&b);
+	batch_init(&later);
+	/* Without a session nothing pairs this allow with its report, so
+	   nothing is held. With one, the places of an unfamiliar attempt are
+	   taken in the same round trip as the reads (of attempts in parallel,
+	   only those within the limits go on), and settled below. */
+	if ((flags & AB_ALLOW_DRY_RUN) == 0 && attempt->has_session) {
+		ab_reserve(&snap, attempt, cfg, &spec);
+		batch_ops(tracker, &b, attempt, &spec, keys, now, written);
+	}
+	batch_reads(&b, attempt, keys, true, written);
+	ret = b.n == 0 ? 0 : ab_store_run(tracker->store, b.req, b.n, &error);
+	batch_results(&b, &spec, &snap, marked, &later);
+
 	if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED)) {
 		store_failure(tracker, now, ret < 0 ? "memcached unreachable" :
 			      "memcached partly unreachable", error, NULL);
 		fail_mode_decision(cfg, ret > 0, decision_r);
-		return;
-	}
-	if (ret > 0)
-		store_failure(tracker, now, "memcached partly unreachable", error,
-			      "deciding on the counts of the servers that answered");
-	ab_decide(&snap, attempt, cfg, now, decision_r);
-	if ((flags & AB_ALLOW_DRY_RUN) != 0 || decision_r->verdict == AB_REJECT)
-		return;
-	/* Without a session nothing pairs this allow with its report, so
-	   nothing is held; a second allow for one session (Dovecot's
-	   after-auth check) finds its places held already. */
-	if (!attempt->has_session || snap.found[AB_SLOT_SESSION])
-		return;
-
-	ab_reserve(&snap, attempt, cfg, &ops);
-	after = snap;
-	ret = apply_ops(tracker, attempt, &ops, keys, now, &after, NULL, &error);
-	hold_from(&after, now, &hold);
-	if (ret < 0 && cfg->fail_mode == AB_FAIL_CLOSED) {
-		store_failure(tracker, now, "memcached unreachable", error, NULL);
-		fail_mode_decision(cfg, true, decision_r);
 	} else {
-		if (ret < 0)
-			store_failure(tracker, now, "memcached partly unreachable",
-				      error, "an attempt holds fewer places than it should");
-		/* judged again with its places taken: of attempts in
-		   parallel, only those within the limits go on */
-		ab_decide(&after, attempt, cfg, now, decision_r);
+		if (ret > 0)
+			store_failure(tracker, now, "memcached partly unreachable", error,
+				      "deciding on the counts of the servers that answered");
+		/* counts holding the attempt's own place are judged without it */
+		ab_decide(&snap, attempt, cfg, now, decision_r);
+		/* a second allow for one session (Dovecot's after-auth check)
+		   finds its places held already */
+		if (decision_r->verdict != AB_REJECT && spec.count > 0 &&
+		    !snap.found[AB_SLOT_SESSION])
+			reserve_as_read(&snap, &spec, marked, attempt, cfg, &keep);
 	}
-	if (decision_r->verdict == AB_REJECT) {
-		ops.count = 0;
-		ab_release(&hold, attempt, &ops);
-		(void)apply_ops(tracker, attempt, &ops, keys, now, &after, NULL,
-				&error);
-		return;
-	}
-	if (ab_store_set(tracker->store, keys[AB_SLOT_SESSION],
-			 ab_hold_pack(&hold), AB_HOLD_TTL, &error) < 0) {
-		/* no report could settle the places: give them back now, and
-		   its failure is counted when it is reported */
-		store_failure(tracker, now, "memcached unreachable", error,
-			      "an attempt holds no places until its report");
-		ops.count = 0;
-		ab_release(&hold, attempt, &ops);
-		(void)apply_ops(tracker, attempt, &ops, keys, now, &after, NULL,
-				&error);
-	}
+	settle_places(&b, &spec, marked, &keep, &snap, &hold, keys, &later);
+	/* what a report settles; should the record be lost, a failure is
+	   counted when it is reported and a success gives back what an allow
+	   would have held (ab_hold_presumed) */
+	if (hold.slots != 0)
+		batch_add(&later, AB_STORE_SET, keys[AB_SLOT_SESSION],
+			  ab_hold_pack(&hold), AB_HOLD_TTL);
+	ab_store_post(tracker->store, later.req, later.n);
 }
 
 static void log_escalation(struct ab_tracker *tracker,
@@ -468,26 +634,31 @@ int ab_tracker_report(struct ab_tracker *tracker,
 		      const char **error_r)
 {
 	struct ab_snapshot snap, after;
-	struct ab_ops ops;
+	struct ab_ops ops, none = { .count = 0 };
 	struct ab_hold hold = { 0, 0 }, *held = NULL;
+	struct batch b;
 	ab_key keys[AB_SLOT_COUNT];
-	bool marked[AB_OPS_MAX], taken = false, counted;
-	int ret;
+	bool marked[AB_OPS_MAX], counted;
+	int del = -1, ret;
 
-	ret = read_snapshot(tracker, attempt, now, &snap, keys, error_r);
+	/* The reads, and the session record's delete: of racing reports,
+	   the one whose delete finds it settles what its allow holds.
+	   Without a record, a failure is counted now. */
+	memset(&snap, 0, sizeof(snap));
+	slot_keys(tracker, attempt, now, keys);
+	batch_init(&b);
+	batch_reads(&b, attempt, keys, false, NULL);
+	if (attempt->has_session)
+		del = batch_add(&b, AB_STORE_DELETE, keys[AB_SLOT_SESSION], 0, 0);
+	ret = ab_store_run(tracker->store, b.req, b.n, error_r);
 	if (ret < 0) {
 		store_failure(tracker, now, "memcached unreachable", *error_r,
 			      "an outcome was not recorded");
 		return -1;
 	}
-	/* The session record says what the allow holds; deleting it makes
-	   this report the one that settles it. Without a record, a failure
-	   is counted now. */
+	batch_results(&b, &none, &snap, marked, NULL);
 	if (snap.found[AB_SLOT_SESSION]) {
-		if (ab_store_delete(tracker->store, keys[AB_SLOT_SESSION], &taken,
-				    error_r) < 0)
-			ret = -1;
-		if (taken)
+		if (b.req[del].result == AB_STORE_DONE)
 			ab_hold_unpack(snap.value[AB_SLOT_SESSION], &hold);
 		held = &hold;
 	} else if (attempt->has_session && outcome == AB_OUTCOME_SUCCESS) {
@@ -498,12 +669,12 @@ int ab_tracker_report(struct ab_tracker *tracker,
 	}
 	after = snap;
 	counted = ab_record(&snap, attempt, outcome, held, tracker->cfg, now, &ops);
-	if (apply_ops(tracker, attempt, &ops, keys, now, &after, NULL, error_r) < 0)
+	if (run_ops(tracker, attempt, &ops, keys, now, &after, NULL, error_r) < 0)
 		ret = -1;
 	ops.count = 0;
 	if (counted)
 		ab_escalate(&after, attempt, outcome, tracker->cfg, now, &ops);
-	if (apply_ops(tracker, attempt, &ops, keys, now, &after, marked, error_r) < 0)
+	if (run_ops(tracker, attempt, &ops, keys, now, &after, marked, error_r) < 0)
 		ret = -1;
 	log_escalation(tracker, attempt, &after, &ops, marked, now);
 	if (ret != 0)
