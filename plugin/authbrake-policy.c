@@ -32,7 +32,19 @@ struct policy_request {
 	   is read, or lib-http holds the answer back waiting for it */
 	unsigned int error_status;
 	const char *error_reason, *error;
+	/* a request waiting in policy_queue to be decided */
+	bool queued;
+	struct ab_attempt attempt;
+	enum ab_outcome outcome;
 };
+
+/* Requests ready in one turn of the ioloop wait there to be decided
+   together: their round trips to memcached are shared, so under load
+   they cost less than one each. The queue is run at the end of the turn
+   (a timeout of 0), or at once when full. */
+static struct policy_request *policy_queue[AB_TRACKER_BATCH_MAX];
+static unsigned int policy_queue_count;
+static struct timeout *policy_queue_to;
 
 static struct ab_config policy_config;
 static struct ab_tracker *policy_tracker;
@@ -182,14 +194,118 @@ static int policy_attempt_init(const struct policy_body *body,
 	return 0;
 }
 
+static void policy_reply_decision(struct policy_request *preq,
+				  const struct ab_decision *decision)
+{
+	struct http_server_request *req = preq->req;
+	char line[512];
+
+	switch (decision->verdict) {
+	case AB_ALLOW:
+		policy_reply_json(req, 200, "OK", "{\"status\":0}");
+		return;
+	case AB_TARPIT:
+		i_info("%s", ab_decision_log_line(&preq->attempt, decision,
+						  line, sizeof(line)));
+		policy_reply_json(req, 200, "OK",
+				  t_strdup_printf("{\"status\":%u}",
+						  decision->delay_s));
+		return;
+	case AB_REJECT: {
+		string_t *json = t_str_new(128);
+
+		i_info("%s", ab_decision_log_line(&preq->attempt, decision,
+						  line, sizeof(line)));
+		str_append(json, "{\"status\":-1,\"msg\":\"");
+		json_append_escaped(json, decision->user_msg);
+		str_append(json, "\"}");
+		policy_reply_json(req, 200, "OK", str_c(json));
+		return;
+	}
+	}
+	i_unreached();
+}
+
+/* Decide every request in the queue: allows together, reports together. */
+static void policy_queue_run(void *context ATTR_UNUSED)
+{
+	struct policy_request *allows[AB_TRACKER_BATCH_MAX];
+	struct policy_request *reports[AB_TRACKER_BATCH_MAX];
+	const struct ab_attempt *attempts[AB_TRACKER_BATCH_MAX];
+	enum ab_outcome outcomes[AB_TRACKER_BATCH_MAX];
+	struct ab_decision decisions[AB_TRACKER_BATCH_MAX];
+	unsigned int i, n_allow = 0, n_report = 0;
+	const char *error;
+
+	timeout_remove(&policy_queue_to);
+	for (i = 0; i < policy_queue_count; i++) {
+		struct policy_request *preq = policy_queue[i];
+
+		preq->queued = FALSE;
+		if (preq->report)
+			reports[n_report++] = preq;
+		else
+			allows[n_allow++] = preq;
+	}
+	policy_queue_count = 0;
+
+	T_BEGIN {
+		for (i = 0; i < n_allow; i++)
+			attempts[i] = &allows[i]->attempt;
+		if (n_allow > 0)
+			ab_tracker_allow_many(policy_tracker, attempts, n_allow,
+					      time(NULL), 0, decisions);
+		for (i = 0; i < n_allow; i++)
+			policy_reply_decision(allows[i], &decisions[i]);
+
+		/* Dovecot does not wait for a report's answer to go on; a
+		   store error is logged by the tracker (once per
+		   fail_log_interval) and changes nothing for the client. The
+		   answer follows the writes, so a client that asks memcached
+		   after it sees them. */
+		for (i = 0; i < n_report; i++) {
+			attempts[i] = &reports[i]->attempt;
+			outcomes[i] = reports[i]->outcome;
+		}
+		if (n_report > 0)
+			(void)ab_tracker_report_many(policy_tracker, attempts,
+						     outcomes, n_report,
+						     time(NULL), &error);
+		for (i = 0; i < n_report; i++)
+			policy_reply_json(reports[i]->req, 200, "OK", "{\"status\":0}");
+	} T_END;
+}
+
+static void policy_queue_add(struct policy_request *preq)
+{
+	preq->queued = TRUE;
+	policy_queue[policy_queue_count++] = preq;
+	if (policy_queue_count == N_ELEMENTS(policy_queue))
+		policy_queue_run(NULL);
+	else if (policy_queue_to == NULL)
+		policy_queue_to = timeout_add_short(0, policy_queue_run, NULL);
+}
+
+/* A request gone before it was decided (its client went away). */
+static void policy_queue_remove(struct policy_request *preq)
+{
+	unsigned int i;
+
+	for (i = 0; i < policy_queue_count; i++) {
+		if (policy_queue[i] == preq) {
+			policy_queue[i] = policy_queue[--policy_queue_count];
+			break;
+		}
+	}
+	preq->queued = FALSE;
+}
+
+/* Parse and check the body; a good request joins the queue. */
 static void policy_answer(struct policy_request *preq)
 {
 	struct http_server_request *req = preq->req;
 	struct policy_body body;
-	struct ab_attempt attempt;
-	struct ab_decision decision;
 	const char *address, *error;
-	char line[512];
 
 	if (policy_body_parse(http_server_request_get_pool(req),
 			      preq->body->data, preq->body->used,
@@ -209,50 +325,13 @@ static void policy_answer(struct policy_request *preq)
 		return;
 	}
 	if ((address = policy_client_address(&body, &error)) == NULL ||
-	    policy_attempt_init(&body, address, &attempt, &error) < 0) {
+	    policy_attempt_init(&body, address, &preq->attempt, &error) < 0) {
 		policy_reply_error(req, 400, "Bad Request", error);
 		return;
 	}
-
-	if (preq->report) {
-		enum ab_outcome outcome =
-			body.policy_reject ? AB_OUTCOME_POLICY_REJECT :
-			body.success ? AB_OUTCOME_SUCCESS : AB_OUTCOME_FAILURE;
-
-		/* Dovecot does not wait for a report's answer to go on; a
-		   store error is logged by the tracker (once per
-		   fail_log_interval) and changes nothing for the client. */
-		(void)ab_tracker_report(policy_tracker, &attempt, outcome,
-					time(NULL), &error);
-		policy_reply_json(req, 200, "OK", "{\"status\":0}");
-		return;
-	}
-
-	ab_tracker_allow(policy_tracker, &attempt, time(NULL), 0, &decision);
-	switch (decision.verdict) {
-	case AB_ALLOW:
-		policy_reply_json(req, 200, "OK", "{\"status\":0}");
-		return;
-	case AB_TARPIT:
-		i_info("%s", ab_decision_log_line(&attempt, &decision,
-						  line, sizeof(line)));
-		policy_reply_json(req, 200, "OK",
-				  t_strdup_printf("{\"status\":%u}",
-						  decision.delay_s));
-		return;
-	case AB_REJECT: {
-		string_t *json = t_str_new(128);
-
-		i_info("%s", ab_decision_log_line(&attempt, &decision,
-						  line, sizeof(line)));
-		str_append(json, "{\"status\":-1,\"msg\":\"");
-		json_append_escaped(json, decision.user_msg);
-		str_append(json, "\"}");
-		policy_reply_json(req, 200, "OK", str_c(json));
-		return;
-	}
-	}
-	i_unreached();
+	preq->outcome = body.policy_reject ? AB_OUTCOME_POLICY_REJECT :
+		body.success ? AB_OUTCOME_SUCCESS : AB_OUTCOME_FAILURE;
+	policy_queue_add(preq);
 }
 
 /* A request refused on its method, key or command. */
@@ -269,6 +348,8 @@ static void policy_reply_refusal(struct policy_request *preq)
 
 static void policy_request_destroy(struct policy_request *preq)
 {
+	if (preq->queued)
+		policy_queue_remove(preq);
 	io_remove(&preq->io);
 	i_stream_unref(&preq->payload);
 	http_server_request_unref(&preq->req);
@@ -449,6 +530,7 @@ int main(int argc, char *argv[])
 					  policy_tracker);
 	master_service_run(master_service, policy_client_connected);
 	timeout_remove(&policy_evictions_to);
+	timeout_remove(&policy_queue_to);
 
 	http_server_deinit(&policy_http_server);
 	ab_tracker_deinit(&policy_tracker);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <libmemcached/memcached.h>
@@ -37,7 +38,7 @@
 /* header, INCR's extras, key, a decimal value */
 #define REQUEST_MAX (24 + 20 + KEY_MAX + 24)
 #define OUT_MAX ((AB_STORE_BATCH_MAX + 1) * REQUEST_MAX)
-#define IN_MAX 65536
+#define IN_MAX (256 * 1024)
 
 /* binary protocol */
 enum {
@@ -373,6 +374,7 @@ static bool server_connect(struct ab_store *store, struct server *s)
 {
 	struct addrinfo hints, *ai, *p;
 	struct pollfd pfd;
+	struct timeval tv;
 	int fd = -1, err = 0, one = 1;
 	socklen_t len = sizeof(err);
 
@@ -412,6 +414,17 @@ static bool server_connect(struct ab_store *store, struct server *s)
 				   err == ECONNREFUSED ? "connection refused" :
 				   "cannot connect");
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* blocking from now on, each wait bounded by poll_timeout: a batch
+	   for one server is a send and a recv, no poll (waits for several
+	   servers poll, and send and recv with MSG_DONTWAIT) */
+	tv.tv_sec = store->cfg->poll_timeout_ms / 1000;
+	tv.tv_usec = (suseconds_t)(store->cfg->poll_timeout_ms % 1000) * 1000;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+		close(fd);
+		return set_failure(s, false, "cannot set the socket's timeouts");
+	}
 	s->fd = fd;
 	s->in_len = 0;
 	return true;
@@ -581,14 +594,19 @@ static bool take_input(struct ab_store *store, struct server *s,
 	return done;
 }
 
-static bool server_write(struct server *s)
+/* flags: MSG_DONTWAIT, or 0 to wait up to poll_timeout */
+static bool server_write(struct server *s, int flags)
 {
 	while (s->out_sent < s->out_len) {
 		ssize_t r = send(s->fd, s->out + s->out_sent, s->out_len - s->out_sent,
-				 MSG_NOSIGNAL);
+				 MSG_NOSIGNAL | flags);
 
-		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno == EAGAIN && flags != 0)
 			return true;	/* the rest when it can take it */
+		if (r < 0 && errno == EAGAIN)
+			return set_failure(s, false, "timed out sending (poll_timeout)");
 		if (r <= 0)
 			return set_failure(s, true, "connection lost while sending");
 		s->out_sent += (size_t)r;
@@ -597,19 +615,25 @@ static bool server_write(struct server *s)
 	return true;
 }
 
+/* flags: MSG_DONTWAIT, or 0 to wait until the deadline */
 static bool server_read(struct ab_store *store, struct server *s,
-			struct ab_store_op *ops, size_t n)
+			struct ab_store_op *ops, size_t n, int flags,
+			int64_t deadline)
 {
 	ssize_t r;
 
 	for (;;) {
 		if (s->in_len == IN_MAX)
 			return set_failure(s, false, "answer too large");
-		r = recv(s->fd, s->in + s->in_len, IN_MAX - s->in_len, 0);
+		if (flags == 0 && now_ms() >= deadline)
+			return set_failure(s, false, "timed out (poll_timeout)");
+		r = recv(s->fd, s->in + s->in_len, IN_MAX - s->in_len, flags);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 && errno == EAGAIN)
+		if (r < 0 && errno == EAGAIN && flags != 0)
 			return true;
+		if (r < 0 && errno == EAGAIN)
+			return set_failure(s, false, "timed out (poll_timeout)");
 		if (r <= 0)
 			return set_failure(s, true, r == 0 ? "connection closed by server" :
 					   "connection lost while reading");
@@ -662,9 +686,9 @@ static void wait_batch(struct ab_store *store, struct ab_store_op *ops,
 			bool ok = true;
 
 			if ((pfd[i].revents & POLLOUT) != 0)
-				ok = server_write(s);
+				ok = server_write(s, MSG_DONTWAIT);
 			if (ok && (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0)
-				ok = server_read(store, s, ops, n);
+				ok = server_read(store, s, ops, n, MSG_DONTWAIT, deadline);
 			if (!ok)
 				s->waiting = false;
 		}
@@ -676,6 +700,7 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 {
 	struct server *where[AB_STORE_BATCH_MAX];
 	time_t now = store->now();
+	int64_t deadline = now_ms() + store->cfg->poll_timeout_ms;
 	unsigned int i, used = 0, failed = 0;
 	const char *first = NULL;
 	size_t j;
@@ -701,12 +726,15 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 	}
 	store->stats.ops += n;
 	for (i = 0; i < store->server_count; i++) {
+		if (store->server[i].out_len > 0)
+			used++;
+	}
+	for (i = 0; i < store->server_count; i++) {
 		struct server *s = &store->server[i];
 
 		s->waiting = false;
 		if (s->out_len == 0)
 			continue;
-		used++;
 		if (!breaker_admit(store, s)) {
 			set_failure(s, false, "circuit breaker open");
 			s->settled = true;
@@ -720,11 +748,20 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		}
 		s->out_sent = 0;
 		s->sending = true;
-		s->waiting = server_write(s);
+		if (used == 1) {
+			/* one server: send, then recv until its NOOP */
+			if (!(server_write(s, 0) &&
+			      server_read(store, s, ops, n, 0, deadline)) &&
+			    s->error == NULL)
+				set_failure(s, false, "timed out (poll_timeout)");
+			s->waiting = false;
+			continue;
+		}
+		s->waiting = server_write(s, MSG_DONTWAIT);
 		if (!s->waiting)
 			server_failed(store, s);
 	}
-	wait_batch(store, ops, n, now_ms() + store->cfg->poll_timeout_ms);
+	wait_batch(store, ops, n, deadline);
 	for (i = 0; i < store->server_count; i++) {
 		struct server *s = &store->server[i];
 
@@ -781,26 +818,14 @@ void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
 	store->stats.posted++;
 	for (i = 0; i < store->server_count; i++) {
 		struct server *s = &store->server[i];
-		int64_t deadline = now_ms() + store->cfg->poll_timeout_ms;
-		struct pollfd pfd;
 
 		if (s->out_len == 0 || s->fd < 0 || !breaker_admit(store, s))
 			continue;	/* not connected: the batch before failed */
 		s->out_sent = 0;
 		s->sending = true;
-		/* memcached reads as fast as it is written to unless hung;
-		   a write that cannot finish in time loses the connection */
-		while (s->sending && server_write(s)) {
-			if (!s->sending)
-				break;
-			pfd.fd = s->fd;
-			pfd.events = POLLOUT;
-			if (deadline - now_ms() <= 0 ||
-			    poll(&pfd, 1, (int)(deadline - now_ms())) <= 0) {
-				set_failure(s, false, "timed out sending (poll_timeout)");
-				break;
-			}
-		}
+		/* memcached reads as fast as it is written to unless hung: a
+		   write that cannot finish within poll_timeout fails */
+		(void)server_write(s, 0);
 		s->sending = false;
 		if (s->error != NULL)
 			server_failed(store, s);

@@ -53,7 +53,7 @@ struct ab_store_op {
 };
 
 /* At most this many requests in one batch. */
-#define AB_STORE_BATCH_MAX 128
+#define AB_STORE_BATCH_MAX 1536
 
 /* log may be NULL. Servers are parsed now; connections are made on use. */
 int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,

@@ -11,6 +11,38 @@
 #include "ab-error.h"
 #include "ab-tracker.h"
 
+typedef char ab_key[AB_KEY_LEN];
+
+/* Requests for one round trip, shared by the attempts decided together. */
+struct requests {
+	struct ab_store_op op[AB_STORE_BATCH_MAX];
+	unsigned int n;
+};
+
+/* One attempt's part of a round trip: which request does what. */
+struct plan {
+	int get[AB_SLOT_COUNT];		/* the request reading a slot, or -1 */
+	int op_req[AB_OPS_MAX];		/* an engine op's request */
+	int pair_req[AB_OPS_MAX];	/* MARK: its counter's increment */
+	const char *pair_key[AB_OPS_MAX];
+	ab_key other[AB_OPS_MAX][2];	/* keys of ops on an earlier bucket */
+};
+
+/* One attempt decided or reported with others: its keys, its part of
+   each round trip, and what came back. */
+struct job {
+	const struct ab_attempt *attempt;
+	ab_key keys[AB_SLOT_COUNT];
+	struct plan plan;
+	struct ab_snapshot snap, after;
+	struct ab_ops spec;		/* allow: the places taken; report: the ops */
+	struct ab_ops keep;		/* allow: the places it holds */
+	bool marked[AB_OPS_MAX];
+	struct ab_hold hold;
+	bool counted, failed;
+	int del;			/* report: the session record's delete */
+};
+
 struct ab_tracker {
 	const struct ab_config *cfg;
 	struct ab_secret secret;
@@ -23,9 +55,10 @@ struct ab_tracker {
 	/* memcached's evictions, as last seen */
 	bool evictions_seen;
 	uint64_t evictions;
+	/* the round trips under way: allocated once, not per login */
+	struct requests reqs, later;
+	struct job job[AB_TRACKER_BATCH_MAX];
 };
-
-typedef char ab_key[AB_KEY_LEN];
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
 			const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -196,8 +229,8 @@ static void slot_keys(struct ab_tracker *tracker,
 
 /* --- round trips -------------------------------------------------------
 
-   What one login costs the store, in round trips (each one request per
-   server, pipelined):
+   What logins cost the store, in round trips (each one request per
+   server, pipelined), for one attempt or for many decided together:
    - allow: 1. The reads ab_decide() needs and the places an unfamiliar
      attempt holds (ab_reserve() of an empty snapshot) go out together;
      the answers are judged, and what the attempt should not hold (it was
@@ -206,47 +239,37 @@ static void slot_keys(struct ab_tracker *tracker,
    - report: 2. The reads and the session record's delete, then the
      counts; a third only when a block or lock is set. */
 
-/* One batch of requests, and what each is for. */
-struct batch {
-	struct ab_store_op req[AB_STORE_BATCH_MAX];
-	unsigned int n;
-	int get[AB_SLOT_COUNT];		/* the request reading a slot, or -1 */
-	int op_req[AB_OPS_MAX];		/* an engine op's request */
-	int pair_req[AB_OPS_MAX];	/* MARK: its counter's increment */
-	const char *pair_key[AB_OPS_MAX];
-	ab_key other[AB_OPS_MAX][2];	/* keys of ops on an earlier bucket */
-};
-
-static void batch_init(struct batch *b)
+static void plan_init(struct plan *p)
 {
 	unsigned int i;
 
-	b->n = 0;
 	for (i = 0; i < AB_SLOT_COUNT; i++)
-		b->get[i] = -1;
+		p->get[i] = -1;
 	for (i = 0; i < AB_OPS_MAX; i++)
-		b->op_req[i] = b->pair_req[i] = -1;
+		p->op_req[i] = p->pair_req[i] = -1;
 }
 
-static int batch_add(struct batch *b, enum ab_store_cmd cmd, const char *key,
-		     uint64_t value, unsigned int ttl_s)
+static int request_add(struct requests *r, enum ab_store_cmd cmd,
+		       const char *key, uint64_t value, unsigned int ttl_s)
 {
-	struct ab_store_op *r = &b->req[b->n];
+	struct ab_store_op *op = &r->op[r->n];
 
-	/* cannot overflow: reads of every slot and two requests per op fit */
-	memset(r, 0, sizeof(*r));
-	r->cmd = cmd;
-	r->key = key;
-	r->value = value;
-	r->ttl_s = ttl_s;
-	return (int)b->n++;
+	/* cannot overflow: AB_TRACKER_BATCH_MAX attempts, each reading every
+	   slot and making two requests per op, fit */
+	memset(op, 0, sizeof(*op));
+	op->cmd = cmd;
+	op->key = key;
+	op->value = value;
+	op->ttl_s = ttl_s;
+	return (int)r->n++;
 }
 
 /* Reads of the slots that apply: all of them, or only those ab_decide()
-   and ab_reserve() need; none that `written` says the batch writes. */
-static void batch_reads(struct batch *b, const struct ab_attempt *attempt,
-			ab_key keys[AB_SLOT_COUNT], bool decides_only,
-			const bool *written)
+   and ab_reserve() need; none that `written` says the plan writes. */
+static void plan_reads(struct plan *p, struct requests *r,
+		       const struct ab_attempt *attempt,
+		       ab_key keys[AB_SLOT_COUNT], bool decides_only,
+		       const bool *written)
 {
 	unsigned int slot;
 
@@ -255,17 +278,18 @@ static void batch_reads(struct batch *b, const struct ab_attempt *attempt,
 		    (decides_only && !ab_slot_info((enum ab_slot)slot)->decides) ||
 		    (written != NULL && written[slot]))
 			continue;
-		b->get[slot] = batch_add(b, AB_STORE_GET, keys[slot], 0, 0);
+		p->get[slot] = request_add(r, AB_STORE_GET, keys[slot], 0, 0);
 	}
 }
 
 /* The engine's ops as requests. A MARK adds its marker and counts it in
    the same round trip; when the marker was there already, the count is
-   given back afterwards (batch_results). An UNMARK deletes its marker,
+   given back afterwards (plan_results). An UNMARK deletes its marker,
    and its counter follows afterwards when it was there. */
-static void batch_ops(struct ab_tracker *tracker, struct batch *b,
-		      const struct ab_attempt *attempt, const struct ab_ops *ops,
-		      ab_key keys[AB_SLOT_COUNT], time_t now, bool *written_r)
+static void plan_ops(struct ab_tracker *tracker, struct plan *p,
+		     struct requests *r, const struct ab_attempt *attempt,
+		     const struct ab_ops *ops, ab_key keys[AB_SLOT_COUNT],
+		     time_t now, bool *written_r)
 {
 	static const enum ab_store_cmd cmds[] = {
 		[AB_OP_INCR] = AB_STORE_INCR, [AB_OP_DECR] = AB_STORE_DECR,
@@ -280,17 +304,17 @@ static void batch_ops(struct ab_tracker *tracker, struct batch *b,
 
 		if (op->at != 0 && op->at != now) {
 			/* a place held in an earlier bucket goes back there */
-			slot_key(tracker, op->slot, attempt, op->at, b->other[i][0]);
-			slot_key(tracker, op->pair_slot, attempt, op->at, b->other[i][1]);
-			key = b->other[i][0];
-			pair_key = b->other[i][1];
+			slot_key(tracker, op->slot, attempt, op->at, p->other[i][0]);
+			slot_key(tracker, op->pair_slot, attempt, op->at, p->other[i][1]);
+			key = p->other[i][0];
+			pair_key = p->other[i][1];
 		}
-		b->pair_key[i] = pair_key;
-		b->op_req[i] = batch_add(b, cmds[op->kind], key, op->value,
-					 op->ttl_s);
+		p->pair_key[i] = pair_key;
+		p->op_req[i] = request_add(r, cmds[op->kind], key, op->value,
+					   op->ttl_s);
 		if (op->kind == AB_OP_MARK)
-			b->pair_req[i] = batch_add(b, AB_STORE_INCR, pair_key, 1,
-						   op->pair_ttl_s);
+			p->pair_req[i] = request_add(r, AB_STORE_INCR, pair_key, 1,
+						     op->pair_ttl_s);
 		if (written_r != NULL) {
 			written_r[op->slot] = true;
 			if (op->kind == AB_OP_MARK)
@@ -303,31 +327,31 @@ static void batch_ops(struct ab_tracker *tracker, struct batch *b,
    (own[] for the places this attempt took); marked_r[i] says whether op
    i's marker was added (MARK) or deleted (UNMARK). Writes that follow
    from an answer go into later. */
-static void batch_results(const struct batch *b, const struct ab_ops *ops,
-			  struct ab_snapshot *snap, bool *marked_r,
-			  struct batch *later)
+static void plan_results(const struct plan *p, const struct requests *r,
+			 const struct ab_ops *ops, struct ab_snapshot *snap,
+			 bool *marked_r, struct requests *later)
 {
 	unsigned int slot, i;
 
 	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
-		const struct ab_store_op *r;
+		const struct ab_store_op *get;
 
-		if (b->get[slot] < 0)
+		if (p->get[slot] < 0)
 			continue;
-		r = &b->req[b->get[slot]];
-		snap->found[slot] = r->result == AB_STORE_DONE;
-		snap->value[slot] = snap->found[slot] ? r->out : 0;
+		get = &r->op[p->get[slot]];
+		snap->found[slot] = get->result == AB_STORE_DONE;
+		snap->value[slot] = snap->found[slot] ? get->out : 0;
 	}
 	for (i = 0; i < ops->count; i++) {
 		const struct ab_op *op = &ops->op[i];
-		const struct ab_store_op *r = &b->req[b->op_req[i]], *pair;
-		bool done = r->result == AB_STORE_DONE;
+		const struct ab_store_op *req = &r->op[p->op_req[i]], *pair;
+		bool done = req->result == AB_STORE_DONE;
 
 		marked_r[i] = false;
 		switch (op->kind) {
 		case AB_OP_INCR:
 			if (done) {
-				snap->value[op->slot] = r->out;
+				snap->value[op->slot] = req->out;
 				snap->found[op->slot] = true;
 				snap->own[op->slot] = true;
 			}
@@ -340,56 +364,33 @@ static void batch_results(const struct batch *b, const struct ab_ops *ops,
 			break;
 		case AB_OP_MARK:
 			marked_r[i] = done;
-			if (done || r->result == AB_STORE_MISS) {
+			if (done || req->result == AB_STORE_MISS) {
 				snap->value[op->slot] = op->value;
 				snap->found[op->slot] = true;
 			}
-			pair = &b->req[b->pair_req[i]];
+			pair = &r->op[p->pair_req[i]];
 			if (pair->result != AB_STORE_DONE)
 				break;
 			snap->value[op->pair_slot] = pair->out;
 			snap->found[op->pair_slot] = true;
-			if (r->result != AB_STORE_MISS) {
+			if (req->result != AB_STORE_MISS) {
 				snap->own[op->pair_slot] = true;
 			} else {
 				/* counted already: this count goes back */
 				snap->value[op->pair_slot]--;
-				batch_add(later, AB_STORE_DECR, pair->key, 1, 0);
+				request_add(later, AB_STORE_DECR, p->pair_key[i], 1, 0);
 			}
 			break;
 		case AB_OP_UNMARK:
 			marked_r[i] = done;
 			if (done)
-				batch_add(later, AB_STORE_DECR, b->pair_key[i], 1, 0);
+				request_add(later, AB_STORE_DECR, p->pair_key[i], 1, 0);
 			break;
 		case AB_OP_DECR:
 		case AB_OP_DELETE:
 			break;
 		}
 	}
-}
-
-/* Run the engine's ops in one round trip; after takes what the store
-   returned, marked_r (may be NULL) what batch_results() says of markers.
-   Goes on past errors: every count that lands still protects. */
-static int run_ops(struct ab_tracker *tracker, const struct ab_attempt *attempt,
-		   const struct ab_ops *ops, ab_key keys[AB_SLOT_COUNT],
-		   time_t now, struct ab_snapshot *after, bool *marked_r,
-		   const char **error_r)
-{
-	struct batch b, later;
-	bool marked[AB_OPS_MAX];
-	int ret;
-
-	if (ops->count == 0)
-		return 0;
-	batch_init(&b);
-	batch_init(&later);
-	batch_ops(tracker, &b, attempt, ops, keys, now, NULL);
-	ret = ab_store_run(tracker->store, b.req, b.n, error_r);
-	batch_results(&b, ops, after, marked_r != NULL ? marked_r : marked, &later);
-	ab_store_post(tracker->store, later.req, later.n);
-	return ret == 0 ? 0 : -1;
 }
 
 /* Read every slot that applies in one round trip. Returns the store's
@@ -399,18 +400,18 @@ static int read_snapshot(struct ab_tracker *tracker,
 			 struct ab_snapshot *snap_r, ab_key keys[AB_SLOT_COUNT],
 			 const char **error_r)
 {
-	struct batch b;
 	struct ab_ops none = { .count = 0 };
 	int ret;
 
 	memset(snap_r, 0, sizeof(*snap_r));
 	slot_keys(tracker, attempt, now, keys);
-	batch_init(&b);
-	batch_reads(&b, attempt, keys, false, NULL);
-	if (b.n == 0)
+	tracker->reqs.n = 0;
+	plan_init(&tracker->job[0].plan);
+	plan_reads(&tracker->job[0].plan, &tracker->reqs, attempt, keys, false, NULL);
+	if (tracker->reqs.n == 0)
 		return 0;
-	ret = ab_store_run(tracker->store, b.req, b.n, error_r);
-	batch_results(&b, &none, snap_r, NULL, NULL);
+	ret = ab_store_run(tracker->store, tracker->reqs.op, tracker->reqs.n, error_r);
+	plan_results(&tracker->job[0].plan, &tracker->reqs, &none, snap_r, NULL, NULL);
 	return ret;
 }
 
@@ -466,33 +467,48 @@ static bool ops_have(const struct ab_ops *ops, const struct ab_op *op)
 	return false;
 }
 
-/* After an allow's round trip: of the places taken (spec), those the
-   attempt holds (keep: ab_reserve() of what was read) go into hold, the
-   others go back; places keep asks for that were not taken (a familiar
-   subnet's allowance) are taken now. All of it into later. */
-static void settle_places(const struct batch *b, const struct ab_ops *spec,
-			  const bool *marked, const struct ab_ops *keep,
-			  const struct ab_snapshot *snap, struct ab_hold *hold,
-			  ab_key keys[AB_SLOT_COUNT], struct batch *later)
+/* ab_reserve() of the state as it was before this attempt's own
+   requests: the markers it added were not there. */
+static void reserve_as_read(const struct job *job, const struct ab_config *cfg,
+			    struct ab_ops *keep_r)
 {
+	struct ab_snapshot before = job->snap;
+	unsigned int i;
+
+	for (i = 0; i < job->spec.count; i++) {
+		if (job->spec.op[i].kind == AB_OP_MARK && job->marked[i])
+			before.found[job->spec.op[i].slot] = false;
+	}
+	ab_reserve(&before, job->attempt, cfg, keep_r);
+}
+
+/* After an allow's round trip: of the places taken (spec), those the
+   attempt holds (keep: ab_reserve() of what was read) go into its hold,
+   the others go back; places keep asks for that were not taken (a
+   familiar subnet's allowance) are taken now. All of it into later. */
+static void settle_places(struct job *job, const struct requests *r,
+			  struct requests *later)
+{
+	const struct ab_ops *spec = &job->spec, *keep = &job->keep;
 	unsigned int i;
 
 	for (i = 0; i < spec->count; i++) {
 		const struct ab_op *op = &spec->op[i];
 		enum ab_slot counted = op->kind == AB_OP_MARK ? op->pair_slot : op->slot;
 
-		if (!snap->own[counted]) {
+		if (!job->snap.own[counted]) {
 			/* not taken; a marker added without its count stays,
 			   so the count is not taken twice */
 			continue;
 		}
 		if (ops_have(keep, op)) {
-			hold->slots |= 1U << counted;
+			job->hold.slots |= 1U << counted;
 			continue;
 		}
-		if (op->kind == AB_OP_MARK && marked[i])
-			batch_add(later, AB_STORE_DELETE, b->req[b->op_req[i]].key, 0, 0);
-		batch_add(later, AB_STORE_DECR, keys[counted], 1, 0);
+		if (op->kind == AB_OP_MARK && job->marked[i])
+			request_add(later, AB_STORE_DELETE,
+				    r->op[job->plan.op_req[i]].key, 0, 0);
+		request_add(later, AB_STORE_DECR, job->keys[counted], 1, 0);
 	}
 	for (i = 0; i < keep->count; i++) {
 		const struct ab_op *op = &keep->op[i];
@@ -501,84 +517,94 @@ static void settle_places(const struct batch *b, const struct ab_ops *spec,
 		   familiar subnet's, which is a plain increment */
 		if (op->kind != AB_OP_INCR || ops_have(spec, op))
 			continue;
-		batch_add(later, AB_STORE_INCR, keys[op->slot], op->value, op->ttl_s);
-		hold->slots |= 1U << op->slot;
+		request_add(later, AB_STORE_INCR, job->keys[op->slot], op->value,
+			    op->ttl_s);
+		job->hold.slots |= 1U << op->slot;
 	}
 }
 
-/* ab_reserve() of the state as it was before this attempt's own
-   requests: the markers it added were not there. */
-static void reserve_as_read(const struct ab_snapshot *snap,
-			    const struct ab_ops *spec, const bool *marked,
-			    const struct ab_attempt *attempt,
-			    const struct ab_config *cfg, struct ab_ops *keep_r)
+void ab_tracker_allow_many(struct ab_tracker *tracker,
+			   const struct ab_attempt *const *attempts, size_t n,
+			   time_t now, unsigned int flags,
+			   struct ab_decision *decisions_r)
 {
-	struct ab_snapshot before = *snap;
-	unsigned int i;
+	const struct ab_config *cfg = tracker->cfg;
+	struct requests *r = &tracker->reqs, *later = &tracker->later;
+	const char *error = "";
+	size_t i;
+	int ret;
 
-	for (i = 0; i < spec->count; i++) {
-		if (spec->op[i].kind == AB_OP_MARK && marked[i])
-			before.found[spec->op[i].slot] = false;
+	for (; n > AB_TRACKER_BATCH_MAX; n -= AB_TRACKER_BATCH_MAX) {
+		ab_tracker_allow_many(tracker, attempts, AB_TRACKER_BATCH_MAX, now,
+				      flags, decisions_r);
+		attempts += AB_TRACKER_BATCH_MAX;
+		decisions_r += AB_TRACKER_BATCH_MAX;
 	}
-	ab_reserve(&before, attempt, cfg, keep_r);
+	r->n = later->n = 0;
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+		bool written[AB_SLOT_COUNT];
+
+		memset(&job->snap, 0, sizeof(job->snap));
+		memset(written, 0, sizeof(written));
+		job->attempt = attempts[i];
+		job->spec.count = job->keep.count = 0;
+		job->hold.at = now;
+		job->hold.slots = 0;
+		slot_keys(tracker, job->attempt, now, job->keys);
+		plan_init(&job->plan);
+		/* Without a session nothing pairs this allow with its report,
+		   so nothing is held. With one, the places of an unfamiliar
+		   attempt are taken in the same round trip as the reads (of
+		   attempts in parallel, only those within the limits go on),
+		   and settled below. */
+		if ((flags & AB_ALLOW_DRY_RUN) == 0 && job->attempt->has_session) {
+			ab_reserve(&job->snap, job->attempt, cfg, &job->spec);
+			plan_ops(tracker, &job->plan, r, job->attempt, &job->spec,
+				 job->keys, now, written);
+		}
+		plan_reads(&job->plan, r, job->attempt, job->keys, true, written);
+	}
+	ret = r->n == 0 ? 0 : ab_store_run(tracker->store, r->op, r->n, &error);
+	if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED))
+		store_failure(tracker, now, ret < 0 ? "memcached unreachable" :
+			      "memcached partly unreachable", error, NULL);
+	else if (ret > 0)
+		store_failure(tracker, now, "memcached partly unreachable", error,
+			      "deciding on the counts of the servers that answered");
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+		struct ab_decision *d = &decisions_r[i];
+
+		plan_results(&job->plan, r, &job->spec, &job->snap, job->marked, later);
+		if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED)) {
+			fail_mode_decision(cfg, ret > 0, d);
+		} else {
+			/* counts holding the attempt's own place are judged
+			   without it */
+			ab_decide(&job->snap, job->attempt, cfg, now, d);
+			/* a second allow for one session (Dovecot's after-auth
+			   check) finds its places held already */
+			if (d->verdict != AB_REJECT && job->spec.count > 0 &&
+			    !job->snap.found[AB_SLOT_SESSION])
+				reserve_as_read(job, cfg, &job->keep);
+		}
+		settle_places(job, r, later);
+		/* what a report settles; should the record be lost, a failure
+		   is counted when it is reported and a success gives back what
+		   an allow would have held (ab_hold_presumed) */
+		if (job->hold.slots != 0)
+			request_add(later, AB_STORE_SET, job->keys[AB_SLOT_SESSION],
+				    ab_hold_pack(&job->hold), AB_HOLD_TTL);
+	}
+	ab_store_post(tracker->store, later->op, later->n);
 }
 
 void ab_tracker_allow(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt, time_t now,
 		      unsigned int flags, struct ab_decision *decision_r)
 {
-	const struct ab_config *cfg = tracker->cfg;
-	struct ab_snapshot snap;
-	struct ab_ops spec, keep;
-	struct ab_hold hold = { now, 0 };
-	struct batch b, later;
-	ab_key keys[AB_SLOT_COUNT];
-	bool written[AB_SLOT_COUNT], marked[AB_OPS_MAX];
-	const char *error = "";
-	int ret;
-
-	memset(&snap, 0, sizeof(snap));
-	memset(written, 0, sizeof(written));
-	spec.count = keep.count = 0;
-	slot_keys(tracker, attempt, now, keys);
-	batch_init(&b);
-	batch_init(&later);
-	/* Without a session nothing pairs this allow with its report, so
-	   nothing is held. With one, the places of an unfamiliar attempt are
-	   taken in the same round trip as the reads (of attempts in parallel,
-	   only those within the limits go on), and settled below. */
-	if ((flags & AB_ALLOW_DRY_RUN) == 0 && attempt->has_session) {
-		ab_reserve(&snap, attempt, cfg, &spec);
-		batch_ops(tracker, &b, attempt, &spec, keys, now, written);
-	}
-	batch_reads(&b, attempt, keys, true, written);
-	ret = b.n == 0 ? 0 : ab_store_run(tracker->store, b.req, b.n, &error);
-	batch_results(&b, &spec, &snap, marked, &later);
-
-	if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED)) {
-		store_failure(tracker, now, ret < 0 ? "memcached unreachable" :
-			      "memcached partly unreachable", error, NULL);
-		fail_mode_decision(cfg, ret > 0, decision_r);
-	} else {
-		if (ret > 0)
-			store_failure(tracker, now, "memcached partly unreachable", error,
-				      "deciding on the counts of the servers that answered");
-		/* counts holding the attempt's own place are judged without it */
-		ab_decide(&snap, attempt, cfg, now, decision_r);
-		/* a second allow for one session (Dovecot's after-auth check)
-		   finds its places held already */
-		if (decision_r->verdict != AB_REJECT && spec.count > 0 &&
-		    !snap.found[AB_SLOT_SESSION])
-			reserve_as_read(&snap, &spec, marked, attempt, cfg, &keep);
-	}
-	settle_places(&b, &spec, marked, &keep, &snap, &hold, keys, &later);
-	/* what a report settles; should the record be lost, a failure is
-	   counted when it is reported and a success gives back what an allow
-	   would have held (ab_hold_presumed) */
-	if (hold.slots != 0)
-		batch_add(&later, AB_STORE_SET, keys[AB_SLOT_SESSION],
-			  ab_hold_pack(&hold), AB_HOLD_TTL);
-	ab_store_post(tracker->store, later.req, later.n);
+	ab_tracker_allow_many(tracker, &attempt, 1, now, flags, decision_r);
 }
 
 static void log_escalation(struct ab_tracker *tracker,
@@ -628,59 +654,134 @@ static void log_escalation(struct ab_tracker *tracker,
 	}
 }
 
-int ab_tracker_report(struct ab_tracker *tracker,
-		      const struct ab_attempt *attempt,
-		      enum ab_outcome outcome, time_t now,
-		      const char **error_r)
+/* One round trip of the engine's ops of every job that has some; after
+   takes what the store returned, marked what plan_results() says of
+   markers. Goes on past errors: every count that lands still protects. */
+static int run_ops(struct ab_tracker *tracker, size_t n, time_t now,
+		   const char **error_r)
 {
-	struct ab_snapshot snap, after;
-	struct ab_ops ops, none = { .count = 0 };
-	struct ab_hold hold = { 0, 0 }, *held = NULL;
-	struct batch b;
-	ab_key keys[AB_SLOT_COUNT];
-	bool marked[AB_OPS_MAX], counted;
-	int del = -1, ret;
+	struct requests *r = &tracker->reqs;
+	size_t i;
+	int ret;
 
-	/* The reads, and the session record's delete: of racing reports,
-	   the one whose delete finds it settles what its allow holds.
-	   Without a record, a failure is counted now. */
-	memset(&snap, 0, sizeof(snap));
-	slot_keys(tracker, attempt, now, keys);
-	batch_init(&b);
-	batch_reads(&b, attempt, keys, false, NULL);
-	if (attempt->has_session)
-		del = batch_add(&b, AB_STORE_DELETE, keys[AB_SLOT_SESSION], 0, 0);
-	ret = ab_store_run(tracker->store, b.req, b.n, error_r);
+	r->n = 0;
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+
+		plan_init(&job->plan);
+		plan_ops(tracker, &job->plan, r, job->attempt, &job->spec,
+			 job->keys, now, NULL);
+	}
+	if (r->n == 0)
+		return 0;
+	ret = ab_store_run(tracker->store, r->op, r->n, error_r);
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+
+		plan_results(&job->plan, r, &job->spec, &job->after,
+			     job->marked, &tracker->later);
+		if (ret != 0)
+			job->failed = true;
+	}
+	return ret;
+}
+
+int ab_tracker_report_many(struct ab_tracker *tracker,
+			   const struct ab_attempt *const *attempts,
+			   const enum ab_outcome *outcomes, size_t n,
+			   time_t now, const char **error_r)
+{
+	struct requests *r = &tracker->reqs;
+	struct ab_ops none = { .count = 0 };
+	size_t i;
+	int ret, failed = 0;
+
+	for (; n > AB_TRACKER_BATCH_MAX; n -= AB_TRACKER_BATCH_MAX) {
+		if (ab_tracker_report_many(tracker, attempts, outcomes,
+					   AB_TRACKER_BATCH_MAX, now, error_r) < 0)
+			failed = -1;
+		attempts += AB_TRACKER_BATCH_MAX;
+		outcomes += AB_TRACKER_BATCH_MAX;
+	}
+	/* The reads, and the session records' deletes: of racing reports,
+	   the one whose delete finds a record settles what its allow
+	   holds. Without a record, a failure is counted now. */
+	r->n = tracker->later.n = 0;
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+
+		job->attempt = attempts[i];
+		job->failed = false;
+		memset(&job->snap, 0, sizeof(job->snap));
+		slot_keys(tracker, job->attempt, now, job->keys);
+		plan_init(&job->plan);
+		plan_reads(&job->plan, r, job->attempt, job->keys, false, NULL);
+		job->del = !job->attempt->has_session ? -1 :
+			request_add(r, AB_STORE_DELETE, job->keys[AB_SLOT_SESSION], 0, 0);
+	}
+	ret = ab_store_run(tracker->store, r->op, r->n, error_r);
 	if (ret < 0) {
 		store_failure(tracker, now, "memcached unreachable", *error_r,
 			      "an outcome was not recorded");
 		return -1;
 	}
-	batch_results(&b, &none, &snap, marked, NULL);
-	if (snap.found[AB_SLOT_SESSION]) {
-		if (b.req[del].result == AB_STORE_DONE)
-			ab_hold_unpack(snap.value[AB_SLOT_SESSION], &hold);
-		held = &hold;
-	} else if (attempt->has_session && outcome == AB_OUTCOME_SUCCESS) {
-		/* the record is lost (its server went away, an eviction): a
-		   real user's places must not stay behind as failures */
-		ab_hold_presumed(&snap, attempt, tracker->cfg, now, &hold);
-		held = &hold;
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+		struct ab_hold *held = NULL;
+
+		plan_results(&job->plan, r, &none, &job->snap, job->marked, NULL);
+		job->hold.at = 0;
+		job->hold.slots = 0;
+		if (job->snap.found[AB_SLOT_SESSION]) {
+			if (r->op[job->del].result == AB_STORE_DONE)
+				ab_hold_unpack(job->snap.value[AB_SLOT_SESSION], &job->hold);
+			held = &job->hold;
+		} else if (job->attempt->has_session &&
+			   outcomes[i] == AB_OUTCOME_SUCCESS) {
+			/* the record is lost (its server went away, an
+			   eviction): a real user's places must not stay
+			   behind as failures */
+			ab_hold_presumed(&job->snap, job->attempt, tracker->cfg,
+					 now, &job->hold);
+			held = &job->hold;
+		}
+		job->failed = ret != 0;
+		job->after = job->snap;
+		job->counted = ab_record(&job->snap, job->attempt, outcomes[i],
+					 held, tracker->cfg, now, &job->spec);
 	}
-	after = snap;
-	counted = ab_record(&snap, attempt, outcome, held, tracker->cfg, now, &ops);
-	if (run_ops(tracker, attempt, &ops, keys, now, &after, NULL, error_r) < 0)
-		ret = -1;
-	ops.count = 0;
-	if (counted)
-		ab_escalate(&after, attempt, outcome, tracker->cfg, now, &ops);
-	if (run_ops(tracker, attempt, &ops, keys, now, &after, marked, error_r) < 0)
-		ret = -1;
-	log_escalation(tracker, attempt, &after, &ops, marked, now);
-	if (ret != 0)
-		store_failure(tracker, now, "memcached partly unreachable",
-			      *error_r, "an outcome was recorded in part");
-	return ret < 0 ? -1 : 0;
+	(void)run_ops(tracker, n, now, error_r);
+	/* a block or lock where a threshold is crossed */
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+
+		job->spec.count = 0;
+		if (job->counted)
+			ab_escalate(&job->after, job->attempt, outcomes[i],
+				    tracker->cfg, now, &job->spec);
+	}
+	(void)run_ops(tracker, n, now, error_r);
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+
+		log_escalation(tracker, job->attempt, &job->after, &job->spec,
+			       job->marked, now);
+		if (job->failed) {
+			store_failure(tracker, now, "memcached partly unreachable",
+				      *error_r, "an outcome was recorded in part");
+			failed = -1;
+		}
+	}
+	ab_store_post(tracker->store, tracker->later.op, tracker->later.n);
+	return failed;
+}
+
+int ab_tracker_report(struct ab_tracker *tracker,
+		      const struct ab_attempt *attempt,
+		      enum ab_outcome outcome, time_t now,
+		      const char **error_r)
+{
+	return ab_tracker_report_many(tracker, &attempt, &outcome, 1, now, error_r);
 }
 
 void ab_tracker_watch_evictions(struct ab_tracker *tracker)

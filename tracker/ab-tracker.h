@@ -46,19 +46,30 @@ enum ab_allow_flags {
 /* Decide, and when the attempt goes on to the password check, hold its
    places until its report. Never fails: when the store cannot answer, the
    decision follows fail_mode and says so (decision_r->store_failed).
-   Round trips: one mget; then, for an attempt let through, its places
-   (one request per count) and its session record. */
+   One round trip (see "round trips" in ab-tracker.c). */
 void ab_tracker_allow(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt, time_t now,
 		      unsigned int flags, struct ab_decision *decision_r);
-/* Record an outcome, settling what its allow held. Round trips: one mget,
-   the session record's delete, one request per count, and a block or
-   lock when a threshold is crossed. Returns -1 when the store could not take it (the
-   tracker has logged it, once per fail_log_interval). */
+/* Record an outcome, settling what its allow held. Two round trips, a
+   third when a block or lock is set. Returns -1 when the store could not
+   take it (the tracker has logged it, once per fail_log_interval). */
 int ab_tracker_report(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt,
 		      enum ab_outcome outcome, time_t now,
 		      const char **error_r);
+
+/* The same for many attempts at once, sharing the round trips: a service
+   with several requests ready decides them together. Decided in the
+   order given, as if one after the other. */
+#define AB_TRACKER_BATCH_MAX 16
+void ab_tracker_allow_many(struct ab_tracker *tracker,
+			   const struct ab_attempt *const *attempts, size_t n,
+			   time_t now, unsigned int flags,
+			   struct ab_decision *decisions_r);
+int ab_tracker_report_many(struct ab_tracker *tracker,
+			   const struct ab_attempt *const *attempts,
+			   const enum ab_outcome *outcomes, size_t n,
+			   time_t now, const char **error_r);
 
 /* Warn (through the log hook) when memcached has evicted items since the
    last call: lost counts and locks. One stats round trip per server; the
