@@ -70,8 +70,8 @@ struct server {
 	uint64_t seed;			/* its place in rendezvous hashing */
 	int fd;				/* -1: not connected */
 	unsigned int refused;		/* connections failed in a row */
-	time_t ejected_until;
-	bool ejection_logged;		/* until it answers again */
+	time_t ejected_until;		/* 0: in the pool; else when to try it */
+	bool ejection_logged;		/* until it is back */
 	struct breaker breaker;
 
 	/* the batch under way */
@@ -268,8 +268,7 @@ static int64_t now_ms(void)
 
 /* The server a key lives on: of the servers in the pool, the one that
    scores highest for it (all of them when none is). */
-static struct server *server_of(struct ab_store *store, const char *key,
-				time_t now)
+static struct server *server_of(struct ab_store *store, const char *key)
 {
 	struct server *best = &store->server[0];
 	uint64_t h, score, best_score = 0;
@@ -280,8 +279,8 @@ static struct server *server_of(struct ab_store *store, const char *key,
 		return best;
 	h = hash_str(key);
 	for (i = 0; i < store->server_count; i++) {
-		if (store->server[i].ejected_until > now)
-			continue;
+		if (store->server[i].ejected_until != 0)
+			continue;	/* out of the pool */
 		score = mix64(h ^ store->server[i].seed);
 		if (!any || score > best_score) {
 			best = &store->server[i];
@@ -317,10 +316,6 @@ static void server_ok(struct ab_store *store, struct server *s)
 	if (s->breaker.open)
 		store_log(store, AB_LOG_INFO,
 			  "memcached %s answers again: circuit breaker closed", s->name);
-	if (s->ejection_logged)
-		store_log(store, AB_LOG_INFO,
-			  "memcached %s answers again: back in the pool", s->name);
-	s->ejection_logged = false;
 	s->breaker.failures = 0;
 	s->breaker.open = false;
 	s->refused = 0;
@@ -335,7 +330,7 @@ static void server_failed(struct ab_store *store, struct server *s)
 	s->settled = true;
 	store->stats.failures++;
 	if (s->refusing && ++s->refused >= cfg->server_failure_limit &&
-	    store->server_count > 1 && s->ejected_until <= now) {
+	    store->server_count > 1 && s->ejected_until == 0) {
 		s->ejected_until = now + (time_t)cfg->dead_timeout_s;
 		store->stats.ejected++;
 		if (!s->ejection_logged)
@@ -428,6 +423,32 @@ static bool server_connect(struct ab_store *store, struct server *s)
 	s->fd = fd;
 	s->in_len = 0;
 	return true;
+}
+
+/* A server out of the pool comes back only once it takes a connection
+   again: tried every dead_timeout, so that the keys of a server still
+   down do not move back to it and away again (a count taken on one side
+   and given back on the other would be lost). */
+static void pool_refresh(struct ab_store *store, time_t now)
+{
+	unsigned int i;
+
+	for (i = 0; i < store->server_count; i++) {
+		struct server *s = &store->server[i];
+
+		if (s->ejected_until == 0 || s->ejected_until > now)
+			continue;
+		if (server_connect(store, s)) {
+			s->ejected_until = 0;
+			store_log(store, AB_LOG_INFO,
+				  "memcached %s takes connections again: back in the pool",
+				  s->name);
+			s->ejection_logged = false;
+		} else {
+			s->ejected_until = now + (time_t)store->cfg->dead_timeout_s;
+		}
+		s->error = NULL;
+	}
 }
 
 /* --- the protocol --------------------------------------------------- */
@@ -710,6 +731,7 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 				n, AB_STORE_BATCH_MAX);
 	if (++store->batch == 0)
 		store->batch = 1;	/* 0 is for posted requests */
+	pool_refresh(store, now);
 	for (i = 0; i < store->server_count; i++) {
 		store->server[i].out_len = 0;
 		store->server[i].error = NULL;
@@ -720,7 +742,7 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		ops[j].out = 0;
 		if (strlen(ops[j].key) > KEY_MAX)
 			return ab_error(error_r, "memcached key of %zu bytes", strlen(ops[j].key));
-		where[j] = server_of(store, ops[j].key, now);
+		where[j] = server_of(store, ops[j].key);
 		put_request(where[j], opcode(ops[j].cmd, false), ops[j].key,
 			    ops[j].value, ops[j].ttl_s, OPAQUE(store->batch, j));
 	}
@@ -802,6 +824,7 @@ void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
 
 	if (n == 0)
 		return;
+	pool_refresh(store, now);
 	for (i = 0; i < store->server_count; i++) {
 		store->server[i].out_len = 0;
 		store->server[i].error = NULL;
@@ -810,7 +833,7 @@ void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
 	for (j = 0; j < n && j < AB_STORE_BATCH_MAX; j++) {
 		if (ops[j].cmd == AB_STORE_GET || strlen(ops[j].key) > KEY_MAX)
 			continue;	/* a get has nothing to say here */
-		put_request(server_of(store, ops[j].key, now),
+		put_request(server_of(store, ops[j].key),
 			    opcode(ops[j].cmd, true), ops[j].key, ops[j].value,
 			    ops[j].ttl_s, OPAQUE(0, j));
 	}

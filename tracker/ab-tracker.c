@@ -584,9 +584,13 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 			   without it */
 			ab_decide(&job->snap, job->attempt, cfg, now, d);
 			/* a second allow for one session (Dovecot's after-auth
-			   check) finds its places held already */
+			   check) finds its places held already; a session
+			   whose record cannot be read (its server is away)
+			   holds nothing, or a second allow would hold again
+			   what one report settles once */
 			if (d->verdict != AB_REJECT && job->spec.count > 0 &&
-			    !job->snap.found[AB_SLOT_SESSION])
+			    !job->snap.found[AB_SLOT_SESSION] &&
+			    r->op[job->plan.get[AB_SLOT_SESSION]].result != AB_STORE_FAILED)
 				reserve_as_read(job, cfg, &job->keep);
 		}
 		settle_places(job, r, later);
