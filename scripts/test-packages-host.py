@@ -266,7 +266,11 @@ class DovecotHost:
                "Dovecot was neither reloaded nor restarted: no authbrake-policy yet")
         mark = len(self.log_text())
         run(["doveadm", "reload"])
-        ok = harness.wait_port(POLICY_PORT, 20)
+        # the master listens on the port at once; its processes follow
+        deadline = time.monotonic() + 20
+        while not self.policy_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ok = harness.wait_port(POLICY_PORT, 1)
         procs = self.policy_processes()
         expect(ok and procs and all(e == "/usr/lib/dovecot/authbrake-policy" for _, e in procs),
                f"after doveadm reload the drop-in is active: {len(procs)} authbrake-policy "
