@@ -50,7 +50,7 @@ DOVECOT_ON_HOST ?= $(shell s=$$(dpkg-query -W -f='$${db:Status-Status}' dovecot-
                      [ -n "$$s" ] && [ "$$s" != not-installed ] && [ "$$s" != config-files ] && echo yes)
 
 .PHONY: all check check-unit check-integration check-sanitize install deps \
-        deps-test deb bench demo demo-stop clean
+        deps-test deps-deb deb bench demo demo-stop clean
 .DEFAULT_GOAL := all
 
 ALL_TARGETS     :=
@@ -158,10 +158,12 @@ deps-test:
 # missing first (root), as deps does: dovecot-dev comes with Dovecot's core,
 # which does not conflict with Courier.
 DEB_OUT := $(B)/deb
-deb:
-	@$(APT_INSTALL) --label deb \
+deps-deb:
+	@$(APT_INSTALL) --label deps-deb \
 		--advice 'build the packages in a container or on another Debian 12 machine' \
 		$(DEB_BUILD) $(DEB_DOVECOT) $(DEB_PACKAGING)
+
+deb: deps-deb
 	rm -rf $(DEB_OUT)
 	mkdir -p $(DEB_OUT)/src
 	tar -c --exclude=./build --exclude=./.git --exclude=./bench/results . | tar -x -C $(DEB_OUT)/src
