@@ -154,20 +154,23 @@ deps-test:
 # dovecot-authbrake) into $(B)/deb/, then lintian over them (errors and
 # warnings fail; the tags left are explained in debian/*.lintian-overrides).
 # dpkg-buildpackage writes next to the tree it builds and its clean step
-# runs `make clean`, so it builds a copy in $(B)/deb/src. Installs what is
-# missing first (root), as deps does: dovecot-dev comes with Dovecot's core,
-# which does not conflict with Courier.
+# runs `make clean`, so it builds a copy in $(B)/deb/src. deps-deb installs
+# what is missing first (root), as deps does: on a host without Dovecot (a
+# Courier host) no dovecot-dev, and make deb builds authbrake and
+# libpam-authbrake only (build profile pkg.authbrake.nodovecot).
 DEB_OUT := $(B)/deb
+DEB_PROFILES := $(if $(filter yes,$(DOVECOT_ON_HOST)),,-Ppkg.authbrake.nodovecot)
 deps-deb:
 	@$(APT_INSTALL) --label deps-deb \
 		--advice 'build the packages in a container or on another Debian 12 machine' \
-		$(DEB_BUILD) $(DEB_DOVECOT) $(DEB_PACKAGING)
+		$(DEB_BUILD) $(if $(filter yes,$(DOVECOT_ON_HOST)),$(DEB_DOVECOT)) $(DEB_PACKAGING)
 
 deb: deps-deb
 	rm -rf $(DEB_OUT)
 	mkdir -p $(DEB_OUT)/src
 	tar -c --exclude=./build --exclude=./.git --exclude=./bench/results . | tar -x -C $(DEB_OUT)/src
-	cd $(DEB_OUT)/src && dpkg-buildpackage -us -uc -b
+	$(if $(DEB_PROFILES),@echo "deb: Dovecot is not installed here: building authbrake and libpam-authbrake only (no dovecot-authbrake)")
+	cd $(DEB_OUT)/src && dpkg-buildpackage -us -uc -b $(DEB_PROFILES)
 	rm -rf $(DEB_OUT)/src
 	lintian --fail-on error,warning --info $(DEB_OUT)/*.changes
 	@ls -l $(DEB_OUT)/*.deb

@@ -88,7 +88,7 @@ def test_deps_test_lists_everything_the_tests_need():
 def test_deps_deb_installs_debian_control_build_depends():
     """`make deb` installs (deps-deb) every Build-Depends of debian/control,
     and what dpkg-buildpackage and lintian need."""
-    _, line = printed("deps-deb")
+    _, line = printed("deps-deb", "DOVECOT_ON_HOST=yes")
     assert "--no-remove" in line.split(), line
     pkgs = set(packages(line))
     control = (REPO_ROOT / "debian" / "control").read_text()
@@ -99,6 +99,10 @@ def test_deps_deb_installs_debian_control_build_depends():
     assert wanted == {"debhelper", "dovecot-dev", "libmemcached-dev", "libpam0g-dev",
                       "libsodium-dev", "pkg-config"}, wanted
     assert wanted | {"dpkg-dev", "lintian"} <= pkgs, line
+    # a Courier host: no Dovecot, and no dovecot-authbrake built
+    _, line = printed("deps-deb", "DOVECOT_ON_HOST=no")
+    assert set(packages(line)) == pkgs - {"dovecot-dev"}, line
+    assert "dovecot-dev <!pkg.authbrake.nodovecot>" in control
     _, line = printed("deps-test")
     assert {"debhelper", "dpkg-dev", "lintian"} <= set(packages(line)), \
         "CI's deps-test installs what scripts/test-packages.sh builds with: " + line
