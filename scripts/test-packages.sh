@@ -69,9 +69,11 @@ if [ "${1:-}" = --host ]; then
 				>>"$H/courier-install.log" 2>&1 || { cat "$H/courier-install.log"; exit 1; }
 		fi
 		grep -E '^Setting up courier' "$H/courier-install.log" || true
+		# shellcheck disable=SC2016
 		chroot "$M" dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' \
 			courier-imap courier-pop courier-authdaemon dovecot-imapd dovecot-pop3d 2>/dev/null | sed 's/^/  /'
 	fi
+	# shellcheck disable=SC2016
 	exec chroot "$M" unshare --net sh -c \
 		'ip link set lo up && exec /usr/bin/python3 "$1" "$2"' sh \
 		"$REPO/scripts/test-packages-host.py" "$kind"
@@ -94,13 +96,14 @@ rm -rf "$W/upgrade"
 mkdir -p "$W/upgrade"
 for pkg in authbrake libpam-authbrake dovecot-authbrake; do
 	d=$W/upgrade/$pkg
-	dpkg-deb -R build/deb/${pkg}_${version}_amd64.deb "$d"
+	dpkg-deb -R "build/deb/${pkg}_${version}_amd64.deb" "$d"
 	sed -i "s/^Version: $version\$/Version: $bumped/; s/(= $version)/(= $bumped)/g" "$d/DEBIAN/control"
 	dpkg-deb -b "$d" "$W/upgrade/${pkg}_${bumped}_amd64.deb" >/dev/null
 	rm -rf "$d"
 done
 echo "upgrade packages: version $bumped in build/pkgtest/upgrade/"
 
+# shellcheck disable=SC2016
 dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' >"$W/machine-before.txt"
 rc=0
 for kind in dovecot courier; do
@@ -108,6 +111,7 @@ for kind in dovecot courier; do
 	unshare --mount --pid --fork --propagation private sh "$0" --host "$kind" || rc=1
 	rm -rf "${W:?}/$kind"
 done
+# shellcheck disable=SC2016
 dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' >"$W/machine-after.txt"
 echo
 if cmp -s "$W/machine-before.txt" "$W/machine-after.txt"; then
