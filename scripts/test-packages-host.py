@@ -25,6 +25,7 @@ import glob
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -80,7 +81,7 @@ def expect(cond, what, detail=""):
 def run(cmd, show="all", check=True, env=None):
     """Run cmd, print it and (show="all") its output, or (show="apt") the
     lines that say what apt and dpkg did; a failure prints everything."""
-    say("$ " + " ".join(str(c) for c in cmd))
+    say("$ " + shlex.join(str(c) for c in cmd))
     e = dict(os.environ, DEBIAN_FRONTEND="noninteractive", **(env or {}))
     r = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -479,8 +480,11 @@ def main():
         apt("remove", names[1])
         if kind == "dovecot":
             host.stop()
-            host.start()
-            expect(True, "Dovecot starts with dovecot-authbrake removed (its conffile left)")
+            host.start()      # raises if Dovecot's master does not start
+            r = run(["doveconf", "-h", "auth_policy_server_url"], show=None)
+            expect(os.path.exists("/etc/dovecot/conf.d/95-authbrake.conf") and r.stdout.strip() == "",
+                   "Dovecot starts with dovecot-authbrake removed: its conffile is left, "
+                   "its settings went with the package")
         expect_login("imap", alice, pw[alice], "127.0.2.4", True,
                      "no authbrake any more: the lock is not enforced")
         apt("purge", *names)
