@@ -38,6 +38,9 @@ DEB_TEST    := libcmocka-dev memcached libmemcached-tools dovecot-core \
                dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
                iproute2 util-linux passwd stress-ng clang-14 libclang-rt-14-dev
 DEB_BENCH   := wrk gnuplot-nox hyperfine
+# what `make deb` needs besides DEB_BUILD and DEB_DOVECOT (debian/control's
+# Build-Depends), and lintian, which checks what it built
+DEB_PACKAGING := debhelper dpkg-dev fakeroot lintian
 # what `make demo` tells you to try by hand with
 DEB_DEMO    := curl netcat-openbsd
 DEB_EXTRA   ?=
@@ -47,7 +50,7 @@ DOVECOT_ON_HOST ?= $(shell s=$$(dpkg-query -W -f='$${db:Status-Status}' dovecot-
                      [ -n "$$s" ] && [ "$$s" != not-installed ] && [ "$$s" != config-files ] && echo yes)
 
 .PHONY: all check check-unit check-integration check-sanitize install deps \
-        deps-test bench demo demo-stop clean
+        deps-test deps-deb deb bench demo demo-stop clean
 .DEFAULT_GOAL := all
 
 ALL_TARGETS     :=
@@ -131,7 +134,8 @@ install: all $(INSTALL_TARGETS)
 # apt-get refuses: scripts/apt-install.sh. DEPS_MODE=print prints the
 # apt-get command and runs nothing; DEPS_MODE=simulate runs apt-get -s.
 APT_INSTALL = sh scripts/apt-install.sh $(if $(DEPS_MODE),--$(DEPS_MODE))
-DEB_ALL     = $(DEB_BUILD) $(DEB_DOVECOT) $(DEB_TEST) $(DEB_BENCH) $(DEB_DEMO) $(DEB_EXTRA)
+DEB_ALL     = $(DEB_BUILD) $(DEB_DOVECOT) $(DEB_TEST) $(DEB_BENCH) $(DEB_DEMO) \
+              $(DEB_PACKAGING) $(DEB_EXTRA)
 
 deps:
 	@if [ "$(DOVECOT_ON_HOST)" = yes ]; then dovecot="$(DEB_DOVECOT)"; else dovecot=; \
@@ -145,6 +149,31 @@ deps-test:
 	@$(APT_INSTALL) --label deps-test \
 		--advice "authbrake's tests, benchmarks and demo need Dovecot, so they need a host without the package(s) named above (a container or a VM will do); to only build and install the PAM module and the CLI here, run: make deps && make && make install" \
 		$(DEB_ALL)
+
+# Debian packages from debian/ (authbrake, libpam-authbrake,
+# dovecot-authbrake) into $(B)/deb/, then lintian over them (errors and
+# warnings fail; the tags left are explained in debian/*.lintian-overrides).
+# dpkg-buildpackage writes next to the tree it builds and its clean step
+# runs `make clean`, so it builds a copy in $(B)/deb/src. deps-deb installs
+# what is missing first (root), as deps does: on a host without Dovecot (a
+# Courier host) no dovecot-dev, and make deb builds authbrake and
+# libpam-authbrake only (build profile pkg.authbrake.nodovecot).
+DEB_OUT := $(B)/deb
+DEB_PROFILES := $(if $(filter yes,$(DOVECOT_ON_HOST)),,-Ppkg.authbrake.nodovecot)
+deps-deb:
+	@$(APT_INSTALL) --label deps-deb \
+		--advice 'build the packages in a container or on another Debian 12 machine' \
+		$(DEB_BUILD) $(if $(filter yes,$(DOVECOT_ON_HOST)),$(DEB_DOVECOT)) $(DEB_PACKAGING)
+
+deb: deps-deb
+	rm -rf $(DEB_OUT)
+	mkdir -p $(DEB_OUT)/src
+	tar -c --exclude=./build --exclude=./.git --exclude=./bench/results . | tar -x -C $(DEB_OUT)/src
+	$(if $(DEB_PROFILES),@echo "deb: Dovecot is not installed here: building authbrake and libpam-authbrake only (no dovecot-authbrake)")
+	cd $(DEB_OUT)/src && dpkg-buildpackage -us -uc -b $(DEB_PROFILES)
+	rm -rf $(DEB_OUT)/src
+	lintian --fail-on error,warning --info $(DEB_OUT)/*.changes
+	@ls -l $(DEB_OUT)/*.deb
 
 # authbrake for real: memcached, Dovecot and authbrake-policy on loopback,
 # a scripted attack, a table of decisions; the stack stays up.

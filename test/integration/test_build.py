@@ -85,6 +85,29 @@ def test_deps_test_lists_everything_the_tests_need():
             "groff-base", "curl"} <= pkgs, line
 
 
+def test_deps_deb_installs_debian_control_build_depends():
+    """`make deb` installs (deps-deb) every Build-Depends of debian/control,
+    and what dpkg-buildpackage and lintian need."""
+    _, line = printed("deps-deb", "DOVECOT_ON_HOST=yes")
+    assert "--no-remove" in line.split(), line
+    pkgs = set(packages(line))
+    control = (REPO_ROOT / "debian" / "control").read_text()
+    field = re.search(r"^Build-Depends:(.*(?:\n[ \t].*)*)", control, re.M).group(1)
+    wanted = {re.split(r"[ (\[<]", d.strip())[0] for d in field.split(",") if d.strip()}
+    # debhelper-compat is a virtual package debhelper provides
+    wanted = {"debhelper" if w == "debhelper-compat" else w for w in wanted}
+    assert wanted == {"debhelper", "dovecot-dev", "libmemcached-dev", "libpam0g-dev",
+                      "libsodium-dev", "pkg-config"}, wanted
+    assert wanted | {"dpkg-dev", "lintian"} <= pkgs, line
+    # a Courier host: no Dovecot, and no dovecot-authbrake built
+    _, line = printed("deps-deb", "DOVECOT_ON_HOST=no")
+    assert set(packages(line)) == pkgs - {"dovecot-dev"}, line
+    assert "dovecot-dev <!pkg.authbrake.nodovecot>" in control
+    _, line = printed("deps-test")
+    assert {"debhelper", "dpkg-dev", "lintian"} <= set(packages(line)), \
+        "CI's deps-test installs what scripts/test-packages.sh builds with: " + line
+
+
 def test_bootstrap_installs_the_test_packages():
     text = (REPO_ROOT / "scripts" / "bootstrap.sh").read_text()
     assert re.search(r"^make -s deps-test\b", text, re.M), text
