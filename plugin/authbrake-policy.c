@@ -189,7 +189,7 @@ static void policy_answer(struct policy_request *preq)
 	struct ab_attempt attempt;
 	struct ab_decision decision;
 	const char *address, *error;
-	char line[512];
+	char line[1024];
 
 	if (policy_body_parse(http_server_request_get_pool(req),
 			      preq->body->data, preq->body->used,

@@ -23,12 +23,6 @@ import harness
 USERS = harness.DEFAULT_USERS
 ALICE, BOB, CAROL = "alice", "bob", "carol"
 
-DECISION_RE = re.compile(
-    r'authbrake-policy: \w+: account="(?P<account>[^"]*)" address=(?P<address>\S+) '
-    r'protocol=(?P<protocol>\S*) decision=(?P<decision>\w+)(?: delay=(?P<delay>\d+)s)?'
-    r'.*?reason="(?P<reason>[^"]*)"')
-
-
 @pytest.fixture
 def policy_dovecot(memcached, authbrake_conf, dovecot_factory, policy_binary):
     """make(dovecot_kw=None, **authbrake overrides) -> Dovecot with authbrake-policy."""
@@ -45,10 +39,8 @@ def password_checks(dc, ip, since=0):
     return pat.findall(dc.log_since(since))
 
 
-def decisions(dc, since=0, address=None):
-    """authbrake-policy's tarpit/reject log lines, parsed."""
-    out = [m.groupdict() for m in DECISION_RE.finditer(dc.log_since(since))]
-    return [d for d in out if address is None or d["address"] == address]
+# authbrake-policy's tarpit/reject log lines, parsed (one parser: harness's)
+decisions = harness.policy_decisions
 
 
 def tarpits_seen_by_dovecot(dc, ip, since=0):
