@@ -310,6 +310,15 @@ def connect(port, src, timeout=3):
         s.close()
 
 
+def ban_seconds(f2b, ip):
+    """How long fail2ban banned ip for (None when it is not banned):
+    `get JAIL banip --with-time` prints "IP  START + SECONDS = END"."""
+    out = f2b.client("get", "authbrake", "banip", "--with-time").stdout
+    print(out)
+    m = re.search(r"^%s\s.*\+ (\d+) =" % re.escape(ip), out, re.M)
+    return int(m[1]) if m else None
+
+
 def cli(conf, *args):
     r = subprocess.run([str(CLI_BIN), "-c", str(conf), *args],
                        capture_output=True, text=True, timeout=30)
@@ -333,20 +342,33 @@ ignoreip =
     try:
         netns.run(f2b.start)
         assert f2b.banned() == []
+        # the shipped jail's growing bans, as fail2ban read them
+        assert f2b.client("get", "authbrake", "bantime.increment").stdout.strip() == "True"
+        assert f2b.client("get", "authbrake", "bantime.maxtime").stdout.strip() == "604800"
         attacker, neighbour = "127.0.41.1", "127.0.41.2"
-        # a dictionary run over IMAP: 5 distinct accounts block the address
-        for name in ("monday", "monica", "monroe", "montague", "monty"):
-            ok, msg, _ = netns.run(dc.imap_login, name, "guess-1", attacker)
-            assert not ok, msg
-        assert dc.wait_log(r"authbrake-policy: Warning: address %s blocked for "
-                           % re.escape(attacker), timeout=10), dc.log_text()[-3000:]
 
-        deadline = time.monotonic() + 30
-        while f2b.banned() != [attacker] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        status = f2b.client("status", "authbrake").stdout
-        print(status)
-        assert f2b.banned() == [attacker], status + f2b.log_text()
+        def attack(src, tag):
+            """A dictionary run over IMAP: 5 distinct accounts block src.
+            Names of its own (tag): a guess seen before counts once."""
+            mark = dc.log_mark()
+            for name in ("monday", "monica", "monroe", "montague", "monty"):
+                ok, msg, _ = netns.run(dc.imap_login, f"{name}-{tag}", "guess-1", src)
+                assert not ok, msg
+            assert dc.wait_log(r"authbrake-policy: Warning: address %s blocked for "
+                               % re.escape(src), since=mark, timeout=10), \
+                dc.log_since(mark)[-3000:]
+
+        def wait_banned(src):
+            deadline = time.monotonic() + 30
+            while f2b.banned() != [src] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            status = f2b.client("status", "authbrake").stdout
+            print(status)
+            assert f2b.banned() == [src], status + f2b.log_text()
+
+        attack(attacker, "first")
+        wait_banned(attacker)
+        assert ban_seconds(f2b, attacker) == 3600
         nft = netns.run(subprocess.run, ["nft", "list", "ruleset"],
                         capture_output=True, text=True).stdout
         print(nft)
@@ -376,5 +398,24 @@ ignoreip =
         assert ok, msg
         # fail2ban read no new block line: still nothing banned
         assert f2b.banned() == []
+
+        # A ban that ran out is remembered: the address's next ban is
+        # twice as long (bantime.increment: 1h, 2h, 4h ... bantime.maxtime).
+        # An unban by hand, as above, forgets it. With bantime 3 s here so
+        # that the first ban runs out while the test waits:
+        f2b.client("set", "authbrake", "bantime", "3")
+        repeat = "127.0.42.1"
+        attack(repeat, "r1")
+        wait_banned(repeat)
+        assert ban_seconds(f2b, repeat) == 3
+        deadline = time.monotonic() + 30
+        while f2b.banned() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert f2b.banned() == [], f2b.log_text()
+        rc, out = netns.run(cli, conf, "unblock", repeat)
+        assert rc == 0, out
+        attack(repeat, "r2")
+        wait_banned(repeat)
+        assert ban_seconds(f2b, repeat) == 2 * 3
     finally:
         f2b.stop()
