@@ -243,7 +243,10 @@ class Fail2ban:
     def __init__(self, dir, jail_local):
         self.dir = Path(dir)
         self.conf = self.dir / "etc"
-        shutil.copytree(F2B_ETC, self.conf, ignore=shutil.ignore_patterns("jail.d"))
+        # the stock files only: no jail of this host's (jail.d: Debian's
+        # sshd), none of its local changes
+        shutil.copytree(F2B_ETC, self.conf,
+                        ignore=shutil.ignore_patterns("jail.d", "fail2ban.d", "*.local"))
         shutil.copytree(F2B_CONF, self.conf, dirs_exist_ok=True)
         (self.conf / "jail.d" / "authbrake.local").write_text(jail_local)
         self.sock = self.dir / "fail2ban.sock"
