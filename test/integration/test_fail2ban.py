@@ -90,6 +90,11 @@ def test_filter_matches_dovecot_address_blocks_only(memcached, authbrake_conf,
     for name in names:
         ok, out, _ = dc.auth_test(name, "guess-1", attacker)
         assert not ok, out
+    # IPv6: blocked, and logged, as its /64
+    attacker6 = "2001:db8:31:1::5"
+    for name in ["tuesday", "tudor", "tucker", "tully", "tupac"]:
+        ok, out, _ = dc.auth_test(name, "guess-1", attacker6)
+        assert not ok, out
     # an account locked under a forged name: account_lock_failures = 5
     # failures, each from an address of its own (none of them blocked)
     victim = FORGED_LINE.format(ip="127.0.32.79")
@@ -105,6 +110,7 @@ def test_filter_matches_dovecot_address_blocks_only(memcached, authbrake_conf,
 
     blocks = harness.address_blocks(dc, mark)
     assert [(b[0], b[1]) for b in blocks] == [("address", attacker),
+                                              ("address", "2001:db8:31:1::/64"),
                                               ("subnet", "127.0.33.0/24")], blocks
     locks = harness.account_locks(dc, mark)
     assert [l[0] for l in locks] == [victim], locks
@@ -113,8 +119,8 @@ def test_filter_matches_dovecot_address_blocks_only(memcached, authbrake_conf,
     assert 'account="x\\" address=127.0.31.77 blocked" address=127.0.31.1 ' in log, log
 
     ips, matched, _ = fail2ban_regex(dc.log_path)
-    assert ips == [attacker]
-    assert matched == 1
+    assert ips == [attacker, "2001:db8:31:1::/64"]
+    assert matched == 2
 
 
 # ------------------------------------------------------ fail2ban-regex: PAM
@@ -401,6 +407,14 @@ ignoreip =
         assert ok, msg
         # fail2ban read no new block line: still nothing banned
         assert f2b.banned() == []
+
+        # an IPv6 block comes as its /64: the shipped action's set takes it
+        f2b.client("set", "authbrake", "banip", "2001:db8:41:1::/64")
+        nft = netns.run(subprocess.run, ["nft", "list", "set", "inet", "f2b-table",
+                                         "addr6-set-authbrake"],
+                        capture_output=True, text=True)
+        assert "elements = { 2001:db8:41:1::/64 }" in nft.stdout, nft.stdout + nft.stderr
+        f2b.client("unban", "2001:db8:41:1::/64")
 
         # A ban that ran out is remembered: the address's next ban is
         # twice as long (bantime.increment: 1h, 2h, 4h ... bantime.maxtime).
