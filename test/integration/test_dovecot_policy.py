@@ -396,6 +396,13 @@ def test_policy_rejects_bad_requests(policy_dovecot):
     assert log.count("counted against the address only") >= 2 * len(odd)
     # the CR LF never starts a forged log line
     assert not re.search(r"^fake log line", log, re.M)
+    # a quote in such a login is escaped: it cannot close the quotes
+    mark = dc.log_mark()
+    body = dict(good, login='x"\u0001 address=127.74.0.9', remote="127.75.0.1",
+                session_id="odd-quote")
+    assert dc.policy_post("allow", body)[0] == 200
+    assert dc.wait_log(r'\(login "x\\"\ufffd address=127\.74\.0\.9"\): counted against '
+                       r'the address only$', since=mark), dc.log_since(mark)
     # bytes that are not UTF-8 (Latin-1, an overlong "/") and an empty
     # login are no account either: the address counts them
     raw = [b'{"login":"J\xf6rg","remote":"127.74.0.1","session_id":"raw0"}',
