@@ -219,7 +219,7 @@ static void tarpit_sleep(unsigned int secs)
 static int preauth(struct pam_call *call)
 {
 	struct ab_decision decision;
-	char line[768];
+	char line[1024];
 	unsigned int slept;
 
 	ab_tracker_allow(call->tracker, &call->attempt, time(NULL), 0, &decision);
@@ -229,7 +229,7 @@ static int preauth(struct pam_call *call)
 	case AB_TARPIT:
 		slept = decision.delay_s < call->cfg.pam_max_delay_s ?
 			decision.delay_s : call->cfg.pam_max_delay_s;
-		pam_syslog(call->pamh, LOG_NOTICE, "%s slept=%us (pam_max_delay=%us)",
+		pam_syslog(call->pamh, LOG_NOTICE, "%s slept=%us pam_max_delay=%us",
 			   ab_decision_log_line(&call->attempt, &decision,
 						line, sizeof(line)),
 			   slept, call->cfg.pam_max_delay_s);

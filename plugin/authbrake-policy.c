@@ -173,6 +173,8 @@ static int policy_attempt_init(const struct policy_body *body,
 	const char *login = body->login[0] == '\0' ? NULL : body->login;
 	const char *protocol = body->protocol != NULL ? body->protocol : "";
 	size_t pw_len = body->pwhash != NULL ? strlen(body->pwhash) : 0;
+	/* 64 characters of up to 4 bytes, and the ellipsis */
+	char quoted[AB_LOG_QUOTED_MAX(64 * 4 + 3)];
 	const char *error;
 
 	if (ab_attempt_init(policy_tracker, attempt_r, login, address, protocol,
@@ -185,8 +187,9 @@ static int policy_attempt_init(const struct policy_body *body,
 		if (ab_attempt_init(policy_tracker, attempt_r, NULL, address,
 				    protocol, NULL, 0, error_r) < 0)
 			return -1;
-		i_warning("%s (login \"%s\"): counted against the address only",
-			  error, str_sanitize_utf8(login, 64));
+		i_warning("%s (login %s): counted against the address only",
+			  error, ab_log_quote(str_sanitize_utf8(login, 64),
+					      quoted, sizeof(quoted)));
 	}
 	if (body->session_id != NULL)
 		ab_attempt_set_session(attempt_r, body->session_id,
@@ -198,7 +201,7 @@ static void policy_reply_decision(struct policy_request *preq,
 				  const struct ab_decision *decision)
 {
 	struct http_server_request *req = preq->req;
-	char line[512];
+	char line[1024];
 
 	switch (decision->verdict) {
 	case AB_ALLOW:

@@ -3,6 +3,8 @@
 #ifndef AB_LOG_H
 #define AB_LOG_H
 
+#include <stddef.h>
+
 enum ab_log_level {
 	AB_LOG_DEBUG,
 	AB_LOG_INFO,
@@ -11,5 +13,15 @@ enum ab_log_level {
 };
 
 typedef void ab_log_fn(enum ab_log_level level, const char *msg, void *ctx);
+
+/* Room for any login quoted by ab_log_quote(): each byte may double,
+   plus the quotes. */
+#define AB_LOG_QUOTED_MAX(len) (2 * (len) + 3)
+
+/* value in double quotes, with " and \ escaped by a backslash, for the
+   key=value lines: a login cannot close its quotes and forge a field
+   (account="x\" address=192.0.2.1") for a log reader such as fail2ban.
+   Returns buf; cut short (still quoted) when size is too small. */
+const char *ab_log_quote(const char *value, char *buf, size_t size);
 
 #endif

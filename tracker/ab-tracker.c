@@ -618,6 +618,7 @@ static void log_escalation(struct ab_tracker *tracker,
 			   time_t now)
 {
 	char addr[AB_ADDR_STRLEN], dur[32];
+	char account[AB_LOG_QUOTED_MAX(AB_ACCOUNT_MAX)];
 	unsigned int i;
 
 	for (i = 0; i < ops->count; i++) {
@@ -648,8 +649,8 @@ static void log_escalation(struct ab_tracker *tracker,
 			break;
 		case AB_SLOT_ACCT_LOCK:
 			tracker_log(tracker, AB_LOG_WARNING,
-				    "account \"%s\" locked for unfamiliar origins for %s: %llu failures",
-				    attempt->account, dur,
+				    "account %s locked for unfamiliar origins for %s: %llu failures",
+				    ab_log_quote(attempt->account, account, sizeof(account)), dur,
 				    (unsigned long long)ab_window_count(after, AB_SLOT_ACCT_FAIL));
 			break;
 		default:
@@ -813,6 +814,7 @@ const char *ab_decision_log_line(const struct ab_attempt *attempt,
 		[AB_ALLOW] = "allow", [AB_TARPIT] = "tarpit", [AB_REJECT] = "reject",
 	};
 	char addr[AB_ADDR_STRLEN], extra[64] = "";
+	char account[AB_LOG_QUOTED_MAX(AB_ACCOUNT_MAX)];
 
 	if (decision->verdict == AB_TARPIT)
 		snprintf(extra, sizeof(extra), " delay=%us", decision->delay_s);
@@ -820,8 +822,9 @@ const char *ab_decision_log_line(const struct ab_attempt *attempt,
 		snprintf(extra, sizeof(extra), " retry_after=%us",
 			 decision->retry_after_s);
 	snprintf(buf, size,
-		 "account=\"%s\" address=%s protocol=%s decision=%s%s reason=\"%s\"",
-		 attempt->account[0] != '\0' ? attempt->account : "-",
+		 "account=%s address=%s protocol=%s decision=%s%s reason=\"%s\"",
+		 ab_log_quote(attempt->account[0] != '\0' ? attempt->account : "-",
+			      account, sizeof(account)),
 		 attempt->has_addr ?
 		 ab_addr_str(&attempt->addr, (unsigned int)ab_addr_len(&attempt->addr) * 8, addr) : "-",
 		 attempt->protocol, verdicts[decision->verdict], extra,

@@ -1288,12 +1288,12 @@ def settle_log(dovecot, sentinel_ip=None, timeout=10):
 
 # authbrake-policy's lines (through Dovecot's log)
 DECISION_RE = re.compile(
-    r'authbrake-policy: \w+: account="(?P<account>[^"]*)" address=(?P<address>\S+) '
+    r'authbrake-policy: \w+: account="(?P<account>(?:[^"\\]|\\.)*)" address=(?P<address>\S+) '
     r'protocol=(?P<protocol>\S*) decision=(?P<decision>\w+)'
     r'(?: delay=(?P<delay>\d+)s)?(?: retry_after=(?P<retry_after>\d+)s)?'
     r'.*?reason="(?P<reason>[^"]*)"')
 LOCK_RE = re.compile(
-    r'authbrake-policy: \w+: account "(?P<account>[^"]*)" locked for unfamiliar '
+    r'authbrake-policy: \w+: account "(?P<account>(?:[^"\\]|\\.)*)" locked for unfamiliar '
     r'origins for (?P<duration>\S+): (?P<failures>\d+) failures')
 BLOCK_RE = re.compile(
     r'authbrake-policy: \w+: (?P<kind>address|subnet) (?P<address>\S+) blocked for '

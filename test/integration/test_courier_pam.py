@@ -149,6 +149,12 @@ def test_dictionary_run_blocks_address(brake, users):
     # 6 names at once: at most ip_max_accounts (5) reach pam_unix
     checked = [v for v in victims if checked_by_pam_unix(brake, attack_mark, v, attacker)]
     assert len(checked) <= 5, f"{len(checked)} of 6 names reached pam_unix"
+    # the block reaches syslog from authdaemond's PAM, in the words the
+    # shipped fail2ban filter reads (test_fail2ban.py)
+    assert brake.syslog.wait(r"^authdaemond(?:\[\d+\])?: pam_authbrake\(pop3:auth\): "
+                             r"address 127\.42\.0\.66 blocked for \w+: \d+ failures, "
+                             r"5 accounts tried$", since=attack_mark), \
+        brake.syslog_text(attack_mark)
 
     mark = brake.syslog_mark()
     (ok_i, msg_i, _), (ok_p, msg_p, _), (ok_o, msg_o, _) = parallel([
@@ -183,6 +189,9 @@ def test_locked_account_refused_from_new_address_allowed_from_familiar(brake, us
     assert not any(ok for ok, _, _ in results), results
     checked = [a for a in bots if checked_by_pam_unix(brake, mark, user, a)]
     assert len(checked) <= 5, f"{len(checked)} of 8 parallel guesses reached pam_unix"
+    assert brake.syslog.wait(rf'pam_authbrake\(imap:auth\): account "{user}" locked for '
+                             r'unfamiliar origins for \w+: 5 failures$', since=mark), \
+        brake.syslog_text(mark)
 
     mark = brake.syslog_mark()
     (ok_new, msg_new, _), (ok_new3, msg_new3, _), (ok_home, msg_home, _) = parallel([

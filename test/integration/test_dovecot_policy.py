@@ -23,12 +23,6 @@ import harness
 USERS = harness.DEFAULT_USERS
 ALICE, BOB, CAROL = "alice", "bob", "carol"
 
-DECISION_RE = re.compile(
-    r'authbrake-policy: \w+: account="(?P<account>[^"]*)" address=(?P<address>\S+) '
-    r'protocol=(?P<protocol>\S*) decision=(?P<decision>\w+)(?: delay=(?P<delay>\d+)s)?'
-    r'.*?reason="(?P<reason>[^"]*)"')
-
-
 @pytest.fixture
 def policy_dovecot(memcached, authbrake_conf, dovecot_factory, policy_binary):
     """make(dovecot_kw=None, **authbrake overrides) -> Dovecot with authbrake-policy."""
@@ -45,10 +39,8 @@ def password_checks(dc, ip, since=0):
     return pat.findall(dc.log_since(since))
 
 
-def decisions(dc, since=0, address=None):
-    """authbrake-policy's tarpit/reject log lines, parsed."""
-    out = [m.groupdict() for m in DECISION_RE.finditer(dc.log_since(since))]
-    return [d for d in out if address is None or d["address"] == address]
+# authbrake-policy's tarpit/reject log lines, parsed (one parser: harness's)
+decisions = harness.policy_decisions
 
 
 def tarpits_seen_by_dovecot(dc, ip, since=0):
@@ -404,6 +396,13 @@ def test_policy_rejects_bad_requests(policy_dovecot):
     assert log.count("counted against the address only") >= 2 * len(odd)
     # the CR LF never starts a forged log line
     assert not re.search(r"^fake log line", log, re.M)
+    # a quote in such a login is escaped: it cannot close the quotes
+    mark = dc.log_mark()
+    body = dict(good, login='x"\u0001 address=127.74.0.9', remote="127.75.0.1",
+                session_id="odd-quote")
+    assert dc.policy_post("allow", body)[0] == 200
+    assert dc.wait_log(r'\(login "x\\"\ufffd address=127\.74\.0\.9"\): counted against '
+                       r'the address only$', since=mark), dc.log_since(mark)
     # bytes that are not UTF-8 (Latin-1, an overlong "/") and an empty
     # login are no account either: the address counts them
     raw = [b'{"login":"J\xf6rg","remote":"127.74.0.1","session_id":"raw0"}',

@@ -419,7 +419,7 @@ def test_tarpit_is_capped_by_pam_max_delay(make_stack, test_user, syslog):
     assert ok, out
     log = syslog.since(mark)
     assert (f'address={addr} protocol={stack.name} decision=tarpit delay=8s '
-            'reason="address failures over ip_free_failures" slept=1s') in log, log
+            'reason="address failures over ip_free_failures" slept=1s pam_max_delay=1s') in log, log
     assert elapsed < 6, elapsed      # far below the 8 s the engine asked for
 
 
