@@ -28,7 +28,10 @@ its own 127.T.x.y range (T = 111..117). Dovecot's anvil penalty is off
 
 import json
 import re
+import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -270,3 +273,88 @@ def test_tarpit_delays_auth_then_postfix_gives_up_at_10s(mail):
         reply, seconds = harness.smtp_auth(pf.port, ALICE, USERS[ALICE], f"127.115.{i + 1}.1")
         show(f"after the 454 ({seconds:.1f}s)", reply)
         assert reply.code == 235, reply
+
+
+# ------------------------------------------------- the ylmf-pc botnet
+
+N_BOTS = 60
+
+
+def ylmf_pc_botnet(port, t, user, n=N_BOTS):
+    """n bots, each from its own /24 (127.t.i.1): EHLO ylmf-pc, STARTTLS,
+    then, all released at once, one AUTH LOGIN or AUTH PLAIN guess each.
+    Returns their AUTH replies."""
+    clients = []
+    try:
+        for i in range(n):
+            clients.append(harness.SmtpClient(port, f"127.{t}.{i}.1", "ylmf-pc"))
+        start = threading.Barrier(n)
+
+        def guess(i):
+            start.wait()
+            return clients[i].auth(("LOGIN", "PLAIN")[i % 2], user,
+                                   f"guess-{t}-{i}")[0]
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(guess, range(n)))
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_ylmf_pc_botnet_in_parallel_when_helo_check_is_off(mail):
+    """The ylmf-pc pattern against a Postfix without the HELO check (what a
+    bot that changes its HELO meets): 60 bots from 60 /24s, every AUTH
+    released at once. Postfix sends Dovecot no session, yet each attempt
+    holds its places (authbrake-policy names it by protocol, login, address
+    and pwhash): at most account_lock_failures guesses reach the passdb,
+    the others get authbrake's message in a 535, and the user still
+    submits from home."""
+    dc, pf = mail(postfix_settings={"authbrake_helo_restrictions": ""})
+    limit = DEFAULTS["account_lock_failures"]
+    assert harness.smtp_auth(pf.port, ALICE, USERS[ALICE], "127.116.250.1")[0].code == 235
+    mark = dc.log_mark()
+    replies = ylmf_pc_botnet(pf.port, 116, ALICE)
+    settle_log(dc)
+    checks = passdb_checks(dc, ALICE, since=mark)
+    refused = [r for r in replies if MSG_ACCOUNT in r.text]
+    print(f"ylmf-pc botnet, {N_BOTS} AUTHs at once: {checks} password checks, "
+          f"{len(refused)} refused by authbrake")
+    assert checks <= limit, checks
+    assert all(r.code == 535 for r in replies), replies
+    assert len(refused) == N_BOTS - checks, replies
+    # from home (a familiar subnet) the user still gets in and sends
+    with pf.smtp(src="127.116.250.2") as c:
+        assert c.auth("LOGIN", ALICE, USERS[ALICE])[0].code == 235
+        assert [r.code for r in c.send("alice@authbrake.test", "bob@example.org",
+                                       "Subject: x\r\n\r\nx\r\n")] == [250] * 3
+
+
+# ------------------------------------------------- per-protocol networks
+
+def test_restrict_networks_per_protocol(mail):
+    """restrict_networks.smtp = the office: SMTP AUTH from elsewhere is
+    refused before any password check, while IMAP and POP3 from the same
+    address pass; the office submits. `authbrake config` and `status`
+    show the protocol's own list."""
+    office, elsewhere = "127.118.1.0/24", "127.118.2.1"
+    dc, pf = mail(**{"restrict_networks.smtp": office})
+    mark = dc.log_mark()
+    reply, _ = harness.smtp_auth(pf.port, ALICE, USERS[ALICE], elsewhere)
+    show("reject, outside restrict_networks.smtp", reply)
+    assert reply == (535, "5.7.8 Error: authentication failed: "
+                     "Logins are not accepted from your network."), reply
+    assert dc.imap_login(ALICE, USERS[ALICE], elsewhere)[0]
+    assert dc.pop3_login(ALICE, USERS[ALICE], elsewhere)[0]
+    assert harness.smtp_auth(pf.port, ALICE, USERS[ALICE], "127.118.1.7")[0].code == 235
+    settle_log(dc)
+    assert passdb_checks(dc, ALICE, since=mark, address=elsewhere) == 2   # IMAP, POP3
+    rejects = smtp_decisions(dc, mark, elsewhere)
+    assert [d["reason"] for d in rejects] == ["address outside restrict_networks"], rejects
+
+    r = subprocess.run([str(harness.CLI_BIN), "-c", str(dc.ab_conf), "config"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+    assert r.returncode == 0, r.stdout
+    assert f"restrict_networks.smtp = {office}\n" in r.stdout.decode()
+    status = cli_status(dc.ab_conf, elsewhere)
+    assert status["restricted_out"] is False, status
+    assert status["protocols"] == {"smtp": {"trusted": False, "restricted_out": True}}
