@@ -239,16 +239,16 @@ static int protocol_name_check(const char *name, const char *key,
 	return 0;
 }
 
-static struct ab_protocol_networks *
-protocol_networks(const struct ab_config *cfg, const char *protocol)
+/* The place of the protocol's lists in cfg->protocols, -1 when it has none. */
+static int protocol_index(const struct ab_config *cfg, const char *protocol)
 {
 	unsigned int i;
 
 	for (i = 0; i < cfg->protocol_count; i++) {
 		if (strcmp(cfg->protocols[i].protocol, protocol) == 0)
-			return (struct ab_protocol_networks *)&cfg->protocols[i];
+			return (int)i;
 	}
-	return NULL;
+	return -1;
 }
 
 /* "restrict_networks.smtp = ...": the list for one protocol. */
@@ -261,6 +261,7 @@ static int config_set_protocol(struct ab_config *cfg, const char *key,
 	const struct protocol_key_def *pdef;
 	struct ab_protocol_networks *proto;
 	struct ab_cidr_list list = { NULL, 0 }, *field;
+	int i;
 
 	if (def == NULL)
 		return ab_error(error_r, "%s: unknown setting '%s'", where, key);
@@ -271,7 +272,9 @@ static int config_set_protocol(struct ab_config *cfg, const char *key,
 		return -1;
 	if (ab_cidr_list_parse(value, &list, &error) < 0)
 		return ab_error(error_r, "%s: %s: %s", where, key, error);
-	if ((proto = protocol_networks(cfg, protocol)) == NULL) {
+	if ((i = protocol_index(cfg, protocol)) >= 0) {
+		proto = &cfg->protocols[i];
+	} else {
 		if (cfg->protocol_count == AB_PROTOCOL_NETWORKS_MAX) {
 			ab_cidr_list_free(&list);
 			return ab_error(error_r, "%s: '%s': networks for more than %d protocols",
@@ -444,21 +447,19 @@ int ab_config_validate(const struct ab_config *cfg, const char **error_r)
 const struct ab_cidr_list *
 ab_config_trusted_networks(const struct ab_config *cfg, const char *protocol)
 {
-	const struct ab_protocol_networks *proto =
-		protocol_networks(cfg, protocol);
+	int i = protocol_index(cfg, protocol);
 
-	return proto != NULL && proto->has_trusted ?
-		&proto->trusted_networks : &cfg->trusted_networks;
+	return i >= 0 && cfg->protocols[i].has_trusted ?
+		&cfg->protocols[i].trusted_networks : &cfg->trusted_networks;
 }
 
 const struct ab_cidr_list *
 ab_config_restrict_networks(const struct ab_config *cfg, const char *protocol)
 {
-	const struct ab_protocol_networks *proto =
-		protocol_networks(cfg, protocol);
+	int i = protocol_index(cfg, protocol);
 
-	return proto != NULL && proto->has_restrict ?
-		&proto->restrict_networks : &cfg->restrict_networks;
+	return i >= 0 && cfg->protocols[i].has_restrict ?
+		&cfg->protocols[i].restrict_networks : &cfg->restrict_networks;
 }
 
 static bool proto_sets(const struct ab_protocol_networks *proto,
