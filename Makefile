@@ -34,10 +34,12 @@ AB_LIBS     := $(PKG_LIBS)
 DEB_BUILD   := build-essential pkg-config libmemcached-dev libsodium-dev \
                libpam0g-dev
 DEB_DOVECOT := dovecot-dev
+# postfix: test_postfix.py runs an instance of its own (the package's
+# system instance is left alone); like any MTA it conflicts with exim4.
 DEB_TEST    := libcmocka-dev memcached libmemcached-tools dovecot-core \
                dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
                iproute2 util-linux passwd stress-ng clang-14 libclang-rt-14-dev \
-               fail2ban nftables
+               fail2ban nftables postfix openssl
 DEB_BENCH   := wrk gnuplot-nox hyperfine
 # what `make deb` needs besides DEB_BUILD and DEB_DOVECOT (debian/control's
 # Build-Depends), and lintian, which checks what it built

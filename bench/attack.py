@@ -42,7 +42,15 @@ it got in that time"):
               (account_lock_failures = 3 in any account_window). "none" and
               "dovecot-penalty" have no windows: they run as for the others.
 
-During dictionary, botnet, parallel-botnet and slow-botnet, the 40 staff
+  smtp-dictionary, smtp-botnet, smtp-parallel-botnet
+              the same attackers over SMTP AUTH: their requests are the
+              ones Postfix's smtpd sends Dovecot for SASL (service=smtp, no
+              session id; the staff keep logging in over IMAP). authbrake
+              pairs such an attempt's allow and report by protocol, login,
+              address and pwhash; smtp-parallel-botnet shows it holds.
+
+During dictionary, botnet, parallel-botnet and slow-botnet (and their smtp-
+forms), the 40 staff
 log in (right password) from their usual /24 in a loop: refused or delayed
 (> 1 s) logins and their latency are what the attack cost them. In
 phone-nat the legitimate logins are the 10 colleagues behind the NAT and
@@ -175,9 +183,12 @@ class Tally:
 class Run:
     """One scenario under one protection."""
 
-    def __init__(self, dv, sock, no_penalty, seconds):
+    def __init__(self, dv, sock, no_penalty, seconds, smtp=False):
         self.dv, self.sock, self.no_penalty = dv, sock, no_penalty
         self.seconds = seconds
+        # the attacker's requests as Postfix's smtpd sends them (SASL
+        # through Dovecot): service smtp, no session id
+        self.smtp = smtp
         self.clients = []
         self.clients_lock = threading.Lock()
         self.stop = threading.Event()
@@ -193,9 +204,12 @@ class Run:
             self.clients.append(c)
         return c
 
-    def auth(self, c, user, pw, rip):
+    def auth(self, c, user, pw, rip, attacker=True):
+        smtp = self.smtp and attacker
         try:
-            ok, _, secs = c.auth(user, pw, rip, no_penalty=self.no_penalty)
+            ok, _, secs = c.auth(user, pw, rip, no_penalty=self.no_penalty,
+                                 service="smtp" if smtp else "imap",
+                                 session=not smtp)
             return ok, secs
         except (OSError, AuthError) as e:
             if not self.stop.is_set():
@@ -228,7 +242,7 @@ class Run:
         i = 0
         while not self.stop.is_set():
             user, pw, rip = who[i % len(who)]
-            ok, secs = self.auth(c, user, pw, rip)
+            ok, secs = self.auth(c, user, pw, rip, attacker=False)
             if ok is None:
                 return
             tally.add(ok, secs)
@@ -511,7 +525,11 @@ def who_of(scenario):
 
 SCENARIOS = (("dictionary", scenario_dictionary), ("botnet", scenario_botnet),
              ("phone-nat", scenario_phone), ("parallel-botnet", scenario_parallel),
-             ("slow-botnet", scenario_slow))
+             ("slow-botnet", scenario_slow),
+             # the same attackers over SMTP AUTH (Run.smtp)
+             ("smtp-dictionary", scenario_dictionary),
+             ("smtp-botnet", scenario_botnet),
+             ("smtp-parallel-botnet", scenario_parallel))
 
 
 @contextlib.contextmanager
@@ -570,9 +588,11 @@ def run(m, scale=1.0):
                 if name == "phone-nat":  # the NAT is the office: everyone knows it
                     extra_warm = [(u, blk.nat()) for u in STAFF[:11]]
                 warm_up(sock, pw, blk, no_penalty, extra_warm)
-                seconds = max(3, floor.get(name, 0), round(durations[name] * scale))
+                base_name = name.removeprefix("smtp-")
+                seconds = max(3, floor.get(base_name, 0),
+                              round(durations[base_name] * scale))
                 mark = dv.log_mark()
-                r = Run(dv, sock, no_penalty, seconds)
+                r = Run(dv, sock, no_penalty, seconds, smtp=name.startswith("smtp-"))
                 t0 = time.monotonic()
                 tail_from = int(time.time()) + seconds - TAIL_SECONDS
                 att, leg, addrs, legit_addrs, note = fn(r, blk, pw)
@@ -636,8 +656,10 @@ def run(m, scale=1.0):
                        f"p99 {row['legit_p99_ms']} ms"
                        + (f"; {row['note']}" if row["note"] else ""),
                        f"bench/attack.py {name} for "
-                       + (f"{seconds} s" if name != "parallel-botnet"
+                       + (f"{seconds} s" if not name.endswith("parallel-botnet")
                           else f"two waves (deadline {seconds} s)")
+                       + (", attacker over SMTP AUTH (service=smtp, no session, "
+                          "as Postfix's smtpd sends)" if r.smtp else "")
                        + f" (ran {elapsed:.1f} s), "
                        + (f"SHORT-WINDOW authbrake conf ({slow_desc}), "
                           if dv is short else "")

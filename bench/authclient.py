@@ -47,16 +47,18 @@ class AuthClient:
         return line.decode(errors="replace")
 
     def auth(self, user, password, rip, service="imap", no_penalty=False,
-             lip="127.0.0.1"):
+             lip="127.0.0.1", session=True):
         """One PLAIN authentication; returns (ok, reply fields, seconds).
         Each request carries a session id of its own, as imap-login's do
-        (Dovecot's %{session}): a policy server pairs allow and report by it."""
+        (Dovecot's %{session}): a policy server pairs allow and report by it.
+        session=False sends none, as Postfix's smtpd does (service=smtp)."""
         rid = next(self.ids)
-        session = base64.b64encode(os.urandom(12)).decode()
         resp = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode())
         fields = [f"AUTH\t{rid}\tPLAIN\tservice={service}", f"lip={lip}",
-                  f"rip={rip}", f"real_rip={rip}", "lport=143", "rport=50000",
-                  f"session={session}", "secured"]
+                  f"rip={rip}", f"real_rip={rip}", "lport=143", "rport=50000"]
+        if session:
+            fields.append("session=" + base64.b64encode(os.urandom(12)).decode())
+        fields.append("secured")
         if no_penalty:
             fields.append("no-penalty")
         fields.append("resp=" + resp.decode())

@@ -394,6 +394,37 @@ static void print_block(const char *label, bool blocked,
 	printf("\n");
 }
 
+/* The attempt as if it came over the protocol of proto. */
+static void protocol_attempt(struct ab_attempt *attempt,
+			     const struct ab_protocol_networks *proto)
+{
+	snprintf(attempt->protocol, sizeof(attempt->protocol), "%s",
+		 proto->protocol);
+}
+
+/* What a protocol with networks of its own makes of the address, and
+   which list says so. */
+static void print_protocol_networks(struct cli *cli, struct ab_attempt *attempt,
+				    const struct ab_protocol_networks *proto)
+{
+	char label[AB_PROTOCOL_MAX + 8];
+
+	protocol_attempt(attempt, proto);
+	snprintf(label, sizeof(label), "%s logins:", proto->protocol);
+	if (ab_attempt_restricted_out(attempt, &cli->cfg))
+		printf("%-18srejected (outside restrict_networks%s%s)\n", label,
+		       proto->has_restrict ? "." : "",
+		       proto->has_restrict ? proto->protocol : "");
+	else if (ab_attempt_trusted(attempt, &cli->cfg))
+		printf("%-18strusted (in trusted_networks%s%s: address rules do not apply)\n",
+		       label, proto->has_trusted ? "." : "",
+		       proto->has_trusted ? proto->protocol : "");
+	else
+		printf("%-18saddress rules apply (not in trusted_networks%s%s)\n",
+		       label, proto->has_trusted ? "." : "",
+		       proto->has_trusted ? proto->protocol : "");
+}
+
 static int status_address(struct cli *cli, const struct target *target)
 {
 	struct ab_address_status st;
@@ -404,6 +435,7 @@ static int status_address(struct cli *cli, const struct target *target)
 	char net[AB_ADDR_STRLEN], buf[512];
 	bool address = target->kind == TARGET_ADDRESS;
 	bool blocked;
+	unsigned int i;
 	int ret;
 
 	if ((ret = ab_tracker_address_status(cli->tracker, target->addr, time(NULL),
@@ -445,6 +477,17 @@ static int status_address(struct cli *cli, const struct target *target)
 		if (address) {
 			json_bool(&out, "trusted", st.trusted);
 			json_bool(&out, "restricted_out", st.restricted_out);
+			json_object_begin(&out, "protocols");
+			for (i = 0; i < cli->cfg.protocol_count; i++) {
+				protocol_attempt(&attempt, &cli->cfg.protocols[i]);
+				json_object_begin(&out, attempt.protocol);
+				json_bool(&out, "trusted",
+					  ab_attempt_trusted(&attempt, &cli->cfg));
+				json_bool(&out, "restricted_out",
+					  ab_attempt_restricted_out(&attempt, &cli->cfg));
+				json_object_end(&out);
+			}
+			json_object_end(&out);
 			json_decision(&out, "allow", &d);
 		}
 		json_end(&out);
@@ -470,6 +513,9 @@ static int status_address(struct cli *cli, const struct target *target)
 			printf("trusted:          yes (in trusted_networks: address rules do not apply)\n");
 		if (st.restricted_out)
 			printf("restricted:       outside restrict_networks: every login is rejected\n");
+		for (i = 0; i < cli->cfg.protocol_count; i++)
+			print_protocol_networks(cli, &attempt,
+						&cli->cfg.protocols[i]);
 		printf("allow now:        %s\n", decision_str(&d, buf, sizeof(buf)));
 	}
 	return blocked ? EXIT_REJECTED : EXIT_OK;
@@ -815,7 +861,7 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct json_out out;
-	char buf[4096];
+	char buf[4096], name_buf[64];
 	size_t i;
 	int c, ret;
 
@@ -830,13 +876,15 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
 		json_begin(&out, stdout);
 	else
 		printf("# %s\n", cli->config_path);
-	for (i = 0; i < ab_config_key_count(); i++) {
+	for (i = 0; i < ab_config_key_count(&cli->cfg); i++) {
 		const char *value = ab_config_value_str(&cli->cfg, i, buf, sizeof(buf));
+		const char *name = ab_config_key_name(&cli->cfg, i, name_buf,
+						      sizeof(name_buf));
 
 		if (cli->json)
-			json_str(&out, ab_config_key_name(i), value);
+			json_str(&out, name, value);
 		else
-			printf("%s = %s\n", ab_config_key_name(i), value);
+			printf("%s = %s\n", name, value);
 	}
 	if (cli->json)
 		json_end(&out);

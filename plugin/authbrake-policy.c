@@ -191,9 +191,30 @@ static int policy_attempt_init(const struct policy_body *body,
 			  error, ab_log_quote(str_sanitize_utf8(login, 64),
 					      quoted, sizeof(quoted)));
 	}
-	if (body->session_id != NULL)
+	if (body->session_id != NULL && body->session_id[0] != '\0') {
 		ab_attempt_set_session(attempt_r, body->session_id,
 				       strlen(body->session_id));
+	} else {
+		/* Postfix's SASL requests carry no session, so Dovecot sends
+		   an empty session_id. The attempt is then named by what its
+		   allow and its report share, so that it still holds its
+		   places: parallel SMTP AUTH guesses would otherwise all pass
+		   before the first report. Two attempts alike in all of it
+		   share one name: a place may stay held until its TTL, which
+		   errs toward counting too much. */
+		const char *parts[] = {
+			protocol, body->login, address,
+			body->pwhash != NULL ? body->pwhash : "",
+		};
+		string_t *id = t_str_new(128);
+		unsigned int i;
+
+		for (i = 0; i < N_ELEMENTS(parts); i++) {
+			str_append(id, parts[i]);
+			str_append_c(id, '\0');
+		}
+		ab_attempt_set_session(attempt_r, str_data(id), str_len(id));
+	}
 	return 0;
 }
 

@@ -71,6 +71,31 @@ static const struct key_def keys[] = {
 	{ "pam_max_delay", T_SECONDS, F(pam_max_delay_s), 0, 30 },
 };
 #undef F
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+/* The keys a protocol may set for itself ("key.PROTO"): where its list
+   and its "set" flag live in struct ab_protocol_networks. */
+struct protocol_key_def {
+	const char *name;
+	size_t list, has;
+};
+#define P(field) offsetof(struct ab_protocol_networks, field)
+static const struct protocol_key_def protocol_keys[] = {
+	{ "trusted_networks", P(trusted_networks), P(has_trusted) },
+	{ "restrict_networks", P(restrict_networks), P(has_restrict) },
+};
+#undef P
+
+static const struct protocol_key_def *protocol_key(const struct key_def *def)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(protocol_keys) / sizeof(protocol_keys[0]); i++) {
+		if (strcmp(protocol_keys[i].name, def->name) == 0)
+			return &protocol_keys[i];
+	}
+	return NULL;
+}
 
 void ab_config_defaults(struct ab_config *cfg)
 {
@@ -118,6 +143,10 @@ void ab_config_free(struct ab_config *cfg)
 	ab_cidr_list_free(&cfg->trusted_networks);
 	ab_cidr_list_free(&cfg->restrict_networks);
 	ab_cidr_list_free(&cfg->trusted_proxies);
+	for (unsigned int i = 0; i < cfg->protocol_count; i++) {
+		ab_cidr_list_free(&cfg->protocols[i].trusted_networks);
+		ab_cidr_list_free(&cfg->protocols[i].restrict_networks);
+	}
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -180,22 +209,99 @@ static int set_uint(unsigned int *field, unsigned long long value,
 	return 0;
 }
 
+static const struct key_def *key_find(const char *name, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < N_KEYS; i++) {
+		if (strlen(keys[i].name) == len &&
+		    memcmp(keys[i].name, name, len) == 0)
+			return &keys[i];
+	}
+	return NULL;
+}
+
+/* Protocol names are compared as the front ends send them, which are
+   lower case; any other spelling could never match, so it is an error
+   rather than a setting that silently does nothing. */
+static int protocol_name_check(const char *name, const char *key,
+			       const char *where, const char **error_r)
+{
+	size_t len = strlen(name);
+
+	if (len == 0)
+		return ab_error(error_r, "%s: '%s': the protocol name is missing after '.'",
+				where, key);
+	if (len >= AB_PROTOCOL_MAX ||
+	    strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-_") != len)
+		return ab_error(error_r, "%s: '%s': a protocol name is lower-case letters, digits, - and _, up to %d (imap, pop3, smtp...)",
+				where, key, AB_PROTOCOL_MAX - 1);
+	return 0;
+}
+
+/* The place of the protocol's lists in cfg->protocols, -1 when it has none. */
+static int protocol_index(const struct ab_config *cfg, const char *protocol)
+{
+	unsigned int i;
+
+	for (i = 0; i < cfg->protocol_count; i++) {
+		if (strcmp(cfg->protocols[i].protocol, protocol) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+/* "restrict_networks.smtp = ...": the list for one protocol. */
+static int config_set_protocol(struct ab_config *cfg, const char *key,
+			       const char *value, const char *where,
+			       const char **error_r)
+{
+	const char *dot = strchr(key, '.'), *protocol = dot + 1, *error;
+	const struct key_def *def = key_find(key, (size_t)(dot - key));
+	const struct protocol_key_def *pdef;
+	struct ab_protocol_networks *proto;
+	struct ab_cidr_list list = { NULL, 0 }, *field;
+	int i;
+
+	if (def == NULL)
+		return ab_error(error_r, "%s: unknown setting '%s'", where, key);
+	if ((pdef = protocol_key(def)) == NULL)
+		return ab_error(error_r, "%s: '%s': %s has no per-protocol form (only trusted_networks and restrict_networks have)",
+				where, key, def->name);
+	if (protocol_name_check(protocol, key, where, error_r) < 0)
+		return -1;
+	if (ab_cidr_list_parse(value, &list, &error) < 0)
+		return ab_error(error_r, "%s: %s: %s", where, key, error);
+	if ((i = protocol_index(cfg, protocol)) >= 0) {
+		proto = &cfg->protocols[i];
+	} else {
+		if (cfg->protocol_count == AB_PROTOCOL_NETWORKS_MAX) {
+			ab_cidr_list_free(&list);
+			return ab_error(error_r, "%s: '%s': networks for more than %d protocols",
+					where, key, AB_PROTOCOL_NETWORKS_MAX);
+		}
+		proto = &cfg->protocols[cfg->protocol_count++];
+		memset(proto, 0, sizeof(*proto));
+		snprintf(proto->protocol, sizeof(proto->protocol), "%s", protocol);
+	}
+	field = (void *)((char *)proto + pdef->list);
+	ab_cidr_list_free(field);
+	*field = list;
+	*(bool *)((char *)proto + pdef->has) = true;
+	return 0;
+}
+
 int ab_config_set(struct ab_config *cfg, const char *key, const char *value,
 		  const char *where, const char **error_r)
 {
-	const struct key_def *def = NULL;
+	const struct key_def *def;
 	void *field;
 	const char *error;
 	unsigned long long n;
-	size_t i;
 
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		if (strcmp(keys[i].name, key) == 0) {
-			def = &keys[i];
-			break;
-		}
-	}
-	if (def == NULL)
+	if (strchr(key, '.') != NULL)
+		return config_set_protocol(cfg, key, value, where, error_r);
+	if ((def = key_find(key, strlen(key))) == NULL)
 		return ab_error(error_r, "%s: unknown setting '%s'", where, key);
 	field = (char *)cfg + def->offset;
 
@@ -338,14 +444,82 @@ int ab_config_validate(const struct ab_config *cfg, const char **error_r)
 
 /* --- the settings in effect, as a config file would write them --- */
 
-size_t ab_config_key_count(void)
+const struct ab_cidr_list *
+ab_config_trusted_networks(const struct ab_config *cfg, const char *protocol)
 {
-	return sizeof(keys) / sizeof(keys[0]);
+	int i = protocol_index(cfg, protocol);
+
+	return i >= 0 && cfg->protocols[i].has_trusted ?
+		&cfg->protocols[i].trusted_networks : &cfg->trusted_networks;
 }
 
-const char *ab_config_key_name(size_t i)
+const struct ab_cidr_list *
+ab_config_restrict_networks(const struct ab_config *cfg, const char *protocol)
 {
-	return i < ab_config_key_count() ? keys[i].name : NULL;
+	int i = protocol_index(cfg, protocol);
+
+	return i >= 0 && cfg->protocols[i].has_restrict ?
+		&cfg->protocols[i].restrict_networks : &cfg->restrict_networks;
+}
+
+static bool proto_sets(const struct ab_protocol_networks *proto,
+		       const struct key_def *def)
+{
+	const struct protocol_key_def *pdef = protocol_key(def);
+
+	return pdef != NULL && *(const bool *)((const char *)proto + pdef->has);
+}
+
+/* The i-th setting: a key of the table, or (proto set) the list one
+   protocol has for it. */
+static bool setting_at(const struct ab_config *cfg, size_t i,
+		       const struct key_def **def_r,
+		       const struct ab_protocol_networks **proto_r)
+{
+	size_t k;
+	unsigned int p;
+
+	for (k = 0; k < N_KEYS; k++) {
+		if (i-- == 0) {
+			*def_r = &keys[k];
+			*proto_r = NULL;
+			return true;
+		}
+		for (p = 0; p < cfg->protocol_count; p++) {
+			if (proto_sets(&cfg->protocols[p], &keys[k]) && i-- == 0) {
+				*def_r = &keys[k];
+				*proto_r = &cfg->protocols[p];
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+size_t ab_config_key_count(const struct ab_config *cfg)
+{
+	size_t count = N_KEYS, k;
+	unsigned int p;
+
+	for (k = 0; k < N_KEYS; k++) {
+		for (p = 0; p < cfg->protocol_count; p++)
+			count += proto_sets(&cfg->protocols[p], &keys[k]) ? 1 : 0;
+	}
+	return count;
+}
+
+const char *ab_config_key_name(const struct ab_config *cfg, size_t i,
+			       char *buf, size_t size)
+{
+	const struct key_def *def;
+	const struct ab_protocol_networks *proto;
+
+	if (!setting_at(cfg, i, &def, &proto))
+		return NULL;
+	if (proto == NULL)
+		return def->name;
+	snprintf(buf, size, "%s.%s", def->name, proto->protocol);
+	return buf;
 }
 
 /* The largest unit that divides the value exactly: 3600 -> "1h". */
@@ -372,9 +546,15 @@ static const char *exact_duration(unsigned long long secs, char *buf,
 const char *ab_config_value_str(const struct ab_config *cfg, size_t i,
 				char *buf, size_t size)
 {
-	const struct key_def *def = &keys[i];
-	const void *field = (const char *)cfg + def->offset;
+	const struct key_def *def;
+	const struct ab_protocol_networks *proto;
+	const void *field;
 	unsigned int n = 0;
+
+	if (!setting_at(cfg, i, &def, &proto))
+		return NULL;
+	field = proto == NULL ? (const char *)cfg + def->offset :
+		(const char *)proto + protocol_key(def)->list;
 
 	if (def->type != T_STRING && def->type != T_CIDRS &&
 	    def->type != T_FAIL_MODE)

@@ -3,6 +3,7 @@
 #ifndef AB_CONFIG_H
 #define AB_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ab-identity.h"
@@ -12,6 +13,22 @@
 enum ab_fail_mode {
 	AB_FAIL_OPEN,
 	AB_FAIL_CLOSED,
+};
+
+/* A protocol name as the front end sends it (Dovecot: its service name,
+   "imap", "pop3", "smtp" for Postfix's SASL...; pam_authbrake: the PAM
+   service), with the terminating NUL: the size of ab_attempt.protocol. */
+#define AB_PROTOCOL_MAX 16
+/* protocols that may have networks of their own */
+#define AB_PROTOCOL_NETWORKS_MAX 16
+
+/* "trusted_networks.PROTO" and "restrict_networks.PROTO": a list set here
+   replaces the list of the same name for that protocol, even when empty. */
+struct ab_protocol_networks {
+	char protocol[AB_PROTOCOL_MAX];
+	bool has_trusted, has_restrict;
+	struct ab_cidr_list trusted_networks;
+	struct ab_cidr_list restrict_networks;
 };
 
 struct ab_config {
@@ -31,6 +48,8 @@ struct ab_config {
 	struct ab_cidr_list trusted_networks;
 	struct ab_cidr_list restrict_networks;
 	struct ab_cidr_list trusted_proxies;
+	struct ab_protocol_networks protocols[AB_PROTOCOL_NETWORKS_MAX];
+	unsigned int protocol_count;
 
 	/* per address (IPv4, or IPv6 /64) */
 	unsigned int ip_window_s;
@@ -74,10 +93,20 @@ int ab_config_load(struct ab_config *cfg, const char *path,
 /* Check values that depend on one another (e.g. block_max >= block_time). */
 int ab_config_validate(const struct ab_config *cfg, const char **error_r);
 
-/* The keys, in the order of authbrake.conf(5), and a key's value in
-   effect written as the config file would write it. */
-size_t ab_config_key_count(void);
-const char *ab_config_key_name(size_t i);
+/* The networks in effect for a protocol: its own list when the config
+   sets one ("restrict_networks.smtp"), else the list for every protocol. */
+const struct ab_cidr_list *
+ab_config_trusted_networks(const struct ab_config *cfg, const char *protocol);
+const struct ab_cidr_list *
+ab_config_restrict_networks(const struct ab_config *cfg, const char *protocol);
+
+/* The settings in effect, in the order of authbrake.conf(5): every key,
+   each per-protocol list this config sets right after its key. A
+   setting's name and its value written as the config file would write
+   them. */
+size_t ab_config_key_count(const struct ab_config *cfg);
+const char *ab_config_key_name(const struct ab_config *cfg, size_t i,
+			       char *buf, size_t size);
 const char *ab_config_value_str(const struct ab_config *cfg, size_t i,
 				char *buf, size_t size);
 

@@ -126,7 +126,18 @@ bool ab_attempt_trusted(const struct ab_attempt *attempt,
 			const struct ab_config *cfg)
 {
 	return attempt->has_addr &&
-		ab_cidr_list_match(&cfg->trusted_networks, &attempt->addr);
+		ab_cidr_list_match(ab_config_trusted_networks(cfg, attempt->protocol),
+				   &attempt->addr);
+}
+
+bool ab_attempt_restricted_out(const struct ab_attempt *attempt,
+			       const struct ab_config *cfg)
+{
+	const struct ab_cidr_list *restrict_networks =
+		ab_config_restrict_networks(cfg, attempt->protocol);
+
+	return attempt->has_addr && restrict_networks->count > 0 &&
+		!ab_cidr_list_match(restrict_networks, &attempt->addr);
 }
 
 static bool address_rules(const struct ab_attempt *attempt,
@@ -258,9 +269,8 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	d->reason = "ok";
 	d->user_msg = "";
 
-	/* 1. restricted networks */
-	if (attempt->has_addr && cfg->restrict_networks.count > 0 &&
-	    !ab_cidr_list_match(&cfg->restrict_networks, &attempt->addr)) {
+	/* 1. restricted networks (the protocol's own, when it has them) */
+	if (ab_attempt_restricted_out(attempt, cfg)) {
 		reject(d, "address outside restrict_networks",
 		       "Logins are not accepted from your network.", 0);
 		return;

@@ -168,9 +168,14 @@ void ab_hold_unpack(uint64_t value, struct ab_hold *hold_r);
 /* Which slots apply to this attempt (an attempt without an address has no
    address slots; without a fingerprint, no AB_SLOT_ACCT_PW). */
 bool ab_slot_applies(enum ab_slot slot, const struct ab_attempt *attempt);
-/* Is the address exempt from address rules (trusted_networks)? */
+/* Is the address exempt from address rules (trusted_networks, or
+   trusted_networks.PROTO for the attempt's protocol)? */
 bool ab_attempt_trusted(const struct ab_attempt *attempt,
 			const struct ab_config *cfg);
+/* Is the address outside restrict_networks (or restrict_networks.PROTO),
+   so that every login from it is refused? */
+bool ab_attempt_restricted_out(const struct ab_attempt *attempt,
+			       const struct ab_config *cfg);
 /* A windowed count: this bucket and the one before. */
 uint64_t ab_window_count(const struct ab_snapshot *snap, enum ab_slot slot);
 

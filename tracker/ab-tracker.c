@@ -895,8 +895,7 @@ int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 	status_r->net_block_left_s = time_left(&snap, AB_SLOT_NET_BLOCK, now);
 	status_r->net_blocked = status_r->net_block_left_s > 0;
 	status_r->trusted = ab_attempt_trusted(&attempt, cfg);
-	status_r->restricted_out = cfg->restrict_networks.count > 0 &&
-		!ab_cidr_list_match(&cfg->restrict_networks, &attempt.addr);
+	status_r->restricted_out = ab_attempt_restricted_out(&attempt, cfg);
 	return 0;
 }
 

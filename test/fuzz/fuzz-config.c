@@ -37,11 +37,12 @@ static void check_values(const struct ab_config *cfg)
 	const char *error;
 	/* room for the longest list a 4 KB line can hold, printed */
 	static char buf[1 << 17], again[1 << 17];
+	char name[64];
 	size_t i;
 
 	ab_config_defaults(&copy);
-	for (i = 0; i < ab_config_key_count(); i++) {
-		const char *key = ab_config_key_name(i);
+	for (i = 0; i < ab_config_key_count(cfg); i++) {
+		const char *key = ab_config_key_name(cfg, i, name, sizeof(name));
 		const char *value = ab_config_value_str(cfg, i, buf, sizeof(buf));
 
 		CHECK(key != NULL && value != NULL);
@@ -63,17 +64,17 @@ static void check_bare_number(const struct ab_config *cfg, const char *key,
 {
 	unsigned long long n, ms;
 	const char *printed, *error;
-	char buf[64];
+	char buf[64], name[64];
 	size_t i, len = strlen(value);
 
 	if (len == 0 || len > 18 || strspn(value, "0123456789") != len)
 		return;
 	n = strtoull(value, NULL, 10);
-	for (i = 0; i < ab_config_key_count(); i++) {
-		if (strcmp(ab_config_key_name(i), key) == 0)
+	for (i = 0; i < ab_config_key_count(cfg); i++) {
+		if (strcmp(ab_config_key_name(cfg, i, name, sizeof(name)), key) == 0)
 			break;
 	}
-	CHECK(i < ab_config_key_count());
+	CHECK(i < ab_config_key_count(cfg));
 	printed = ab_config_value_str(cfg, i, buf, sizeof(buf));
 	if (strtoull(printed, NULL, 10) == n &&
 	    strspn(printed, "0123456789") == strlen(printed))

@@ -8,6 +8,11 @@ Fixtures:
   dovecot_factory      make(**Dovecot kwargs) -> started Dovecot; stopped at
                        teardown; its dir is kept (and its log tail printed)
                        when the test failed, removed otherwise
+  postfix_factory      make(**Postfix kwargs) -> a Postfix, configured, not yet
+                       started (start it after the Dovecot it authenticates
+                       through: Dovecot(postfix_listener=pf.sasl_socket));
+                       stopped at teardown; dir kept (log tail printed) when
+                       the test failed
   policy_binary        path of authbrake-policy in the build under test
                        (harness.BUILD_DIR); fails the test (never skips) when
                        it has not been built: run `make` first
@@ -135,3 +140,23 @@ def dovecot_factory(request):
             sys.stderr.write(f"\n--- kept {dc.dir}; tail of {dc.log_path}:\n{tail}\n")
         else:
             shutil.rmtree(dc.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postfix_factory(request):
+    started = []
+
+    def make(**kw):
+        pf = harness.Postfix(**kw)
+        started.append(pf)
+        return pf
+
+    yield make
+    failed = _failed(request)
+    for pf in started:
+        pf.stop()
+        if failed:
+            tail = "\n".join(pf.log_text().splitlines()[-40:])
+            sys.stderr.write(f"\n--- kept {pf.dir}; tail of {pf.log_path}:\n{tail}\n")
+        else:
+            shutil.rmtree(pf.dir, ignore_errors=True)

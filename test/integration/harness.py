@@ -36,7 +36,8 @@ write_authbrake_conf(dir, memcached_servers, **overrides) -> AuthbrakeConf
 
 class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
               extra_conf="", policy_user="root", anvil_penalty=False,
-              policy_after_auth=False, settings=None, max_clients=None)
+              policy_after_auth=False, settings=None, max_clients=None,
+              postfix_listener=None)
                                                               context manager
     Self-contained dovecot.conf (base_dir, state_dir, log file in its own dir),
     `dovecot -F -c CONF`, IMAP and POP3 listeners on free 127.0.0.1 ports,
@@ -51,6 +52,8 @@ class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
     auth_policy_check_after_auth = yes over the drop-in's "no".
     settings = {dovecot setting: value} is written after all that (e.g.
     {"auth_username_format": "%Ln"}), then extra_conf verbatim.
+    postfix_listener=PATH: an auth socket for Postfix's SASL client at
+    PATH (a Postfix's .sasl_socket), mode 0660, user and group postfix.
     max_clients=N: login services in high-performance mode (long-lived
     processes, client_limit >= N) so N connections can be open at once.
     trusted_networks -> login_trusted_networks. anvil_penalty=False turns off
@@ -69,6 +72,24 @@ class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
     .wait_log(regex, since=0, timeout=5) -> re.Match | None
     .policy_pids() -> [int]     authbrake-policy processes under this master
     .policy_post(command, body, api_key=True, headers=None) -> (status, text)
+
+class Postfix(dir=None, settings=None)                         context manager
+    A Postfix instance of its own (Debian's postfix; the system instance is
+    not touched): config_directory, queue, data dir and maillog_file under
+    .dir; main.cf = a loopback/discard base + the shipped
+    conf.d/postfix/main.cf.authbrake + settings; master.cf = the services it
+    needs + the shipped master.cf.submission on .port (STARTTLS with a
+    throw-away certificate, AUTH through Dovecot). Made before its Dovecot:
+    Dovecot(postfix_listener=pf.sasl_socket), then pf.start().
+    .start() .stop() (master by PID)  .pid  .port  .sasl_socket  .log_text()
+    .smtp(src, helo, timeout=30, insist=False) -> SmtpClient
+SmtpClient(port, src, helo, timeout, insist)   EHLO, STARTTLS, EHLO;
+    .ehlo_reply  .replies  .auth("PLAIN"|"LOGIN", user, pw) -> (SmtpReply, s)
+    .send(sender, rcpt, body) -> [SmtpReply]  .command(line) -> SmtpReply
+smtp_auth(port, user, pw, src, mech="PLAIN") -> (SmtpReply, seconds)
+SmtpReply = (code, text)
+
+cli_status(conf, target) -> dict   `authbrake -c CONF --json status TARGET`
 
 imap_login / pop3_login / auth_test are also module functions taking the
 ports/conf first. `seconds` is the time of the authentication exchange
@@ -110,7 +131,9 @@ import re
 import secrets
 import shutil
 import signal
+import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -129,6 +152,10 @@ PAM_MODULE = BUILD_DIR / "pam_authbrake.so"
 CACHE_DIR = REPO_ROOT / "build"
 
 DOVECOT_BIN = shutil.which("dovecot") or "/usr/sbin/dovecot"
+POSTFIX_BIN = shutil.which("postfix") or "/usr/sbin/postfix"
+# Debian's postfix: the daemons live in daemon_directory
+POSTFIX_MASTER_BIN = "/usr/lib/postfix/sbin/master"
+OPENSSL_BIN = shutil.which("openssl") or "/usr/bin/openssl"
 DOVEADM_BIN = shutil.which("doveadm") or "/usr/bin/doveadm"
 MEMCACHED_BIN = shutil.which("memcached") or "/usr/bin/memcached"
 
@@ -825,8 +852,10 @@ class Dovecot:
     def __init__(self, dir=None, users=None, policy_conf=None,
                  trusted_networks=None, extra_conf="", policy_user="root",
                  anvil_penalty=False, policy_after_auth=False, settings=None,
-                 max_clients=None):
+                 max_clients=None, postfix_listener=None):
         self.anvil_penalty = anvil_penalty
+        # the auth socket Postfix's smtpd talks SASL to (type dovecot)
+        self.postfix_listener = postfix_listener
         self.settings = dict(settings or {})
         self.max_clients = max_clients
         # conf.d/95-authbrake.conf ships "no"; Dovecot's default is "yes"
@@ -946,6 +975,17 @@ service pop3-login {{
   }}
   inet_listener pop3s {{
     port = 0
+  }}
+}}
+"""
+        if self.postfix_listener:
+            # as conf.d/postfix/main.cf.authbrake tells the admin to set it
+            # up, in the Postfix queue's private/ directory
+            c += f"""service auth {{
+  unix_listener {self.postfix_listener} {{
+    mode = 0660
+    user = {"postfix" if os.geteuid() == 0 else internal_user}
+    group = {"postfix" if os.geteuid() == 0 else internal_user}
   }}
 }}
 """
@@ -1189,6 +1229,325 @@ service authbrake-policy {{
         return (f"<Dovecot imap={self.imap_port} pop3={self.pop3_port} "
                 f"policy={self.policy_port} pid={self.pid}>")
 
+
+# ------------------------------------------------------------------ Postfix
+
+POSTFIX_SNIPPET_DIR = REPO_ROOT / "conf.d" / "postfix"
+POSTFIX_MAIN_SNIPPET = POSTFIX_SNIPPET_DIR / "main.cf.authbrake"
+POSTFIX_MASTER_SNIPPET = POSTFIX_SNIPPET_DIR / "master.cf.submission"
+POSTFIX_HELO_TABLE = POSTFIX_SNIPPET_DIR / "authbrake_helo_access"
+
+# The services a submission-only instance needs besides its smtpd (as in
+# Debian's master.cf, none chrooted: the queue is a test directory).
+_POSTFIX_MASTER_BASE = """\
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+proxymap  unix  -       -       n       -       -       proxymap
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class Postfix:
+    """A private Postfix instance for SMTP AUTH through Dovecot, stopped by
+    PID. Made in two steps, as a host is set up: Postfix() writes the
+    config and creates the queue; a Dovecot(postfix_listener=.sasl_socket)
+    puts its auth socket into the queue's private/ directory, where the
+    shipped smtpd_sasl_path (private/auth) finds it; then .start().
+
+    Its own config_directory, queue_directory, data_directory and log file
+    (maillog_file) under dir; Debian's system instance is neither used nor
+    touched. main.cf is a base (loopback, IPv4, every transport `discard`
+    so nothing is delivered, a throw-away TLS certificate), then the shipped
+    conf.d/postfix/main.cf.authbrake as it is, then settings (a test's
+    changes).
+    master.cf is the services Postfix needs, then the shipped
+    master.cf.submission with its service name "submission" replaced by
+    127.0.0.1:PORT; the shipped authbrake_helo_access is copied beside
+    main.cf. The master runs in the foreground (master -d), its PID ours.
+    Postfix's user `postfix` and group `postdrop` are the ones Debian's
+    package creates."""
+
+    def __init__(self, dir=None, settings=None):
+        self.settings = dict(settings or {})
+        self.dir = str(dir) if dir else tempfile.mkdtemp(prefix="ab-postfix-")
+        self._own_dir = dir is None
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)      # user postfix walks through it
+        self.config_dir = os.path.join(self.dir, "etc")
+        self.queue_dir = os.path.join(self.dir, "queue")
+        self.data_dir = os.path.join(self.dir, "data")
+        self.log_path = os.path.join(self.dir, "maillog")
+        # smtpd_sasl_path in main.cf.authbrake, relative to the queue
+        self.sasl_socket = os.path.join(self.queue_dir, "private", "auth")
+        self.port = free_port()
+        self.proc = None
+        self._write_config()
+        # the queue's directories, owned as Postfix wants them
+        r = self.postfix("post-install", "create-missing")
+        if r.returncode != 0:
+            raise RuntimeError("postfix post-install failed:\n" +
+                               r.stdout.decode(errors="replace") + self._log_tail())
+
+    def _write_config(self):
+        for d in (self.config_dir, self.queue_dir, self.data_dir):
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o755)
+        shutil.chown(self.data_dir, "postfix", "postfix")
+        cert = os.path.join(self.config_dir, "cert.pem")
+        key = os.path.join(self.config_dir, "key.pem")
+        subprocess.run([OPENSSL_BIN, "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "2",
+                        "-subj", "/CN=mx.authbrake.test"],
+                       check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+        shutil.copy(POSTFIX_HELO_TABLE,
+                    os.path.join(self.config_dir, "authbrake_helo_access"))
+        main = f"""# main.cf written by test/integration/harness.py
+compatibility_level = 3.6
+queue_directory = {self.queue_dir}
+data_directory = {self.data_dir}
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {self.log_path}
+maillog_file_prefixes = {self.dir}
+myhostname = mx.authbrake.test
+mydomain = authbrake.test
+mydestination =
+relay_domains =
+mynetworks = 127.0.0.0/32
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+alias_maps =
+alias_database =
+biff = no
+smtputf8_enable = no
+# nothing is delivered
+default_transport = discard
+relay_transport = discard
+local_transport = discard
+virtual_transport = discard
+# no DNS in a test: clients show as unknown[127.x.y.z]
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_loglevel = 1
+
+# --- {POSTFIX_MAIN_SNIPPET.relative_to(REPO_ROOT)}, as shipped
+{POSTFIX_MAIN_SNIPPET.read_text()}
+# --- what the test changes
+"""
+        for k, v in self.settings.items():
+            main += f"{k} = {v}\n"
+        submission = POSTFIX_MASTER_SNIPPET.read_text()
+        submission, n = re.subn(r"^submission(?=\s)", f"127.0.0.1:{self.port}",
+                                submission, flags=re.M)
+        if n != 1:
+            raise RuntimeError(f"{POSTFIX_MASTER_SNIPPET}: no 'submission' entry")
+        master = (f"# master.cf written by test/integration/harness.py\n"
+                  f"{_POSTFIX_MASTER_BASE}\n"
+                  f"# --- {POSTFIX_MASTER_SNIPPET.relative_to(REPO_ROOT)}, "
+                  f"on a test port\n{submission}")
+        with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
+            f.write(main)
+        with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
+            f.write(master)
+
+    def postfix(self, *args, timeout=60):
+        """`postfix -c CONFIG_DIR ARGS...` (its messages go to the log)."""
+        return subprocess.run([POSTFIX_BIN, "-c", self.config_dir, *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout=20):
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self._stderr = open(os.path.join(self.dir, "master.stderr"), "ab")
+        # its own process group: on SIGTERM the master signals the group
+        # it leads (and fails when it leads none)
+        self.proc = subprocess.Popen([POSTFIX_MASTER_BIN, "-c", self.config_dir, "-d"],
+                                     stdout=self._stderr, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if not wait_port(self.port, timeout, proc=self.proc):
+            err = self._log_tail()
+            self.stop()
+            raise RuntimeError("postfix did not start:\n" + err)
+        return self
+
+    def _log_tail(self):
+        parts = []
+        for path in (self.log_path, os.path.join(self.dir, "master.stderr")):
+            try:
+                with open(path, "rb") as f:
+                    lines = f.read().decode(errors="replace").splitlines()
+                parts.append(f"--- {path}\n" + "\n".join(lines[-40:]))
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        kids = _descendants_of(self.proc.pid) if self.proc.poll() is None else []
+        _stop_process(self.proc, signal.SIGTERM, 15)
+        self.proc = None
+        reap(kids)
+        if getattr(self, "_stderr", None):
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if self._own_dir and exc[0] is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def smtp(self, src="127.0.0.1", helo="client.authbrake.test", timeout=30,
+             insist=False):
+        return SmtpClient(self.port, src, helo, timeout, insist)
+
+    def __repr__(self):
+        return f"<Postfix port={self.port} pid={self.pid}>"
+
+
+class SmtpReply(tuple):
+    """(code, text): one SMTP reply, text with its lines joined by a space."""
+    __slots__ = ()
+    code = property(lambda self: self[0])
+    text = property(lambda self: self[1])
+
+    def __str__(self):
+        return f"{self[0]} {self[1]}"
+
+
+class SmtpClient:
+    """One SMTP connection from source address src, as a submission client
+    (or a bot) makes it: EHLO helo, then STARTTLS and EHLO again when the
+    first EHLO was accepted; insist=True goes on with STARTTLS and EHLO
+    after a refused EHLO, as a bot may. .ehlo_reply is the first EHLO's
+    reply, .replies [(command, SmtpReply)] those of the opening;
+    .auth() / .send() / .command() return SmtpReply and never raise on a
+    refusal."""
+
+    def __init__(self, port, src="127.0.0.1", helo="client.authbrake.test",
+                 timeout=30, insist=False):
+        self.conn = smtplib.SMTP("127.0.0.1", port, local_hostname=helo,
+                                 timeout=timeout, source_address=(src, 0))
+        code, text = self.conn.ehlo(helo)
+        self.ehlo_reply = SmtpReply((code, _text(text)))
+        self.replies = [("EHLO " + helo, self.ehlo_reply)]
+        if code == 250:
+            self.conn.starttls(context=_tls_anything())
+            self.conn.ehlo(helo)
+        elif insist:
+            # a bot that goes on as if EHLO had been accepted
+            self.replies.append(("STARTTLS", self.command("STARTTLS")))
+            if self.replies[-1][1].code == 220:
+                self.conn.sock = _tls_anything().wrap_socket(self.conn.sock)
+                self.conn.file = None
+                self.replies.append(("EHLO " + helo, self.command("EHLO " + helo)))
+
+    def auth(self, mech, user, password):
+        """AUTH PLAIN (initial response) or AUTH LOGIN (user and password
+        each on a 334 prompt, as bots do): (SmtpReply, seconds)."""
+        c = self.conn
+        c.user, c.password = user, password
+        t0 = time.monotonic()
+        try:
+            if mech == "PLAIN":
+                code, text = c.auth("PLAIN", c.auth_plain)
+            elif mech == "LOGIN":
+                code, text = c.auth("LOGIN", c.auth_login, initial_response_ok=False)
+            else:
+                raise ValueError(mech)
+        except smtplib.SMTPNotSupportedError as e:
+            code, text = 0, f"AUTH not offered: {e}"
+        except smtplib.SMTPResponseException as e:
+            code, text = e.smtp_code, e.smtp_error
+        return SmtpReply((code, _text(text))), time.monotonic() - t0
+
+    def command(self, line):
+        """A raw command (e.g. AUTH after a refused EHLO): SmtpReply."""
+        code, text = self.conn.docmd(line)
+        return SmtpReply((code, _text(text)))
+
+    def send(self, sender, rcpt, body):
+        """MAIL FROM, RCPT TO, DATA: [SmtpReply] of the three."""
+        c, out = self.conn, []
+        out.append(SmtpReply(_reply(c.mail(sender))))
+        out.append(SmtpReply(_reply(c.rcpt(rcpt))))
+        out.append(SmtpReply(_reply(c.data(body))))
+        return out
+
+    def close(self):
+        try:
+            self.conn.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _reply(pair):
+    return pair[0], _text(pair[1])
+
+
+def _tls_anything():
+    """A TLS context that takes the test's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def smtp_auth(port, user, password, src="127.0.0.1", mech="PLAIN",
+              helo="client.authbrake.test", timeout=30):
+    """One connection, one AUTH: (SmtpReply, seconds)."""
+    with SmtpClient(port, src, helo, timeout) as c:
+        return c.auth(mech, user, password)
+
+
+
+def cli_status(conf, target):
+    """`authbrake -c CONF --json status TARGET` as a dict (exit 0 or 1)."""
+    r = subprocess.run([str(CLI_BIN), "-c", str(conf), "--json", "status", target],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=20)
+    assert r.returncode in (0, 1), (r.returncode, r.stdout, r.stderr)
+    return json.loads(r.stdout)
 
 # ------------------------------------------------- reading Dovecot's log
 

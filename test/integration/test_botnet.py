@@ -23,7 +23,6 @@ settle_log's sentinels use 127.254.0.0/16). Dovecot's anvil penalty is off (harn
 default), so what is measured is authbrake's.
 """
 
-import json
 import math
 import shutil
 import signal
@@ -34,7 +33,8 @@ import time
 import pytest
 
 import harness
-from harness import (account_locks, fail_mode_lines, parallel_imap_logins,
+from harness import (account_locks, cli_status, fail_mode_lines,
+                     parallel_imap_logins,
                      passdb_check_list, passdb_checks, policy_failures,
                      settle_log)
 
@@ -42,7 +42,6 @@ USERS = harness.DEFAULT_USERS
 ALICE = "alice"
 DEFAULTS = harness.TEST_DEFAULTS
 N_BOTS = 200
-CLI = str(harness.BUILD_DIR / "authbrake")
 
 
 @pytest.fixture
@@ -75,15 +74,6 @@ def summary(dc, results, since):
             f"{failed} failed at the password check, {refused} refused by the "
             f"policy; {len(fail_mode_lines(dc, since))} fail_mode/store-error lines, "
             f"{len(lines)} Dovecot policy-request errors {lines[:2]}")
-
-
-def cli_status(conf, target):
-    """`authbrake -c CONF --json status TARGET` as a dict (exit 0 or 1)."""
-    r = subprocess.run([CLI, "-c", str(conf), "--json", "status", target],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=20)
-    assert r.returncode in (0, 1), (r.returncode, r.stdout, r.stderr)
-    return json.loads(r.stdout)
 
 
 # ---------------------------------------------------------------------- a

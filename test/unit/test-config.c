@@ -102,6 +102,15 @@ static void test_config_errors_name_file_and_line(void **state)
 		/* found by fuzz-config: 640511947005 days wrapped to 1 */
 		{ "familiar_days = 640511947005\n", "out of range" },
 		{ "poll_timeout = 1500ms0\n", "unknown unit" },
+		{ "restrict_networks.SMTP = 10.0.0.0/8\n", "lower-case letters" },
+		{ "restrict_networks. = 10.0.0.0/8\n", "protocol name is missing" },
+		{ "restrict_networks.averyveryverylongname = 10.0.0.0/8\n",
+		  "up to 15" },
+		{ "trusted_proxies.imap = 10.0.0.0/8\n", "no per-protocol form" },
+		{ "block_time.smtp = 1h\n", "no per-protocol form" },
+		{ "restrict_network.smtp = 10.0.0.0/8\n",
+		  "unknown setting 'restrict_network.smtp'" },
+		{ "restrict_networks.smtp = 10.0.0.0/33\n", "prefix length" },
 	};
 	char expect_where[160];
 	size_t i;
@@ -124,6 +133,94 @@ static void test_config_errors_name_file_and_line(void **state)
 		assert_non_null(strstr(error, bad[i].expect));
 		ab_config_free(&cfg);
 	}
+}
+
+/* "restrict_networks.smtp" replaces restrict_networks for smtp only, an
+   empty list included; protocols without their own list keep the list
+   for every protocol. */
+static void test_config_per_protocol_networks(void **state)
+{
+	struct ab_config cfg;
+	const char *error = NULL;
+	char name[64], value[256];
+	size_t i, n;
+	const char *path = write_file("proto.conf",
+		"restrict_networks = 10.0.0.0/8\n"
+		"restrict_networks.smtp = 192.0.2.0/24\n"
+		"restrict_networks.imap =\n"
+		"trusted_networks.pop3 = 198.51.100.0/24\n"
+		"restrict_networks.smtp = 192.0.2.0/24, 2001:db8::/32\n", 0644);
+	static const char *const expect[][2] = {
+		{ "trusted_networks", "" },
+		{ "trusted_networks.pop3", "198.51.100.0/24" },
+		{ "restrict_networks", "10.0.0.0/8" },
+		{ "restrict_networks.smtp", "192.0.2.0/24, 2001:db8::/32" },
+		{ "restrict_networks.imap", "" },
+	};
+
+	(void)state;
+	ab_config_defaults(&cfg);
+	if (ab_config_load(&cfg, path, &error) < 0)
+		fail_msg("%s", error);
+	assert_int_equal(cfg.protocol_count, 3);
+	assert_int_equal(ab_config_restrict_networks(&cfg, "smtp")->count, 2);
+	assert_int_equal(ab_config_restrict_networks(&cfg, "imap")->count, 0);
+	assert_ptr_equal(ab_config_restrict_networks(&cfg, "pop3"),
+			 &cfg.restrict_networks);
+	assert_ptr_equal(ab_config_restrict_networks(&cfg, "-"),
+			 &cfg.restrict_networks);
+	assert_int_equal(ab_config_trusted_networks(&cfg, "pop3")->count, 1);
+	assert_ptr_equal(ab_config_trusted_networks(&cfg, "smtp"),
+			 &cfg.trusted_networks);
+
+	/* the settings in effect list each protocol's own after its key,
+	   written as the file would write them */
+	n = ab_config_key_count(&cfg);
+	for (i = 0; i < n; i++) {
+		if (strcmp(ab_config_key_name(&cfg, i, name, sizeof(name)),
+			   "trusted_networks") == 0)
+			break;
+	}
+	assert_true(i + 4 < n);
+	for (size_t j = 0; j < sizeof(expect) / sizeof(expect[0]); j++) {
+		assert_string_equal(ab_config_key_name(&cfg, i + j, name, sizeof(name)),
+				    expect[j][0]);
+		assert_string_equal(ab_config_value_str(&cfg, i + j, value, sizeof(value)),
+				    expect[j][1]);
+	}
+	assert_null(ab_config_key_name(&cfg, n, name, sizeof(name)));
+	ab_config_free(&cfg);
+
+	/* the same settings as module arguments */
+	ab_config_defaults(&cfg);
+	assert_int_equal(ab_config_set(&cfg, "restrict_networks.pop3", "192.0.2.1",
+				       "argument", &error), 0);
+	assert_int_equal(ab_config_restrict_networks(&cfg, "pop3")->count, 1);
+	assert_int_equal(ab_config_restrict_networks(&cfg, "imap")->count, 0);
+	ab_config_free(&cfg);
+}
+
+static void test_config_per_protocol_limit(void **state)
+{
+	struct ab_config cfg;
+	const char *error = NULL;
+	char key[64];
+	unsigned int i;
+
+	(void)state;
+	ab_config_defaults(&cfg);
+	for (i = 0; i < AB_PROTOCOL_NETWORKS_MAX; i++) {
+		snprintf(key, sizeof(key), "trusted_networks.p%u", i);
+		assert_int_equal(ab_config_set(&cfg, key, "10.0.0.1", "argument",
+					       &error), 0);
+	}
+	/* a second list for a protocol already there takes no new place */
+	assert_int_equal(ab_config_set(&cfg, "restrict_networks.p0", "10.0.0.1",
+				       "argument", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "restrict_networks.one-more",
+				       "10.0.0.1", "argument", &error), -1);
+	assert_non_null(strstr(error, "more than 16 protocols"));
+	ab_config_free(&cfg);
 }
 
 static void test_config_unreadable_and_inconsistent(void **state)
@@ -304,6 +401,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config_file_values),
 		cmocka_unit_test(test_config_errors_name_file_and_line),
+		cmocka_unit_test(test_config_per_protocol_networks),
+		cmocka_unit_test(test_config_per_protocol_limit),
 		cmocka_unit_test(test_config_unreadable_and_inconsistent),
 		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_account_normalize),

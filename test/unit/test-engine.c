@@ -575,6 +575,67 @@ static void test_restrict_networks(void **state)
 	ab_cidr_list_free(&cfg.restrict_networks);
 }
 
+/* SMTP AUTH only from the office, IMAP from anywhere; the office is
+   trusted for IMAP alone. A protocol without lists of its own keeps the
+   lists for every protocol (none here). */
+static void test_per_protocol_networks(void **state)
+{
+	struct ab_attempt imap_out = attempt("alice", "198.51.100.7");
+	struct ab_attempt smtp_out = attempt("alice", "198.51.100.7");
+	struct ab_attempt smtp_in = attempt("alice", "192.0.2.9");
+	struct ab_attempt imap_in = attempt("alice", "192.0.2.9");
+	struct ab_attempt pop3_in = attempt("alice", "192.0.2.9");
+	struct ab_snapshot s;
+	struct ab_decision d;
+	const char *error;
+
+	(void)state;
+	strcpy(smtp_out.protocol, "smtp");
+	strcpy(smtp_in.protocol, "smtp");
+	strcpy(pop3_in.protocol, "pop3");
+	assert_int_equal(ab_config_set(&cfg, "restrict_networks.smtp",
+				       "192.0.2.0/24", "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "trusted_networks.imap",
+				       "192.0.2.0/24", "test", &error), 0);
+	memset(&s, 0, sizeof(s));
+	ab_decide(&s, &imap_out, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	ab_decide(&s, &smtp_out, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_non_null(strstr(d.reason, "restrict_networks"));
+	ab_decide(&s, &smtp_in, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+
+	/* a blocked office address: trusted for IMAP, not for SMTP or POP3 */
+	set(&s, AB_SLOT_IP_BLOCK, FUT(600));
+	ab_decide(&s, &imap_in, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_true(ab_attempt_trusted(&imap_in, &cfg));
+	ab_decide(&s, &smtp_in, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_non_null(strstr(d.reason, "address blocked"));
+	ab_decide(&s, &pop3_in, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_false(ab_attempt_trusted(&pop3_in, &cfg));
+
+	/* an empty list for a protocol lifts the restriction for every one */
+	assert_int_equal(ab_config_set(&cfg, "restrict_networks", "192.0.2.0/24",
+				       "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "restrict_networks.imap", "",
+				       "test", &error), 0);
+	memset(&s, 0, sizeof(s));
+	ab_decide(&s, &imap_out, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_false(ab_attempt_restricted_out(&imap_out, &cfg));
+	strcpy(imap_out.protocol, "pop3");
+	ab_decide(&s, &imap_out, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+
+	/* the rest of the tests run with the defaults */
+	ab_config_free(&cfg);
+	ab_config_defaults(&cfg);
+}
+
 static void test_slots_apply(void **state)
 {
 	struct ab_attempt none = attempt("alice", NULL);
@@ -611,6 +672,7 @@ int main(void)
 		cmocka_unit_test(test_ipv6_slash64_is_one_origin),
 		cmocka_unit_test(test_trusted_exempt_from_address_rules_not_lockout),
 		cmocka_unit_test(test_restrict_networks),
+		cmocka_unit_test(test_per_protocol_networks),
 		cmocka_unit_test(test_slots_apply),
 	};
 	return cmocka_run_group_tests_name("engine", tests, setup, teardown);
