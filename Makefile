@@ -36,7 +36,8 @@ DEB_BUILD   := build-essential pkg-config libmemcached-dev libsodium-dev \
 DEB_DOVECOT := dovecot-dev
 DEB_TEST    := libcmocka-dev memcached libmemcached-tools dovecot-core \
                dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
-               iproute2 util-linux passwd stress-ng clang-14 libclang-rt-14-dev
+               iproute2 util-linux passwd stress-ng clang-14 libclang-rt-14-dev \
+               prometheus
 DEB_BENCH   := wrk gnuplot-nox hyperfine
 # what `make demo` tells you to try by hand with
 DEB_DEMO    := curl netcat-openbsd

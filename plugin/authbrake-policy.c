@@ -18,6 +18,7 @@
 #include "ab-config.h"
 #include "ab-tracker.h"
 #include "policy-body.h"
+#include "policy-events.h"
 
 #define POLICY_API_KEY_MAX 256
 #define POLICY_CLIENT_IDLE_MSECS (5 * 60 * 1000)
@@ -188,6 +189,7 @@ static void policy_answer(struct policy_request *preq)
 	struct policy_body body;
 	struct ab_attempt attempt;
 	struct ab_decision decision;
+	struct event *event;
 	const char *address, *error;
 	char line[512];
 
@@ -218,17 +220,24 @@ static void policy_answer(struct policy_request *preq)
 		enum ab_outcome outcome =
 			body.policy_reject ? AB_OUTCOME_POLICY_REJECT :
 			body.success ? AB_OUTCOME_SUCCESS : AB_OUTCOME_FAILURE;
+		int ret;
 
 		/* Dovecot does not wait for a report's answer to go on; a
 		   store error is logged by the tracker (once per
 		   fail_log_interval) and changes nothing for the client. */
-		(void)ab_tracker_report(policy_tracker, &attempt, outcome,
+		ret = ab_tracker_report(policy_tracker, &attempt, outcome,
 					time(NULL), &error);
+		policy_report_event_send(&attempt,
+			outcome == AB_OUTCOME_POLICY_REJECT ? "policy_reject" :
+			outcome == AB_OUTCOME_SUCCESS ? "success" : "failure",
+			ret == 0);
 		policy_reply_json(req, 200, "OK", "{\"status\":0}");
 		return;
 	}
 
+	event = policy_decision_event_begin();
 	ab_tracker_allow(policy_tracker, &attempt, time(NULL), 0, &decision);
+	policy_decision_event_send(&event, &attempt, &decision);
 	switch (decision.verdict) {
 	case AB_ALLOW:
 		policy_reply_json(req, 200, "OK", "{\"status\":0}");
@@ -413,6 +422,7 @@ static void policy_init(const char *config_path)
 	if (ab_tracker_init(&policy_config, policy_log, NULL, &policy_tracker,
 			    &error) < 0)
 		i_fatal("%s", error);
+	policy_events_init(policy_tracker);
 }
 
 int main(int argc, char *argv[])
@@ -421,8 +431,7 @@ int main(int argc, char *argv[])
 	int c;
 
 	master_service = master_service_init("authbrake-policy",
-					     MASTER_SERVICE_FLAG_NO_SSL_INIT |
-					     MASTER_SERVICE_FLAG_DONT_SEND_STATS,
+					     MASTER_SERVICE_FLAG_NO_SSL_INIT,
 					     &argc, &argv, "C:");
 	while ((c = master_getopt(master_service)) > 0) {
 		switch (c) {
@@ -452,6 +461,7 @@ int main(int argc, char *argv[])
 
 	http_server_deinit(&policy_http_server);
 	ab_tracker_deinit(&policy_tracker);
+	policy_events_deinit();
 	ab_config_free(&policy_config);
 	sodium_memzero(policy_api_key, sizeof(policy_api_key));
 	master_service_deinit(&master_service);

@@ -14,6 +14,7 @@
 
 #include "ab-config.h"
 #include "ab-error.h"
+#include "ab-observer.h"
 #include "ab-store.h"
 
 #define AB_STORE_MAX_SERVERS 64
@@ -34,6 +35,9 @@ struct ab_store {
 	unsigned int server_count;
 	struct breaker breaker[AB_STORE_MAX_SERVERS];
 	struct ab_store_stats stats;
+	/* metrics hook (ab-observer.h); NULL when nobody watches */
+	const struct ab_observer *observer;
+	void *observer_ctx;
 };
 
 static time_t default_now(void)
@@ -174,6 +178,42 @@ static uint32_t server_of(struct ab_store *store, const char *key)
 	return idx < store->server_count ? idx : 0;
 }
 
+/* --- observer hook (ab-observer.h): metrics for a face that asks --- */
+void ab_store_set_observer(struct ab_store *store,
+			   const struct ab_observer *observer, void *ctx)
+{
+	store->observer = observer;
+	store->observer_ctx = ctx;
+}
+
+static void store_observe_begin(struct ab_store *store)
+{
+	if (store->observer != NULL && store->observer->store_request_begin != NULL)
+		store->observer->store_request_begin(store->observer_ctx);
+}
+
+static void store_observe_end(struct ab_store *store, uint32_t idx,
+			      const char *what, bool ok, memcached_return_t rc)
+{
+	char name[128];
+
+	if (store->observer == NULL || store->observer->store_request_end == NULL)
+		return;
+	store->observer->store_request_end(store->observer_ctx,
+		server_name(store, idx, name, sizeof(name)), what,
+		ok ? "ok" : rc == MEMCACHED_TIMEOUT ? "timeout" : "error");
+}
+
+static void store_observe_breaker(struct ab_store *store, uint32_t idx)
+{
+	char name[128];
+
+	if (store->observer != NULL && store->observer->breaker_open != NULL)
+		store->observer->breaker_open(store->observer_ctx,
+			server_name(store, idx, name, sizeof(name)));
+}
+/* --- end of the observer hook --- */
+
 /* May a request go to server idx now? */
 static bool breaker_admit(struct ab_store *store, uint32_t idx)
 {
@@ -193,6 +233,7 @@ static void breaker_result(struct ab_store *store, uint32_t idx, bool ok,
 	struct breaker *b = &store->breaker[idx];
 	char name[128];
 
+	store_observe_end(store, idx, what, ok, rc);	/* observer hook */
 	if (ok) {
 		if (b->open)
 			store_log(store, AB_LOG_INFO,
@@ -207,6 +248,7 @@ static void breaker_result(struct ab_store *store, uint32_t idx, bool ok,
 	if (b->failures >= store->cfg->breaker_failures) {
 		if (!b->open) {
 			store->stats.breaker_opened++;
+			store_observe_breaker(store, idx);	/* observer hook */
 			store_log(store, AB_LOG_WARNING,
 				  "memcached %s failed %u requests in a row (last: %s: %s): "
 				  "circuit breaker open, skipping it for %us",
@@ -236,8 +278,10 @@ static int admit_or_error(struct ab_store *store, uint32_t idx,
 {
 	char name[128];
 
-	if (breaker_admit(store, idx))
+	if (breaker_admit(store, idx)) {
+		store_observe_begin(store);	/* observer hook */
 		return 0;
+	}
 	return ab_error(error_r, "memcached %s: circuit breaker open",
 			server_name(store, idx, name, sizeof(name)));
 }
