@@ -622,17 +622,36 @@ scrape_configs:
              f"--storage.tsdb.path={os.path.join(self.dir, 'data')}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        if not wait_port(self.port, timeout, proc=self.proc):
-            self.stop()
-            raise RuntimeError("prometheus did not start: see " + self.dir)
+        # the port opens before the storage is ready (503 until then)
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("prometheus did not start: see " + self.dir)
+            time.sleep(0.1)
         return self
+
+    def _ready(self):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("GET", "/-/ready")
+                return conn.getresponse().status == 200
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException):
+            return False
 
     def _get(self, path):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request("GET", path)
             resp = conn.getresponse()
-            return json.loads(resp.read().decode())
+            body = resp.read().decode()
+            try:
+                return json.loads(body)
+            except ValueError:
+                raise RuntimeError(f"prometheus {path}: {resp.status} {body[:300]!r}")
         finally:
             conn.close()
 

@@ -4,6 +4,7 @@ stats service's HTTP listener exports them in OpenMetrics. Against a real
 Dovecot 2.3.19, a real memcached and a real Prometheus server scraping it.
 """
 
+import json
 import re
 import time
 
@@ -11,6 +12,13 @@ from harness import (REPO_ROOT, DROPIN_CONF, Dovecot, Prometheus,
                      metric_value, parse_openmetrics)
 
 POLICY_EVENTS_C = REPO_ROOT / "plugin" / "policy-events.c"
+DASHBOARD = REPO_ROOT / "conf.d" / "grafana-authbrake.json"
+
+
+def dashboard_queries():
+    """Every PromQL expression of the Grafana dashboard in conf.d/."""
+    doc = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in doc["panels"] for t in p["targets"]]
 
 
 def wait_scrape(dovecot, ready, timeout=15):
@@ -104,6 +112,17 @@ def test_scrape_counts_a_scripted_attack(memcached, authbrake_conf,
         assert [v for _, v in got] == [1.0]
         got = prom.query('dovecot_authbrake_decision_latency_bucket{le="+Inf"}')
         assert [v for _, v in got] == [6.0]
+
+        # the dashboard's queries: valid PromQL, over metrics the scrape
+        # declares (a counter with no event yet has no sample)
+        types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+        queries = dashboard_queries()
+        assert len(queries) >= 8
+        for expr in queries:
+            for family, suffix in re.findall(r"(dovecot_authbrake_\w+?)_(total|bucket)\b", expr):
+                assert types.get(family) == ("counter" if suffix == "total" else "histogram"), \
+                    (family, expr)
+            prom.query(expr)      # raises on a query Prometheus refuses
 
 
 def test_scrape_counts_store_errors_breaker_and_fail_mode(memcached,
