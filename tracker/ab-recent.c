@@ -31,6 +31,15 @@ void ab_recent_derive_key(const struct ab_secret *secret,
 				   secret->key);
 }
 
+/* counts over 65535 are shown as 65535 */
+static void put_u16_capped(uint8_t *p, unsigned int v)
+{
+	if (v > 0xffff)
+		v = 0xffff;
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
 static void put_u32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)v;
@@ -65,6 +74,10 @@ static void header_nonce(uint64_t header,
 	put_u64(nonce_r, header);
 }
 
+/* The plaintext: version, kind, flags, identity length, set_at (u32),
+   duration_s (u32), failures and accounts (u16 each), then the identity:
+   the account's bytes, or family (4/6), 16 address bytes and the prefix.
+   Little-endian throughout. */
 static size_t plain_encode(const struct ab_recent_entry *entry,
 			   uint8_t plain[AB_RECENT_PLAIN_MAX + 8])
 {
@@ -76,10 +89,8 @@ static size_t plain_encode(const struct ab_recent_entry *entry,
 	plain[2] = entry->admin ? RECENT_FLAG_ADMIN : 0;
 	put_u32(plain + 4, (uint32_t)entry->set_at);
 	put_u32(plain + 8, entry->duration_s);
-	plain[12] = (uint8_t)(entry->failures > 0xffff ? 0xffff : entry->failures);
-	plain[13] = (uint8_t)((entry->failures > 0xffff ? 0xffff : entry->failures) >> 8);
-	plain[14] = (uint8_t)(entry->accounts > 0xffff ? 0xffff : entry->accounts);
-	plain[15] = (uint8_t)((entry->accounts > 0xffff ? 0xffff : entry->accounts) >> 8);
+	put_u16_capped(plain + 12, entry->failures);
+	put_u16_capped(plain + 14, entry->accounts);
 	if (entry->kind == AB_RECENT_ACCOUNT) {
 		id_len = strnlen(entry->account, AB_ACCOUNT_MAX - 1);
 		memcpy(plain + AB_RECENT_HEADER_LEN, entry->account, id_len);
