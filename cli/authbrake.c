@@ -1,5 +1,6 @@
-/* authbrake: the administrator's tool. status, unlock, block, unblock, a
-   dry-run check and genkey, all through tracker/: no policy lives here. */
+/* authbrake: the administrator's tool. status, list, unlock, block,
+   unblock, a dry-run check and genkey, all through tracker/: no policy
+   lives here. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <syslog.h>
 #include <time.h>
 
+#include "ab-recent.h"
 #include "ab-tracker.h"
 #include "cli-output.h"
 
@@ -42,6 +44,8 @@ static const char usage_text[] =
 "                               subnets, and what a login would get now\n"
 "         [--user USER | --address ADDRESS]   say which, when a name looks\n"
 "                                             like an address\n"
+"  list                         the addresses, subnets and accounts blocked or\n"
+"                               locked now, on every node, with time left\n"
 "  check --user USER --address ADDRESS [--protocol PROTO]\n"
 "                               dry run of the decision; changes nothing\n"
 "  unlock USER                  clear an account's lock and failure count\n"
@@ -801,6 +805,138 @@ static int cmd_unblock(struct cli *cli, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* --- list -------------------------------------------------------------- */
+
+static const char *recent_kind_name(enum ab_recent_kind kind)
+{
+	switch (kind) {
+	case AB_RECENT_ADDRESS:
+		return "address";
+	case AB_RECENT_SUBNET:
+		return "subnet";
+	case AB_RECENT_ACCOUNT:
+		return "account";
+	}
+	return "?";
+}
+
+static const char *recent_who(const struct ab_recent_entry *e,
+			      char buf[AB_ADDR_STRLEN])
+{
+	if (e->kind == AB_RECENT_ACCOUNT)
+		return e->account;
+	return ab_addr_str(&e->net.net, e->net.prefix, buf);
+}
+
+static const char *recent_why(const struct ab_recent_entry *e,
+			      char *buf, size_t size)
+{
+	if (e->admin)
+		snprintf(buf, size, "authbrake block");
+	else if (e->kind == AB_RECENT_ACCOUNT)
+		snprintf(buf, size, "%u failures from unfamiliar origins",
+			 e->failures);
+	else
+		snprintf(buf, size, "%u failures, %u accounts tried",
+			 e->failures, e->accounts);
+	return buf;
+}
+
+static int cmd_list(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ab_recent_list *list;
+	const char *error;
+	char who[AB_ADDR_STRLEN], dur[32], why[96], when[32];
+	size_t i, width = 3;
+	int c, ret;
+
+	reset_getopt();
+	while ((c = next_opt(argc, argv, opts, cli)) != -1)
+		return bad_option("list", c, argc, argv);
+	if (optind != argc)
+		return usage_error("list: takes no arguments");
+	if ((ret = cli_init(cli)) != EXIT_OK)
+		return ret;
+	if ((list = malloc(sizeof(*list))) == NULL)
+		return fail(EXIT_OTHER, "out of memory");
+	if ((ret = ab_recent_list(cli->tracker, time(NULL), list, &error)) < 0) {
+		free(list);
+		return store_error(ret, "list", error);
+	}
+
+	if (cli->json) {
+		struct json_out out;
+
+		json_begin(&out, stdout);
+		json_array_begin(&out, "blocked");
+		for (i = 0; i < list->count; i++) {
+			const struct ab_recent_item *it = &list->items[i];
+
+			json_element_begin(&out);
+			json_str(&out, "type", recent_kind_name(it->entry.kind));
+			json_str(&out, it->entry.kind == AB_RECENT_ACCOUNT ?
+				 "account" : it->entry.kind == AB_RECENT_SUBNET ?
+				 "subnet" : "address", recent_who(&it->entry, who));
+			json_uint(&out, "left_s", it->left_s);
+			json_uint(&out, "set_at", (unsigned long long)it->entry.set_at);
+			json_uint(&out, "duration_s", it->entry.duration_s);
+			json_str(&out, "by", it->entry.admin ? "admin" : "attack");
+			json_uint(&out, "failures", it->entry.failures);
+			if (it->entry.kind != AB_RECENT_ACCOUNT)
+				json_uint(&out, "accounts", it->entry.accounts);
+			json_str(&out, "reason", recent_why(&it->entry, why, sizeof(why)));
+			json_object_end(&out);
+		}
+		json_array_end(&out);
+		json_uint(&out, "count", list->count);
+		json_uint(&out, "slots", AB_RECENT_SLOTS);
+		json_uint(&out, "recorded", list->written);
+		json_uint(&out, "unreadable", list->unreadable);
+		json_end(&out);
+		free(list);
+		return EXIT_OK;
+	}
+
+	for (i = 0; i < list->count; i++) {
+		size_t len = strlen(recent_who(&list->items[i].entry, who));
+
+		if (len > width)
+			width = len;
+	}
+	if (list->count > 0)
+		printf("%-8s %-*s %-8s %-19s %s\n", "TYPE", (int)width, "WHO",
+		       "LEFT", "SET", "WHY");
+	for (i = 0; i < list->count; i++) {
+		const struct ab_recent_item *it = &list->items[i];
+		time_t set_at = it->entry.set_at;
+		struct tm tm;
+
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S",
+			 localtime_r(&set_at, &tm));
+		printf("%-8s %-*s %-8s %-19s %s\n", recent_kind_name(it->entry.kind),
+		       (int)width, recent_who(&it->entry, who),
+		       human_duration(it->left_s, dur, sizeof(dur)), when,
+		       recent_why(&it->entry, why, sizeof(why)));
+	}
+	printf("%zu blocked or locked now", list->count);
+	if (list->written > AB_RECENT_SLOTS)
+		printf(" (of the %u most recent blocks and locks; %llu older ones "
+		       "are not kept: authbrake status tells of one you know)",
+		       AB_RECENT_SLOTS,
+		       (unsigned long long)(list->written - AB_RECENT_SLOTS));
+	printf("\n");
+	if (list->unreadable > 0)
+		printf("%u record%s could not be read (being written as this "
+		       "ran, or changed in memcached)\n", list->unreadable,
+		       list->unreadable == 1 ? "" : "s");
+	free(list);
+	return EXIT_OK;
+}
+
 /* --- genkey ------------------------------------------------------------ */
 
 static int cmd_genkey(struct cli *cli, int argc, char **argv)
@@ -898,6 +1034,7 @@ static const struct {
 	int (*run)(struct cli *cli, int argc, char **argv);
 } commands[] = {
 	{ "status", cmd_status },
+	{ "list", cmd_list },
 	{ "check", cmd_check },
 	{ "unlock", cmd_unlock },
 	{ "block", cmd_block },

@@ -108,6 +108,36 @@ void json_object_end(struct json_out *out)
 		out->depth--;
 }
 
+static void depth_push(struct json_out *out)
+{
+	if (out->depth + 1 < sizeof(out->first) / sizeof(out->first[0]))
+		out->depth++;
+	out->first[out->depth] = true;
+}
+
+void json_array_begin(struct json_out *out, const char *name)
+{
+	field(out, name);
+	fputc('[', out->f);
+	depth_push(out);
+}
+
+void json_array_end(struct json_out *out)
+{
+	fputc(']', out->f);
+	if (out->depth > 0)
+		out->depth--;
+}
+
+void json_element_begin(struct json_out *out)
+{
+	if (!out->first[out->depth])
+		fputc(',', out->f);
+	out->first[out->depth] = false;
+	fputc('{', out->f);
+	depth_push(out);
+}
+
 void json_str(struct json_out *out, const char *name, const char *value)
 {
 	field(out, name);

@@ -17,6 +17,11 @@ void json_begin(struct json_out *out, FILE *f);
 void json_end(struct json_out *out);
 void json_object_begin(struct json_out *out, const char *name);
 void json_object_end(struct json_out *out);
+/* An array of objects: json_array_begin(), then per element
+   json_element_begin() ... json_object_end(), then json_array_end(). */
+void json_array_begin(struct json_out *out, const char *name);
+void json_array_end(struct json_out *out);
+void json_element_begin(struct json_out *out);
 void json_str(struct json_out *out, const char *name, const char *value);
 void json_uint(struct json_out *out, const char *name, unsigned long long value);
 void json_bool(struct json_out *out, const char *name, bool value);

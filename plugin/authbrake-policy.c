@@ -18,6 +18,7 @@
 #include "ab-config.h"
 #include "ab-tracker.h"
 #include "policy-body.h"
+#include "policy-events.h"
 
 #define POLICY_API_KEY_MAX 256
 #define POLICY_CLIENT_IDLE_MSECS (5 * 60 * 1000)
@@ -36,6 +37,9 @@ struct policy_request {
 	bool queued;
 	struct ab_attempt attempt;
 	enum ab_outcome outcome;
+	/* an allow's metrics event, begun when it was queued: its duration
+	   is the decision's latency */
+	struct event *event;
 };
 
 /* Requests ready in one turn of the ioloop wait there to be decided
@@ -260,6 +264,7 @@ static void policy_queue_run(void *context ATTR_UNUSED)
 	struct ab_decision decisions[AB_TRACKER_BATCH_MAX];
 	unsigned int i, n_allow = 0, n_report = 0;
 	const char *error;
+	bool stored = TRUE;
 
 	timeout_remove(&policy_queue_to);
 	for (i = 0; i < policy_queue_count; i++) {
@@ -279,8 +284,11 @@ static void policy_queue_run(void *context ATTR_UNUSED)
 		if (n_allow > 0)
 			ab_tracker_allow_many(policy_tracker, attempts, n_allow,
 					      time(NULL), 0, decisions);
-		for (i = 0; i < n_allow; i++)
+		for (i = 0; i < n_allow; i++) {
+			policy_decision_event_send(&allows[i]->event,
+						   &allows[i]->attempt, &decisions[i]);
 			policy_reply_decision(allows[i], &decisions[i]);
+		}
 
 		/* Dovecot does not wait for a report's answer to go on; a
 		   store error is logged by the tracker (once per
@@ -292,11 +300,16 @@ static void policy_queue_run(void *context ATTR_UNUSED)
 			outcomes[i] = reports[i]->outcome;
 		}
 		if (n_report > 0)
-			(void)ab_tracker_report_many(policy_tracker, attempts,
-						     outcomes, n_report,
-						     time(NULL), &error);
-		for (i = 0; i < n_report; i++)
+			stored = ab_tracker_report_many(policy_tracker, attempts,
+							outcomes, n_report,
+							time(NULL), &error) == 0;
+		for (i = 0; i < n_report; i++) {
+			policy_report_event_send(&reports[i]->attempt,
+				outcomes[i] == AB_OUTCOME_POLICY_REJECT ? "policy_reject" :
+				outcomes[i] == AB_OUTCOME_SUCCESS ? "success" : "failure",
+				stored);
 			policy_reply_json(reports[i]->req, 200, "OK", "{\"status\":0}");
+		}
 	} T_END;
 }
 
@@ -355,6 +368,8 @@ static void policy_answer(struct policy_request *preq)
 	}
 	preq->outcome = body.policy_reject ? AB_OUTCOME_POLICY_REJECT :
 		body.success ? AB_OUTCOME_SUCCESS : AB_OUTCOME_FAILURE;
+	if (!preq->report)
+		preq->event = policy_decision_event_begin();
 	policy_queue_add(preq);
 }
 
@@ -374,6 +389,8 @@ static void policy_request_destroy(struct policy_request *preq)
 {
 	if (preq->queued)
 		policy_queue_remove(preq);
+	if (preq->event != NULL)
+		event_unref(&preq->event);
 	io_remove(&preq->io);
 	i_stream_unref(&preq->payload);
 	http_server_request_unref(&preq->req);
@@ -518,6 +535,7 @@ static void policy_init(const char *config_path)
 	if (ab_tracker_init(&policy_config, policy_log, NULL, &policy_tracker,
 			    &error) < 0)
 		i_fatal("%s", error);
+	policy_events_init(policy_tracker);
 }
 
 int main(int argc, char *argv[])
@@ -526,8 +544,7 @@ int main(int argc, char *argv[])
 	int c;
 
 	master_service = master_service_init("authbrake-policy",
-					     MASTER_SERVICE_FLAG_NO_SSL_INIT |
-					     MASTER_SERVICE_FLAG_DONT_SEND_STATS,
+					     MASTER_SERVICE_FLAG_NO_SSL_INIT,
 					     &argc, &argv, "C:");
 	while ((c = master_getopt(master_service)) > 0) {
 		switch (c) {
@@ -558,6 +575,7 @@ int main(int argc, char *argv[])
 
 	http_server_deinit(&policy_http_server);
 	ab_tracker_deinit(&policy_tracker);
+	policy_events_deinit();
 	ab_config_free(&policy_config);
 	sodium_memzero(policy_api_key, sizeof(policy_api_key));
 	master_service_deinit(&master_service);

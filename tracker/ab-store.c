@@ -31,6 +31,7 @@
 
 #include "ab-config.h"
 #include "ab-error.h"
+#include "ab-observer.h"
 #include "ab-store.h"
 
 #define AB_STORE_MAX_SERVERS 64
@@ -84,6 +85,7 @@ struct server {
 	const char *error;		/* why this server failed the batch */
 	bool refusing;			/* the failure was a refusal, not a timeout */
 	bool settled;			/* its failure is counted, or it was skipped */
+	bool observed;			/* a round trip was begun */
 };
 
 struct ab_store {
@@ -97,6 +99,9 @@ struct ab_store {
 	uint16_t batch;
 	struct ab_store_stats stats;
 	char error[256];
+	/* metrics (ab-observer.h); NULL when nobody watches */
+	const struct ab_observer *observer;
+	void *observer_ctx;
 };
 
 static time_t default_now(void)
@@ -300,6 +305,32 @@ static struct server *server_of(struct ab_store *store, const char *key)
 	return best;
 }
 
+/* --- observer (ab-observer.h): metrics for a face that asks ------- */
+
+void ab_store_set_observer(struct ab_store *store,
+			   const struct ab_observer *observer, void *ctx)
+{
+	store->observer = observer;
+	store->observer_ctx = ctx;
+}
+
+static void observe_begin(struct ab_store *store, const struct server *s)
+{
+	if (store->observer != NULL && store->observer->store_request_begin != NULL)
+		store->observer->store_request_begin(store->observer_ctx,
+						     (unsigned int)(s - store->server));
+}
+
+static void observe_end(struct ab_store *store, const struct server *s)
+{
+	const char *result = s->error == NULL ? "ok" :
+		strstr(s->error, "timed out") != NULL ? "timeout" : "error";
+
+	if (store->observer != NULL && store->observer->store_request_end != NULL)
+		store->observer->store_request_end(store->observer_ctx,
+			(unsigned int)(s - store->server), s->name, "batch", result);
+}
+
 /* --- breaker and ejection ----------------------------------------- */
 
 /* May a round trip go to the server now? */
@@ -351,6 +382,9 @@ static void server_failed(struct ab_store *store, struct server *s)
 				  s->name, s->breaker.failures, s->error,
 				  cfg->breaker_cooldown_s);
 		}
+		if (!s->breaker.open && store->observer != NULL &&
+		    store->observer->breaker_open != NULL)
+			store->observer->breaker_open(store->observer_ctx, s->name);
 		s->breaker.open = true;
 		s->breaker.open_until = now + (time_t)cfg->breaker_cooldown_s;
 	}
@@ -736,6 +770,7 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		store->server[i].out_len = 0;
 		store->server[i].error = NULL;
 		store->server[i].settled = false;
+		store->server[i].observed = false;
 	}
 	for (j = 0; j < n; j++) {
 		ops[j].result = AB_STORE_FAILED;
@@ -764,6 +799,8 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		}
 		put_request(s, OP_NOOP, NULL, 0, 0, OPAQUE(store->batch, NOOP_INDEX));
 		store->stats.requests++;
+		s->observed = true;
+		observe_begin(store, s);
 		if (!server_connect(store, s)) {
 			server_failed(store, s);
 			continue;
@@ -789,6 +826,8 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 
 		if (s->out_len == 0)
 			continue;
+		if (s->observed)
+			observe_end(store, s);
 		if (s->error == NULL) {
 			server_ok(store, s);
 			continue;

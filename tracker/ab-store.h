@@ -13,6 +13,7 @@
 #include "ab-log.h"
 
 struct ab_config;
+struct ab_observer;
 struct ab_store;
 
 struct ab_store_stats {
@@ -93,6 +94,10 @@ int ab_store_evictions(struct ab_store *store, uint64_t *evictions_r,
 
 void ab_store_get_stats(const struct ab_store *store,
 			struct ab_store_stats *stats_r);
+/* Tell observer (may be NULL: nobody) of every request and breaker trip;
+   observer must outlive the store. */
+void ab_store_set_observer(struct ab_store *store,
+			   const struct ab_observer *observer, void *ctx);
 /* For tests: a clock the breaker reads; NULL restores time(). */
 void ab_store_set_clock(struct ab_store *store, time_t (*now)(void));
 

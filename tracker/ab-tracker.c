@@ -9,6 +9,8 @@
 #include <sodium.h>
 
 #include "ab-error.h"
+#include "ab-observer.h"
+#include "ab-recent.h"
 #include "ab-tracker.h"
 
 typedef char ab_key[AB_KEY_LEN];
@@ -58,6 +60,9 @@ struct ab_tracker {
 	/* the round trips under way: allocated once, not per login */
 	struct requests reqs, later;
 	struct job job[AB_TRACKER_BATCH_MAX];
+	/* metrics hook (ab-observer.h), NULL when nobody watches */
+	const struct ab_observer *observer;
+	void *observer_ctx;
 };
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
@@ -611,6 +616,35 @@ void ab_tracker_allow(struct ab_tracker *tracker,
 	ab_tracker_allow_many(tracker, &attempt, 1, now, flags, decision_r);
 }
 
+/* --- observer hook (ab-observer.h) --- */
+void ab_tracker_set_observer(struct ab_tracker *tracker,
+			     const struct ab_observer *observer, void *ctx)
+{
+	tracker->observer = observer;
+	tracker->observer_ctx = ctx;
+	ab_store_set_observer(tracker->store, observer, ctx);
+}
+
+static void tracker_observe_block(struct ab_tracker *tracker,
+				  const struct ab_op *op, time_t now)
+{
+	enum ab_observed_block kind;
+
+	if (tracker->observer == NULL || tracker->observer->block_set == NULL)
+		return;
+	if (op->slot == AB_SLOT_IP_BLOCK)
+		kind = AB_OBSERVED_ADDRESS;
+	else if (op->slot == AB_SLOT_NET_BLOCK)
+		kind = AB_OBSERVED_SUBNET;
+	else if (op->slot == AB_SLOT_ACCT_LOCK)
+		kind = AB_OBSERVED_ACCOUNT;
+	else
+		return;
+	tracker->observer->block_set(tracker->observer_ctx, kind,
+		op->value > (uint64_t)now ? (unsigned int)(op->value - (uint64_t)now) : 0);
+}
+/* --- end of the observer hook --- */
+
 static void log_escalation(struct ab_tracker *tracker,
 			   const struct ab_attempt *attempt,
 			   const struct ab_snapshot *after,
@@ -627,6 +661,9 @@ static void log_escalation(struct ab_tracker *tracker,
 
 		if (!marked[i])
 			continue;	/* another node set it first */
+		tracker_observe_block(tracker, op, now);	/* observer hook */
+		ab_recent_escalation(&tracker->secret, tracker->store, attempt,
+				     after, op, now);	/* authbrake list */
 		ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur));
 		switch (op->slot) {
 		case AB_SLOT_IP_BLOCK:
@@ -986,6 +1023,8 @@ int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 	if (ab_store_set(tracker->store, key, (uint64_t)now + duration_s,
 			 duration_s, error_r) < 0)
 		return AB_ERR_STORE;
+	ab_recent_admin_block(&tracker->secret, tracker->store, &attempt.addr,
+			      subnet, duration_s, now);	/* authbrake list */
 	tracker_log(tracker, AB_LOG_WARNING, "%s %s blocked for %s by an administrator",
 		    subnet ? "subnet" : "address", target,
 		    ab_duration_str(duration_s, dur, sizeof(dur)));

@@ -70,6 +70,12 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 			   const struct ab_attempt *const *attempts,
 			   const enum ab_outcome *outcomes, size_t n,
 			   time_t now, const char **error_r);
+/* Tell observer (ab-observer.h; NULL: nobody) of memcached round trips,
+   breaker trips and the blocks and locks this process sets; it must
+   outlive the tracker. For a face's metrics. */
+struct ab_observer;
+void ab_tracker_set_observer(struct ab_tracker *tracker,
+			     const struct ab_observer *observer, void *ctx);
 
 /* Warn (through the log hook) when memcached has evicted items since the
    last call: lost counts and locks. One stats round trip per server; the

@@ -58,7 +58,7 @@ $(FUZZ_LIBAB): $(FUZZ_TRACKER_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(FUZZ_B)/plugin/policy-body.o: plugin/policy-body.c plugin/policy-body.h | $(FUZZ_B)/plugin
+$(FUZZ_B)/plugin/%.o: plugin/%.c plugin/%.h | $(FUZZ_B)/plugin
 	$(FUZZ_CC) $(FUZZ_POLICY_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_B)/fuzz-identity $(FUZZ_B)/fuzz-config: $(FUZZ_B)/fuzz-%: test/fuzz/fuzz-%.c test/fuzz/fuzz-check.h $(FUZZ_LIBAB)
@@ -71,7 +71,8 @@ $(FUZZ_B)/fuzz-policy-body: test/fuzz/fuzz-policy-body.c $(FUZZ_B)/plugin/policy
 # authbrake-policy.c is compiled into its harness as it is, its main()
 # renamed: the harness drives its request handler through lib-http.
 $(FUZZ_B)/fuzz-policy-http: test/fuzz/fuzz-policy-http.c plugin/authbrake-policy.c \
-		$(FUZZ_B)/plugin/policy-body.o $(FUZZ_LIBAB)
+		$(FUZZ_B)/plugin/policy-body.o $(FUZZ_B)/plugin/policy-events.o $(FUZZ_LIBAB)
 	$(FUZZ_CC) $(FUZZ_POLICY_CFLAGS) -Dmain=policy_main -fsanitize=fuzzer \
-		-o $@ $< $(FUZZ_B)/plugin/policy-body.o $(FUZZ_LIBAB) $(AB_LIBS) \
+		-o $@ $< $(FUZZ_B)/plugin/policy-body.o $(FUZZ_B)/plugin/policy-events.o \
+		$(FUZZ_LIBAB) $(AB_LIBS) \
 		$(POLICY_LIBS)

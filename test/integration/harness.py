@@ -56,6 +56,9 @@ class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
     PATH (a Postfix's .sasl_socket), mode 0660, user and group postfix.
     max_clients=N: login services in high-performance mode (long-lived
     processes, client_limit >= N) so N connections can be open at once.
+    stats_http=True: Dovecot's stats service listens for HTTP on a free
+    port (.stats_port); .scrape() -> str is its /metrics (OpenMetrics),
+    where the drop-in's metric { } blocks show authbrake's events.
     trusted_networks -> login_trusted_networks. anvil_penalty=False turns off
     Dovecot's own per-address delay (2..15 s after failures) so tests measure
     authbrake alone; True keeps it as production has it.
@@ -72,6 +75,7 @@ class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
     .wait_log(regex, since=0, timeout=5) -> re.Match | None
     .policy_pids() -> [int]     authbrake-policy processes under this master
     .policy_post(command, body, api_key=True, headers=None) -> (status, text)
+    .scrape() -> str    the stats service's /metrics (stats_http=True)
 
 class Postfix(dir=None, settings=None)                         context manager
     A Postfix instance of its own (Debian's postfix; the system instance is
@@ -94,6 +98,17 @@ cli_status(conf, target) -> dict   `authbrake -c CONF --json status TARGET`
 imap_login / pop3_login / auth_test are also module functions taking the
 ports/conf first. `seconds` is the time of the authentication exchange
 (LOGIN, or USER+PASS), not of connecting.
+
+parse_openmetrics(text) -> {(name, ((label, value), ...)): float}
+    The samples of an OpenMetrics scrape (Dovecot's stats /metrics); labels
+    sorted. Raises ValueError on a line that is not a valid sample.
+metric_value(samples, name, **labels) -> float   one sample (0 when absent)
+
+class Prometheus(targets)                          context manager
+    A real Prometheus server (Debian's prometheus) scraping targets
+    (["127.0.0.1:PORT", ...]) every second, on a free port, TSDB in its own
+    dir. .wait_target_up() -> the target's health ("up", "down" with
+    .last_error)  .query(promql) -> [(labels dict, float)]
 
 http_post(port, path, body, headers=None, timeout=10) -> (status, text)
     Raw HTTP POST to 127.0.0.1:port (body: bytes, str or JSON-able object).
@@ -137,6 +152,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +172,7 @@ POSTFIX_BIN = shutil.which("postfix") or "/usr/sbin/postfix"
 # Debian's postfix: the daemons live in daemon_directory
 POSTFIX_MASTER_BIN = "/usr/lib/postfix/sbin/master"
 OPENSSL_BIN = shutil.which("openssl") or "/usr/bin/openssl"
+PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
 DOVEADM_BIN = shutil.which("doveadm") or "/usr/bin/doveadm"
 MEMCACHED_BIN = shutil.which("memcached") or "/usr/bin/memcached"
 
@@ -571,6 +588,137 @@ def write_authbrake_conf(dir, memcached_servers, **overrides):
     return path
 
 
+# ------------------------------------------------------------ metrics
+
+_OM_SAMPLE_RE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: \S+)?$')
+_OM_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)')
+
+
+def parse_openmetrics(text):
+    """{(name, sorted label pairs): value} of an OpenMetrics text."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _OM_SAMPLE_RE.match(line)
+        if not m:
+            raise ValueError(f"not an OpenMetrics sample: {line!r}")
+        name, labels_text, value = m.groups()
+        labels = []
+        rest = labels_text or ""
+        while rest:
+            lm = _OM_LABEL_RE.match(rest)
+            if not lm:
+                raise ValueError(f"bad labels in {line!r}")
+            labels.append((lm.group(1), lm.group(2)))
+            rest = rest[lm.end():]
+        samples[(name, tuple(sorted(labels)))] = float(value)
+    return samples
+
+
+def metric_value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+class Prometheus:
+    """A private Prometheus server scraping targets every second."""
+
+    def __init__(self, targets):
+        self.targets = list(targets)
+        self.dir = tempfile.mkdtemp(prefix="ab-prometheus-")
+        self.port = free_port()
+        self.proc = None
+        self.last_error = ""
+
+    def start(self, timeout=30):
+        conf = os.path.join(self.dir, "prometheus.yml")
+        targets = ", ".join(f"'{t}'" for t in self.targets)
+        with open(conf, "w") as f:
+            f.write(f"""global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: dovecot
+    static_configs:
+      - targets: [{targets}]
+""")
+        self._log = open(os.path.join(self.dir, "prometheus.log"), "ab")
+        self.proc = subprocess.Popen(
+            [PROMETHEUS_BIN, f"--config.file={conf}",
+             f"--storage.tsdb.path={os.path.join(self.dir, 'data')}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # the port opens before the storage is ready (503 until then)
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("prometheus did not start: see " + self.dir)
+            time.sleep(0.1)
+        return self
+
+    def _ready(self):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("GET", "/-/ready")
+                return conn.getresponse().status == 200
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def _get(self, path):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read().decode()
+            try:
+                return json.loads(body)
+            except ValueError:
+                raise RuntimeError(f"prometheus {path}: {resp.status} {body[:300]!r}")
+        finally:
+            conn.close()
+
+    def wait_target_up(self, timeout=30):
+        """Wait for a scrape of every target; the health of the last one
+        scraped ("up", or "down" with .last_error), or "unknown"."""
+        deadline = time.monotonic() + timeout
+        health = "unknown"
+        while time.monotonic() < deadline:
+            targets = self._get("/api/v1/targets")["data"]["activeTargets"]
+            done = [t for t in targets if t["health"] != "unknown"]
+            if targets and len(done) == len(targets):
+                bad = [t for t in done if t["health"] != "up"]
+                self.last_error = bad[0]["lastError"] if bad else ""
+                return "down" if bad else "up"
+            time.sleep(0.2)
+        return health
+
+    def query(self, promql):
+        path = "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        data = self._get(path)
+        if data.get("status") != "success":
+            raise RuntimeError(f"prometheus query {promql!r}: {data}")
+        return [(r["metric"], float(r["value"][1])) for r in data["data"]["result"]]
+
+    def stop(self):
+        _stop_process(self.proc, signal.SIGTERM, 15)
+        self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ clients
 
 class _BoundSource:
@@ -852,10 +1000,11 @@ class Dovecot:
     def __init__(self, dir=None, users=None, policy_conf=None,
                  trusted_networks=None, extra_conf="", policy_user="root",
                  anvil_penalty=False, policy_after_auth=False, settings=None,
-                 max_clients=None, postfix_listener=None):
+                 max_clients=None, postfix_listener=None, stats_http=False):
         self.anvil_penalty = anvil_penalty
         # the auth socket Postfix's smtpd talks SASL to (type dovecot)
         self.postfix_listener = postfix_listener
+        self.stats_port = free_port() if stats_http else None
         self.settings = dict(settings or {})
         self.max_clients = max_clients
         # conf.d/95-authbrake.conf ships "no"; Dovecot's default is "yes"
@@ -1025,6 +1174,15 @@ auth_policy_hash_nonce = {secrets.token_hex(16)}
             if self.policy_after_auth:
                 # Dovecot's own default; the drop-in turns it off
                 c += "auth_policy_check_after_auth = yes\n"
+        if self.stats_port is not None:
+            c += f"""
+service stats {{
+  inet_listener http {{
+    address = 127.0.0.1
+    port = {self.stats_port}
+  }}
+}}
+"""
         if not self.anvil_penalty:
             # Dovecot's own per-address penalty (2..15 s after failures) would
             # hide authbrake's tarpit: the auth process cannot open a mode-0
@@ -1081,6 +1239,8 @@ service authbrake-policy {{
                                      stdout=self._stderr, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         ports = [self.imap_port, self.pop3_port]
+        if self.stats_port is not None:
+            ports.append(self.stats_port)
         ok = all(wait_port(p, timeout, proc=self.proc) for p in ports)
         auth_socket = os.path.join(self.base_dir, "auth-client")
         deadline = time.monotonic() + timeout
@@ -1213,6 +1373,21 @@ service authbrake-policy {{
 
     def auth_test(self, user, password, rip, service="imap", extra=None, timeout=60):
         return auth_test(self.conf_path, user, password, rip, service, extra, timeout)
+
+    def scrape(self, timeout=10):
+        """The stats service's /metrics (needs stats_http=True)."""
+        assert self.stats_port is not None, "Dovecot(stats_http=True) first"
+        conn = http.client.HTTPConnection("127.0.0.1", self.stats_port,
+                                          timeout=timeout)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            text = resp.read().decode()
+            if resp.status != 200:
+                raise RuntimeError(f"stats /metrics: {resp.status} {text[:200]}")
+            return text
+        finally:
+            conn.close()
 
     def policy_post(self, command, body, api_key=True, headers=None, timeout=10):
         """POST to the policy service; api_key True = the right key, False = none,

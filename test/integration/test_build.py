@@ -82,7 +82,7 @@ def test_deps_test_lists_everything_the_tests_need():
     assert BUILD_ONLY | {"dovecot-dev"} <= pkgs
     assert {"dovecot-core", "dovecot-imapd", "dovecot-pop3d", "memcached",
             "libcmocka-dev", "python3-pytest", "pamtester", "wrk",
-            "groff-base", "curl"} <= pkgs, line
+            "groff-base", "curl", "prometheus"} <= pkgs, line
 
 
 def test_deps_deb_installs_debian_control_build_depends():

@@ -12,12 +12,15 @@ import shutil
 import stat
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from harness import (CLI_BIN, POLICY_BIN, REPO_ROOT, Dovecot, Memcached,
                      free_port, write_authbrake_conf)
+
+RECENT_H = REPO_ROOT / "tracker" / "ab-recent.h"
 
 # the build under test (AB_BUILD_DIR, see harness.py); AUTHBRAKE_CLI: only
 # the CLI from elsewhere
@@ -50,8 +53,12 @@ def run(conf, *args, json_out=False, timeout=20):
 
 
 def run_json(conf, *args, expect=EXIT_OK):
+    """expect=None: exit 0 or 1 (status of something that may be blocked)."""
     r = run(conf, *args, json_out=True)
-    assert r.returncode == expect, (args, r.returncode, r.out, r.err)
+    if expect is None:
+        assert r.returncode in (EXIT_OK, EXIT_REJECTED), (args, r.returncode, r.out, r.err)
+    else:
+        assert r.returncode == expect, (args, r.returncode, r.out, r.err)
     lines = r.out.splitlines()
     assert len(lines) == 1, r.out
     return json.loads(lines[0])
@@ -80,8 +87,8 @@ def conf(tmp_path, mc):
 def test_help_lists_commands_and_exit_codes():
     r = run(None, "--help")
     assert r.returncode == EXIT_OK
-    for word in ("status", "check", "unlock", "block", "unblock", "genkey",
-                 "config", "--json", "-c"):
+    for word in ("status", "list", "check", "unlock", "block", "unblock",
+                 "genkey", "config", "--json", "-c"):
         assert word in r.out
     for code in range(5):
         assert re.search(rf"^\s+{code}\s+\S", r.out, re.M), f"exit code {code} undocumented"
@@ -489,6 +496,142 @@ def test_check_reports_tarpit_after_failures(tmp_path, mc):
     assert run_json(conf, "status", "192.0.2.50")["failures"] == free + 1
 
 
+# ------------------------------------------------------------ list
+
+def memcached_dump(m):
+    """Every key and value in memcached: {key: raw value}."""
+    out = {}
+    for key in m.dump_keys():
+        key = urllib.parse.unquote(key)
+        reply = m.command(f"get {key}")
+        lines = reply.split("\r\n")
+        out[key] = lines[1] if len(lines) > 2 and lines[0].startswith("VALUE") else ""
+    return out
+
+
+def assert_nothing_in_clear(m, words, addresses):
+    """No name or address in memcached keys or values, as text, nor in
+    the bytes of a numeric value (the recent-blocks ring keeps its sealed
+    entries as numbers)."""
+    dump = memcached_dump(m)
+    assert dump, "memcached is empty"
+    blob = b""
+    for key, value in dump.items():
+        for w in words + addresses:
+            assert w not in key and w not in value, (w, key, value)
+        if value.isdigit() and int(value) < 2 ** 64:
+            blob += int(value).to_bytes(8, "little")
+    for w in words:
+        assert w.encode() not in blob, w
+    for a in addresses:
+        packed = bytes(int(x) for x in a.split("."))
+        assert packed not in blob, a
+
+
+def list_lines(conf):
+    r = run(conf, "list")
+    assert r.returncode == EXIT_OK, r.err
+    return r.out.splitlines()
+
+
+def test_list_shows_blocks_and_locks_until_lifted(tmp_path):
+    assert POLICY.exists(), f"{POLICY} is not built (make)"
+    with Memcached() as m:
+        conf = write_authbrake_conf(tmp_path / "ab", m, ip_free_failures=2,
+                                    ip_block_failures=3, account_lock_failures=3,
+                                    block_time="10m", lock_time="20m",
+                                    block_max="1h")
+        assert run_json(conf, "list") == {"blocked": [], "count": 0,
+                                          "slots": 128, "recorded": 0,
+                                          "unreadable": 0}
+        with Dovecot(policy_conf=conf) as dc:
+            # a dictionary run from one address: blocked at its 3rd failure
+            for user in ("ursula", "ulrich", "umberto"):
+                ok, msg, _ = dc.imap_login(user, "guess", src="127.0.7.1")
+                assert not ok, msg
+            # a botnet at bob, one guess per /24: locked at the 3rd
+            for i in range(1, 4):
+                ok, msg, _ = dc.imap_login("bob", f"guess-{i}", src=f"127.8.{i}.1")
+                assert not ok, msg
+        r = run(conf, "block", "198.51.100.0/24", "--for", "1d")
+        assert r.returncode == EXIT_OK, r.err
+
+        r = run(conf, "list")
+        assert r.returncode == EXIT_OK, r.err
+        lines = r.out.splitlines()
+        assert lines[0].split() == ["TYPE", "WHO", "LEFT", "SET", "WHY"], r.out
+        rows = {l.split()[1]: l for l in lines[1:-1]}
+        assert set(rows) == {"127.0.7.1", "bob", "198.51.100.0/24"}, r.out
+        assert re.match(r"address +127\.0\.7\.1 +(10m|9m( \d+s)?) .* "
+                        r"3 failures, 3 accounts tried$", rows["127.0.7.1"]), r.out
+        assert re.match(r"account +bob +(20m|19m( \d+s)?) .* "
+                        r"3 failures from unfamiliar origins$", rows["bob"]), r.out
+        assert re.match(r"subnet +198\.51\.100\.0/24 +(1d|23h( \d+m)?) .* "
+                        r"authbrake block$", rows["198.51.100.0/24"]), r.out
+        assert lines[-1] == "3 blocked or locked now"
+
+        doc = run_json(conf, "list")
+        assert doc["count"] == 3 and doc["recorded"] == 3 and doc["unreadable"] == 0
+        got = {e.get("address") or e.get("subnet") or e.get("account"): e
+               for e in doc["blocked"]}
+        a, b, n = got["127.0.7.1"], got["bob"], got["198.51.100.0/24"]
+        assert a["type"] == "address" and a["by"] == "attack"
+        assert a["failures"] == 3 and a["accounts"] == 3
+        assert a["duration_s"] == 600 and 0 < a["left_s"] <= 600
+        assert b["type"] == "account" and b["by"] == "attack" and b["failures"] == 3
+        assert b["duration_s"] == 1200 and 0 < b["left_s"] <= 1200
+        assert n["type"] == "subnet" and n["by"] == "admin"
+        assert n["duration_s"] == 86400 and 86000 < n["left_s"] <= 86400
+        assert abs(a["set_at"] - time.time()) < 600
+        # newest first
+        assert [e["set_at"] for e in doc["blocked"]] == \
+            sorted((e["set_at"] for e in doc["blocked"]), reverse=True)
+
+        assert_nothing_in_clear(m, ["bob", "ursula", "ulrich", "umberto"],
+                                ["127.0.7.1", "198.51.100.0", "127.8.3.1"])
+
+        # lifted: gone from the list (the ring still holds them, sealed)
+        assert run(conf, "unblock", "127.0.7.1").returncode == EXIT_OK
+        assert {l.split()[1] for l in list_lines(conf)[1:-1]} == \
+            {"bob", "198.51.100.0/24"}
+        assert run(conf, "unlock", "bob").returncode == EXIT_OK
+        assert run(conf, "unblock", "198.51.100.0/24").returncode == EXIT_OK
+        assert list_lines(conf) == ["0 blocked or locked now"]
+        doc = run_json(conf, "list")
+        assert doc["count"] == 0 and doc["blocked"] == [] and doc["recorded"] == 3
+
+
+def test_list_keeps_the_most_recent_blocks(conf):
+    slots = int(re.search(r"#define AB_RECENT_SLOTS (\d+)", RECENT_H.read_text()).group(1))
+    assert run_json(conf, "list")["slots"] == slots
+    total = slots + 2
+    for i in range(total):
+        r = run(conf, "block", f"10.9.{i // 200}.{i % 200}", "--for", "1h")
+        assert r.returncode == EXIT_OK, r.err
+    doc = run_json(conf, "list")
+    assert doc["recorded"] == total and doc["count"] == slots
+    shown = {e["address"] for e in doc["blocked"]}
+    # the two oldest were overwritten; still blocked, no longer listed
+    assert "10.9.0.0" not in shown and "10.9.0.1" not in shown
+    assert run_json(conf, "status", "10.9.0.0", expect=EXIT_REJECTED)["blocked"]
+    assert f"10.9.{(total - 1) // 200}.{(total - 1) % 200}" in shown
+    r = run(conf, "list")
+    assert r.out.splitlines()[-1] == (
+        f"{slots} blocked or locked now (of the {slots} most recent blocks and "
+        "locks; 2 older ones are not kept: authbrake status tells of one you know)")
+
+
+def test_list_leaves_out_an_expired_block(conf):
+    assert run(conf, "block", "192.0.2.99", "--for", "1s").returncode == EXIT_OK
+    assert run(conf, "block", "192.0.2.98", "--for", "1h").returncode == EXIT_OK
+    deadline = time.monotonic() + 10
+    while run_json(conf, "status", "192.0.2.99", expect=None)["blocked"]:
+        assert time.monotonic() < deadline, "a 1s block did not end"
+        time.sleep(0.2)
+    doc = run_json(conf, "list")
+    assert [e["address"] for e in doc["blocked"]] == ["192.0.2.98"]
+
+
 # ------------------------------------------------------------ manual pages
 
 @pytest.mark.parametrize("page", [MAN_CLI, MAN_CONF], ids=lambda p: p.name)
@@ -503,7 +646,8 @@ def test_man_page_renders_without_warnings(page):
 
 def test_man_page_documents_every_command_and_exit_code():
     man = MAN_CLI.read_text()
-    for cmd in ("status", "check", "unlock", "block", "unblock", "genkey", "config"):
+    for cmd in ("status", "list", "check", "unlock", "block", "unblock", "genkey",
+                "config"):
         assert re.search(rf"^\.TP\n\.B[IR]? {cmd}\b", man, re.M), f"{cmd} not in authbrake(8)"
     exit_section = man.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
     assert re.findall(r"^\.B ([0-9])$", exit_section, re.M) == ["0", "1", "2", "3", "4"]
