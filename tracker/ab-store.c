@@ -83,6 +83,7 @@ struct server {
 	bool sending, waiting;
 	size_t out_sent;
 	const char *error;		/* why this server failed the batch */
+	char error_buf[96];
 	bool refusing;			/* the failure was a refusal, not a timeout */
 	bool settled;			/* its failure is counted, or it was skipped */
 	bool observed;			/* a round trip was begun */
@@ -156,11 +157,11 @@ static int add_server(struct ab_store *store, const char *host,
 	snprintf(s->name, sizeof(s->name), "%s:%u", host, port);
 	s->seed = hash_str(s->name);
 	s->fd = -1;
+	store->server_count++;	/* from here on ab_store_deinit() frees it */
 	s->out = malloc(OUT_MAX);
 	s->in = malloc(IN_MAX);
 	if (s->out == NULL || s->in == NULL)
 		return ab_error(error_r, "out of memory");
-	store->server_count++;
 	return 0;
 }
 
@@ -242,7 +243,8 @@ void ab_store_deinit(struct ab_store **_store)
 	if (store == NULL)
 		return;
 	*_store = NULL;
-	for (i = 0; i < AB_STORE_MAX_SERVERS; i++) {
+	/* only the servers set up: the others' fd is 0, not -1 */
+	for (i = 0; i < store->server_count; i++) {
 		server_close(&store->server[i]);
 		free(store->server[i].out);
 		free(store->server[i].in);
@@ -397,6 +399,13 @@ static bool set_failure(struct server *s, bool refusing, const char *error)
 	s->error = error;
 	s->refusing = refusing;
 	return false;
+}
+
+/* A failure of a system call, with its errno. */
+static bool set_failure_errno(struct server *s, const char *what)
+{
+	snprintf(s->error_buf, sizeof(s->error_buf), "%s: %s", what, strerror(errno));
+	return set_failure(s, true, s->error_buf);
 }
 
 static bool server_connect(struct ab_store *store, struct server *s)
@@ -663,7 +672,7 @@ static bool server_write(struct server *s, int flags)
 		if (r < 0 && errno == EAGAIN)
 			return set_failure(s, false, "timed out sending (poll_timeout)");
 		if (r <= 0)
-			return set_failure(s, true, "connection lost while sending");
+			return set_failure_errno(s, "connection lost while sending");
 		s->out_sent += (size_t)r;
 	}
 	s->sending = false;
@@ -689,9 +698,10 @@ static bool server_read(struct ab_store *store, struct server *s,
 			return true;
 		if (r < 0 && errno == EAGAIN)
 			return set_failure(s, false, "timed out (poll_timeout)");
-		if (r <= 0)
-			return set_failure(s, true, r == 0 ? "connection closed by server" :
-					   "connection lost while reading");
+		if (r == 0)
+			return set_failure(s, true, "connection closed by server");
+		if (r < 0)
+			return set_failure_errno(s, "connection lost while reading");
 		s->in_len += (size_t)r;
 		if (take_input(store, s, ops, n)) {
 			s->waiting = false;
