@@ -35,6 +35,7 @@
 #include "ab-store.h"
 
 #define AB_STORE_MAX_SERVERS 64
+#define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
 #define KEY_MAX 250
 /* header, INCR's extras, key, a decimal value */
 #define REQUEST_MAX (24 + 20 + KEY_MAX + 24)
@@ -98,6 +99,7 @@ struct ab_store {
 	unsigned int server_count;
 	struct server server[AB_STORE_MAX_SERVERS];
 	uint16_t batch;
+	bool retrying;			/* in retry_increments() */
 	struct ab_store_stats stats;
 	char error[256];
 	/* metrics (ab-observer.h); NULL when nobody watches */
@@ -760,6 +762,44 @@ static void wait_batch(struct ab_store *store, struct ab_store_op *ops,
 	}
 }
 
+/* Two increments of a missing key at once: both find it missing, both
+   add it with the initial value, and memcached answers the one whose add
+   lost NOT_STORED. The key is there now: such an increment is sent once
+   more, alone, so that no count is lost (a place not taken would let one
+   attempt too many through). */
+static int retry_increments(struct ab_store *store, struct ab_store_op *ops,
+			    size_t n, const char **error_r)
+{
+	struct ab_store_op again[32];
+	size_t map[N_ELEMENTS(again)], count = 0, j;
+	int ret = 0;
+
+	if (store->retrying)
+		return 0;	/* once: what loses again has failed */
+	for (j = 0; j <= n; j++) {
+		if (j < n && ops[j].cmd == AB_STORE_INCR &&
+		    ops[j].result == AB_STORE_MISS) {
+			ops[j].result = AB_STORE_FAILED;
+			again[count] = ops[j];
+			map[count++] = j;
+		}
+		if (count == 0 || (count < N_ELEMENTS(again) && j < n))
+			continue;
+		store->retrying = true;
+		if (ab_store_run(store, again, count, error_r) != 0)
+			ret = 1;
+		store->retrying = false;
+		while (count > 0) {
+			count--;
+			if (again[count].result == AB_STORE_DONE) {
+				ops[map[count]].result = AB_STORE_DONE;
+				ops[map[count]].out = again[count].out;
+			}
+		}
+	}
+	return ret;
+}
+
 int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		 const char **error_r)
 {
@@ -859,7 +899,7 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 			ops[j].result = AB_STORE_MISS;
 	}
 	if (failed == 0)
-		return 0;
+		return retry_increments(store, ops, n, error_r);
 	ab_error(error_r, "%s", first);
 	return failed == used ? -1 : 1;
 }

@@ -483,6 +483,97 @@ static void test_tracker_success_gives_places_back(void **state)
 
 /* Two nodes whose reports cross a block threshold together leave one
    block, of the first length, and one strike. */
+/* Two nodes increment the same missing keys at once, a batch each: both
+   find a key missing and add it, and memcached tells the one whose add
+   lost NOT_STORED. Every increment must still count (a lost one is a
+   place not held, one guess too many let through). */
+#define CREATION_KEYS 200
+
+struct creation_race {
+	struct ab_config *cfg;
+	pthread_barrier_t *barrier;
+	unsigned int round;
+	unsigned int done;
+};
+
+static void *creation_race_run(void *context)
+{
+	struct creation_race *cr = context;
+	struct ab_store *store;
+	struct ab_store_op ops[CREATION_KEYS];
+	char keys[CREATION_KEYS][40];
+	const char *error;
+	unsigned int i, round;
+
+	if (ab_store_init(cr->cfg, NULL, NULL, &store, &error) < 0)
+		return NULL;
+	for (round = 0; round < cr->round; round++) {
+		memset(ops, 0, sizeof(ops));
+		for (i = 0; i < CREATION_KEYS; i++) {
+			snprintf(keys[i], sizeof(keys[i]), "ab1:cr:%u:%u", round, i);
+			ops[i].cmd = AB_STORE_INCR;
+			ops[i].key = keys[i];
+			ops[i].value = 1;
+			ops[i].ttl_s = 60;
+		}
+		pthread_barrier_wait(cr->barrier);
+		(void)ab_store_run(store, ops, CREATION_KEYS, &error);
+		for (i = 0; i < CREATION_KEYS; i++)
+			cr->done += ops[i].result == AB_STORE_DONE;
+	}
+	ab_store_deinit(&store);
+	return NULL;
+}
+
+static void test_racing_creation_counts_every_increment(void **state)
+{
+	enum { ROUNDS = 20 };
+	struct ab_config cfg;
+	struct ab_store *store;
+	pthread_barrier_t barrier;
+	pthread_t threads[2];
+	struct creation_race races[2];
+	char keys[CREATION_KEYS][40];
+	const char *key_ptrs[CREATION_KEYS];
+	uint64_t values[CREATION_KEYS];
+	bool found[CREATION_KEYS];
+	const char *error;
+	unsigned int i, round, lost = 0;
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(pthread_barrier_init(&barrier, NULL, 2), 0);
+	for (i = 0; i < 2; i++) {
+		races[i].cfg = &cfg;
+		races[i].barrier = &barrier;
+		races[i].round = ROUNDS;
+		races[i].done = 0;
+		assert_int_equal(pthread_create(&threads[i], NULL, creation_race_run,
+						&races[i]), 0);
+	}
+	for (i = 0; i < 2; i++)
+		pthread_join(threads[i], NULL);
+	pthread_barrier_destroy(&barrier);
+
+	assert_int_equal(ab_store_init(&cfg, NULL, NULL, &store, &error), 0);
+	for (round = 0; round < ROUNDS; round++) {
+		for (i = 0; i < CREATION_KEYS; i++) {
+			snprintf(keys[i], sizeof(keys[i]), "ab1:cr:%u:%u", round, i);
+			key_ptrs[i] = keys[i];
+		}
+		assert_int_equal(ab_store_mget(store, key_ptrs, CREATION_KEYS,
+					       values, found, &error), 0);
+		for (i = 0; i < CREATION_KEYS; i++)
+			lost += 2 - (unsigned int)values[i];
+	}
+	print_message("  racing creation: %u increments, %u lost, %u answered done\n",
+		      2 * ROUNDS * CREATION_KEYS, lost, races[0].done + races[1].done);
+	assert_int_equal(lost, 0);
+	assert_int_equal(races[0].done + races[1].done, 2 * ROUNDS * CREATION_KEYS);
+	ab_store_deinit(&store);
+	ab_config_free(&cfg);
+}
+
 struct race_node {
 	struct ab_config *cfg;
 	pthread_barrier_t *barrier;
@@ -646,6 +737,7 @@ int main(void)
 		cmocka_unit_test(test_tracker_parallel_allows_hold_places),
 		cmocka_unit_test(test_tracker_success_gives_places_back),
 		cmocka_unit_test(test_tracker_racing_nodes_one_block),
+		cmocka_unit_test(test_racing_creation_counts_every_increment),
 		cmocka_unit_test(test_hung_memcached_open),
 		cmocka_unit_test(test_dead_memcached_closed),
 	};
