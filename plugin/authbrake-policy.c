@@ -49,6 +49,10 @@ struct policy_request {
 static struct policy_request *policy_queue[AB_TRACKER_BATCH_MAX];
 static unsigned int policy_queue_count;
 static struct timeout *policy_queue_to;
+/* With one client connection nothing else can be ready in this turn (one
+   request at a time per connection): its request is decided at once,
+   without the extra turn of the loop the queue costs. */
+static unsigned int policy_connections;
 
 static struct ab_config policy_config;
 static struct ab_tracker *policy_tracker;
@@ -317,7 +321,8 @@ static void policy_queue_add(struct policy_request *preq)
 {
 	preq->queued = TRUE;
 	policy_queue[policy_queue_count++] = preq;
-	if (policy_queue_count == N_ELEMENTS(policy_queue))
+	if (policy_queue_count == N_ELEMENTS(policy_queue) ||
+	    policy_connections <= 1)
 		policy_queue_run(NULL);
 	else if (policy_queue_to == NULL)
 		policy_queue_to = timeout_add_short(0, policy_queue_run, NULL);
@@ -490,6 +495,8 @@ static void policy_handle_request(void *context ATTR_UNUSED,
 static void policy_connection_destroy(void *context ATTR_UNUSED,
 				      const char *reason ATTR_UNUSED)
 {
+	i_assert(policy_connections > 0);
+	policy_connections--;
 	master_service_client_connection_destroyed(master_service);
 }
 
@@ -501,6 +508,7 @@ static const struct http_server_callbacks policy_http_callbacks = {
 static void policy_client_connected(struct master_service_connection *conn)
 {
 	master_service_client_connection_accept(conn);
+	policy_connections++;
 	(void)http_server_connection_create(policy_http_server, conn->fd,
 					    conn->fd, FALSE,
 					    &policy_http_callbacks, NULL);
