@@ -582,7 +582,8 @@ static void put_request(struct server *s, uint8_t op, const char *key,
 	default:
 		break;
 	}
-	memcpy(p + 24 + extras, key, key_len);
+	if (key_len > 0)	/* a NOOP has no key: memcpy() from NULL is undefined */
+		memcpy(p + 24 + extras, key, key_len);
 	memcpy(p + 24 + extras + key_len, num, (size_t)num_len);
 	body = extras + key_len + (size_t)num_len;
 	put16(p + 2, (uint16_t)key_len);
