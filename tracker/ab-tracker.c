@@ -378,10 +378,13 @@ static void plan_results(const struct plan *p, const struct requests *r,
 				break;
 			snap->value[op->pair_slot] = pair->out;
 			snap->found[op->pair_slot] = true;
-			if (req->result != AB_STORE_MISS) {
+			if (done) {
 				snap->own[op->pair_slot] = true;
 			} else {
-				/* counted already: this count goes back */
+				/* counted already (the marker was there), or the
+				   marker's server did not answer: then no report
+				   could take the count back, and a user's every
+				   login would add one. This count goes back. */
 				snap->value[op->pair_slot]--;
 				request_add(later, AB_STORE_DECR, p->pair_key[i], 1, 0);
 			}
