@@ -994,7 +994,28 @@ def _mail_owner():
     return pw.pw_uid, pw.pw_gid
 
 
-class Dovecot:
+class _ServerInDir:
+    """A server run by the harness in a directory of its own (self.dir,
+    removed on a clean exit when the harness made it), logging to
+    self.log_path: start()/stop() as a context manager, and its log."""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if self._own_dir and exc[0] is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class Dovecot(_ServerInDir):
     """A private Dovecot (IMAP + POP3 + optional authbrake-policy), stopped by PID."""
 
     def __init__(self, dir=None, users=None, policy_conf=None,
@@ -1307,14 +1328,6 @@ service authbrake-policy {{
             self._stderr.close()
             self._stderr = None
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        if self._own_dir and exc[0] is None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
     # -- inspection
     def policy_pids(self):
         """PIDs of the authbrake-policy processes this master runs."""
@@ -1329,13 +1342,6 @@ service authbrake-policy {{
             if os.path.basename(exe.replace(" (deleted)", "")) == "authbrake-policy":
                 out.append(pid)
         return sorted(out)
-
-    def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def log_mark(self):
         """An offset into the log; pass it to log_since() / wait_log()."""
@@ -1433,7 +1439,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-class Postfix:
+class Postfix(_ServerInDir):
     """A private Postfix instance for SMTP AUTH through Dovecot, stopped by
     PID. Made in two steps, as a host is set up: Postfix() writes the
     config and creates the queue; a Dovecot(postfix_listener=.sasl_socket)
@@ -1586,21 +1592,6 @@ smtpd_tls_loglevel = 1
         if getattr(self, "_stderr", None):
             self._stderr.close()
             self._stderr = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        if self._own_dir and exc[0] is None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def smtp(self, src="127.0.0.1", helo="client.authbrake.test", timeout=30,
              insist=False):
