@@ -222,6 +222,9 @@ static int preauth(struct pam_call *call)
 	char line[1024];
 	unsigned int slept;
 
+	/* a DNSBL answer memcached keeps, else a lookup of at most
+	   dnsbl_timeout (nothing when dnsbl is empty) */
+	ab_tracker_dnsbl_check(call->tracker, &call->attempt, 0);
 	ab_tracker_allow(call->tracker, &call->attempt, time(NULL), 0, &decision);
 	switch (decision.verdict) {
 	case AB_ALLOW:

@@ -256,11 +256,14 @@ static void json_decision(struct json_out *out, const char *name,
 	json_object_end(out);
 }
 
-/* A dry-run allow; the store's failure is exit 3 whatever fail_mode says. */
-static int dry_run(struct cli *cli, const struct ab_attempt *attempt,
+/* A dry-run allow (with the address's DNSBL answer, looked up when
+   memcached keeps none, and not kept); the store's failure is exit 3
+   whatever fail_mode says. */
+static int dry_run(struct cli *cli, struct ab_attempt *attempt,
 		   struct ab_decision *d)
 {
 	cli->last_error[0] = '\0';
+	ab_tracker_dnsbl_check(cli->tracker, attempt, AB_ALLOW_DRY_RUN);
 	ab_tracker_allow(cli->tracker, attempt, time(NULL), AB_ALLOW_DRY_RUN, d);
 	return d->store_failed ? EXIT_STORE : EXIT_OK;
 }
@@ -400,7 +403,7 @@ static void print_block(const char *label, bool blocked,
 
 /* The attempt as if it came over the protocol of proto. */
 static void protocol_attempt(struct ab_attempt *attempt,
-			     const struct ab_protocol_networks *proto)
+			     const struct ab_protocol_settings *proto)
 {
 	snprintf(attempt->protocol, sizeof(attempt->protocol), "%s",
 		 proto->protocol);
@@ -409,7 +412,7 @@ static void protocol_attempt(struct ab_attempt *attempt,
 /* What a protocol with networks of its own makes of the address, and
    which list says so. */
 static void print_protocol_networks(struct cli *cli, struct ab_attempt *attempt,
-				    const struct ab_protocol_networks *proto)
+				    const struct ab_protocol_settings *proto)
 {
 	char label[AB_PROTOCOL_MAX + 8];
 
@@ -630,10 +633,14 @@ static int cmd_check(struct cli *cli, int argc, char **argv)
 		json_str(&out, "reason", d.reason);
 		json_str(&out, "message", d.user_msg);
 		json_bool(&out, "store_failed", d.store_failed);
+		json_bool(&out, "dnsbl_listed", attempt.dnsbl_listed);
 		json_end(&out);
 	} else {
 		printf("%s\n", decision_str(&d, buf, sizeof(buf)));
 		printf("  %s\n", ab_decision_log_line(&attempt, &d, line, sizeof(line)));
+		if (attempt.dnsbl_listed)
+			printf("  the address is listed in a DNSBL (%s)\n",
+			       cli->cfg.dnsbl);
 		if (d.verdict == AB_REJECT && d.user_msg[0] != '\0')
 			printf("  the client would read: %s\n", d.user_msg);
 	}

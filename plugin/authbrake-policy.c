@@ -16,6 +16,7 @@
 #include <sodium.h>
 
 #include "ab-config.h"
+#include "ab-dnsbl.h"
 #include "ab-tracker.h"
 #include "policy-body.h"
 #include "policy-events.h"
@@ -40,6 +41,10 @@ struct policy_request {
 	/* an allow's metrics event, begun when it was queued: its duration
 	   is the decision's latency */
 	struct event *event;
+	/* an allow waiting for its address's DNSBL answer */
+	struct ab_dnsbl_lookup *dnsbl;
+	struct io *dnsbl_io;
+	struct timeout *dnsbl_to;
 };
 
 /* Requests ready in one turn of the ioloop wait there to be decided
@@ -258,6 +263,80 @@ static void policy_reply_decision(struct policy_request *preq,
 	i_unreached();
 }
 
+static void policy_queue_add(struct policy_request *preq);
+
+/* The DNSBL answer is in, or dnsbl_timeout has passed: the answer is
+   kept (a zone that did not answer counts as not listed, logged) and
+   the request decided. */
+static void policy_dnsbl_done(struct policy_request *preq)
+{
+	struct ab_dnsbl_result result;
+
+	io_remove(&preq->dnsbl_io);
+	timeout_remove(&preq->dnsbl_to);
+	ab_dnsbl_lookup_finish(&preq->dnsbl, &result);
+	T_BEGIN {
+		ab_tracker_dnsbl_take(policy_tracker, &preq->attempt, &result, 0);
+		policy_queue_add(preq);
+	} T_END;
+}
+
+static void policy_dnsbl_input(struct policy_request *preq)
+{
+	if (ab_dnsbl_lookup_input(preq->dnsbl))
+		policy_dnsbl_done(preq);
+}
+
+/* Look the request's address up without blocking the process; returns
+   FALSE when no lookup could be sent (the attempt is then checked, as
+   not listed, and decided now). */
+static bool policy_dnsbl_start(struct policy_request *preq)
+{
+	struct ab_dnsbl *dnsbl = ab_tracker_dnsbl(policy_tracker);
+	const struct ab_config *cfg = ab_tracker_config(policy_tracker);
+	struct ab_dnsbl_result result;
+	const char *error;
+
+	if (ab_dnsbl_lookup_start(dnsbl, &preq->attempt.addr, &preq->dnsbl,
+				  &error) < 0) {
+		i_zero(&result);
+		result.status = AB_DNSBL_ERROR;
+		result.ttl_s = AB_DNSBL_ERROR_TTL;
+		i_strocpy(result.error, error, sizeof(result.error));
+		ab_tracker_dnsbl_take(policy_tracker, &preq->attempt, &result, 0);
+		return FALSE;
+	}
+	preq->dnsbl_io = io_add(ab_dnsbl_lookup_fd(preq->dnsbl), IO_READ,
+				policy_dnsbl_input, preq);
+	preq->dnsbl_to = timeout_add_short(cfg->dnsbl_timeout_ms,
+					   policy_dnsbl_done, preq);
+	return TRUE;
+}
+
+/* Allows whose address needs a DNSBL answer: the answers memcached keeps
+   are read for all of them in one round trip; an address without one is
+   looked up, and its request leaves the batch until the answer comes.
+   Returns how many allows stay. */
+static unsigned int policy_dnsbl_check(struct policy_request **allows,
+				       unsigned int n_allow)
+{
+	struct ab_attempt *attempts[AB_TRACKER_BATCH_MAX];
+	unsigned int i, n = 0;
+
+	if (ab_tracker_dnsbl(policy_tracker) == NULL)
+		return n_allow;
+	for (i = 0; i < n_allow; i++)
+		attempts[i] = &allows[i]->attempt;
+	ab_tracker_dnsbl_cached(policy_tracker, attempts, n_allow);
+	for (i = 0; i < n_allow; i++) {
+		if (ab_tracker_dnsbl_wanted(policy_tracker, &allows[i]->attempt) &&
+		    policy_dnsbl_start(allows[i]))
+			continue;
+		allows[n++] = allows[i];
+	}
+	return n;
+}
+
 /* Decide every request in the queue: allows together, reports together. */
 static void policy_queue_run(void *context ATTR_UNUSED)
 {
@@ -283,6 +362,7 @@ static void policy_queue_run(void *context ATTR_UNUSED)
 	policy_queue_count = 0;
 
 	T_BEGIN {
+		n_allow = policy_dnsbl_check(allows, n_allow);
 		for (i = 0; i < n_allow; i++)
 			attempts[i] = &allows[i]->attempt;
 		if (n_allow > 0)
@@ -394,6 +474,13 @@ static void policy_request_destroy(struct policy_request *preq)
 {
 	if (preq->queued)
 		policy_queue_remove(preq);
+	if (preq->dnsbl != NULL) {
+		struct ab_dnsbl_result result;
+
+		io_remove(&preq->dnsbl_io);
+		timeout_remove(&preq->dnsbl_to);
+		ab_dnsbl_lookup_finish(&preq->dnsbl, &result);
+	}
 	if (preq->event != NULL)
 		event_unref(&preq->event);
 	io_remove(&preq->io);

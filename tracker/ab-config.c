@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ab-config.h"
+#include "ab-dnsbl.h"
 #include "ab-error.h"
 
 #define DAY (24U * 3600U)
@@ -25,6 +26,8 @@ enum key_type {
 	T_DAYS,
 	T_CIDRS,
 	T_FAIL_MODE,
+	T_DNSBL_ACTION,
+	T_ZONES,
 };
 
 struct key_def {
@@ -68,21 +71,26 @@ static const struct key_def keys[] = {
 	{ "lock_time", T_SECONDS, F(lock_time_s), 1, TTL_MAX },
 	{ "familiar_days", T_DAYS, F(familiar_days), 1, 29 },
 	{ "password_repeat", T_SECONDS, F(password_repeat_s), 0, TTL_MAX },
+	{ "dnsbl", T_ZONES, F(dnsbl), 0, 0 },
+	{ "dnsbl_action", T_DNSBL_ACTION, F(dnsbl_action), 0, 0 },
+	{ "dnsbl_resolver", T_STRING, F(dnsbl_resolver), 0, 0 },
+	{ "dnsbl_timeout", T_MILLIS, F(dnsbl_timeout_ms), 1, 5000 },
 	{ "pam_max_delay", T_SECONDS, F(pam_max_delay_s), 0, 30 },
 };
 #undef F
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
-/* The keys a protocol may set for itself ("key.PROTO"): where its list
-   and its "set" flag live in struct ab_protocol_networks. */
+/* The keys a protocol may set for itself ("key.PROTO"): where its value
+   and its "set" flag live in struct ab_protocol_settings. */
 struct protocol_key_def {
 	const char *name;
-	size_t list, has;
+	size_t field, has;
 };
-#define P(field) offsetof(struct ab_protocol_networks, field)
+#define P(field) offsetof(struct ab_protocol_settings, field)
 static const struct protocol_key_def protocol_keys[] = {
 	{ "trusted_networks", P(trusted_networks), P(has_trusted) },
 	{ "restrict_networks", P(restrict_networks), P(has_restrict) },
+	{ "dnsbl_action", P(dnsbl_action), P(has_dnsbl_action) },
 };
 #undef P
 
@@ -131,6 +139,10 @@ void ab_config_defaults(struct ab_config *cfg)
 	cfg->lock_time_s = 3600;
 	cfg->familiar_days = 14;
 	cfg->password_repeat_s = 3600;
+	cfg->dnsbl = strdup("");
+	cfg->dnsbl_resolver = strdup("");
+	cfg->dnsbl_timeout_ms = 500;
+	cfg->dnsbl_action = AB_DNSBL_TARPIT;
 	cfg->pam_max_delay_s = 2;
 }
 
@@ -140,6 +152,8 @@ void ab_config_free(struct ab_config *cfg)
 	free(cfg->api_key_file);
 	free(cfg->memcached_servers);
 	free(cfg->default_domain);
+	free(cfg->dnsbl);
+	free(cfg->dnsbl_resolver);
 	ab_cidr_list_free(&cfg->trusted_networks);
 	ab_cidr_list_free(&cfg->restrict_networks);
 	ab_cidr_list_free(&cfg->trusted_proxies);
@@ -251,42 +265,42 @@ static int protocol_index(const struct ab_config *cfg, const char *protocol)
 	return -1;
 }
 
-/* "restrict_networks.smtp = ...": the list for one protocol. */
+static int set_field(const struct key_def *def, void *field, const char *key,
+		     const char *value, const char *where, const char **error_r);
+
+/* "restrict_networks.smtp = ...": a setting for one protocol. */
 static int config_set_protocol(struct ab_config *cfg, const char *key,
 			       const char *value, const char *where,
 			       const char **error_r)
 {
-	const char *dot = strchr(key, '.'), *protocol = dot + 1, *error;
+	const char *dot = strchr(key, '.'), *protocol = dot + 1;
 	const struct key_def *def = key_find(key, (size_t)(dot - key));
 	const struct protocol_key_def *pdef;
-	struct ab_protocol_networks *proto;
-	struct ab_cidr_list list = { NULL, 0 }, *field;
+	struct ab_protocol_settings *proto;
 	int i;
 
 	if (def == NULL)
 		return ab_error(error_r, "%s: unknown setting '%s'", where, key);
 	if ((pdef = protocol_key(def)) == NULL)
-		return ab_error(error_r, "%s: '%s': %s has no per-protocol form (only trusted_networks and restrict_networks have)",
+		return ab_error(error_r, "%s: '%s': %s has no per-protocol form (only trusted_networks, restrict_networks and dnsbl_action have)",
 				where, key, def->name);
 	if (protocol_name_check(protocol, key, where, error_r) < 0)
 		return -1;
-	if (ab_cidr_list_parse(value, &list, &error) < 0)
-		return ab_error(error_r, "%s: %s: %s", where, key, error);
 	if ((i = protocol_index(cfg, protocol)) >= 0) {
 		proto = &cfg->protocols[i];
 	} else {
-		if (cfg->protocol_count == AB_PROTOCOL_NETWORKS_MAX) {
-			ab_cidr_list_free(&list);
-			return ab_error(error_r, "%s: '%s': networks for more than %d protocols",
+		if (cfg->protocol_count == AB_PROTOCOL_NETWORKS_MAX)
+			return ab_error(error_r, "%s: '%s': settings for more than %d protocols",
 					where, key, AB_PROTOCOL_NETWORKS_MAX);
-		}
-		proto = &cfg->protocols[cfg->protocol_count++];
+		proto = &cfg->protocols[cfg->protocol_count];
 		memset(proto, 0, sizeof(*proto));
 		snprintf(proto->protocol, sizeof(proto->protocol), "%s", protocol);
 	}
-	field = (void *)((char *)proto + pdef->list);
-	ab_cidr_list_free(field);
-	*field = list;
+	if (set_field(def, (char *)proto + pdef->field, key, value, where,
+		      error_r) < 0)
+		return -1;
+	if (i < 0)
+		cfg->protocol_count++;
 	*(bool *)((char *)proto + pdef->has) = true;
 	return 0;
 }
@@ -295,17 +309,28 @@ int ab_config_set(struct ab_config *cfg, const char *key, const char *value,
 		  const char *where, const char **error_r)
 {
 	const struct key_def *def;
-	void *field;
-	const char *error;
-	unsigned long long n;
 
 	if (strchr(key, '.') != NULL)
 		return config_set_protocol(cfg, key, value, where, error_r);
 	if ((def = key_find(key, strlen(key))) == NULL)
 		return ab_error(error_r, "%s: unknown setting '%s'", where, key);
-	field = (char *)cfg + def->offset;
+	return set_field(def, (char *)cfg + def->offset, key, value, where,
+			 error_r);
+}
+
+/* Parse value into field, a setting of def's type: in struct ab_config,
+   or in a protocol's settings. Nothing changes on an error. */
+static int set_field(const struct key_def *def, void *field, const char *key,
+		     const char *value, const char *where, const char **error_r)
+{
+	const char *error;
+	unsigned long long n;
 
 	switch (def->type) {
+	case T_ZONES:
+		if (ab_dnsbl_zones_check(value, &error) < 0)
+			return ab_error(error_r, "%s: %s", where, error);
+		/* fall through */
 	case T_STRING: {
 		char *copy = strdup(value);
 		if (copy == NULL)
@@ -351,12 +376,21 @@ int ab_config_set(struct ab_config *cfg, const char *key, const char *value,
 		return 0;
 	case T_FAIL_MODE:
 		if (strcmp(value, "open") == 0)
-			cfg->fail_mode = AB_FAIL_OPEN;
+			*(enum ab_fail_mode *)field = AB_FAIL_OPEN;
 		else if (strcmp(value, "closed") == 0)
-			cfg->fail_mode = AB_FAIL_CLOSED;
+			*(enum ab_fail_mode *)field = AB_FAIL_CLOSED;
 		else
 			return ab_error(error_r, "%s: fail_mode = '%s': use open or closed",
 					where, value);
+		return 0;
+	case T_DNSBL_ACTION:
+		if (strcmp(value, "tarpit") == 0)
+			*(enum ab_dnsbl_action *)field = AB_DNSBL_TARPIT;
+		else if (strcmp(value, "reject") == 0)
+			*(enum ab_dnsbl_action *)field = AB_DNSBL_REJECT;
+		else
+			return ab_error(error_r, "%s: %s = '%s': use tarpit or reject",
+					where, key, value);
 		return 0;
 	}
 	return ab_error(error_r, "%s: %s: internal error", where, key);
@@ -462,7 +496,16 @@ ab_config_restrict_networks(const struct ab_config *cfg, const char *protocol)
 		&cfg->protocols[i].restrict_networks : &cfg->restrict_networks;
 }
 
-static bool proto_sets(const struct ab_protocol_networks *proto,
+enum ab_dnsbl_action
+ab_config_dnsbl_action(const struct ab_config *cfg, const char *protocol)
+{
+	int i = protocol_index(cfg, protocol);
+
+	return i >= 0 && cfg->protocols[i].has_dnsbl_action ?
+		cfg->protocols[i].dnsbl_action : cfg->dnsbl_action;
+}
+
+static bool proto_sets(const struct ab_protocol_settings *proto,
 		       const struct key_def *def)
 {
 	const struct protocol_key_def *pdef = protocol_key(def);
@@ -474,7 +517,7 @@ static bool proto_sets(const struct ab_protocol_networks *proto,
    protocol has for it. */
 static bool setting_at(const struct ab_config *cfg, size_t i,
 		       const struct key_def **def_r,
-		       const struct ab_protocol_networks **proto_r)
+		       const struct ab_protocol_settings **proto_r)
 {
 	size_t k;
 	unsigned int p;
@@ -512,7 +555,7 @@ const char *ab_config_key_name(const struct ab_config *cfg, size_t i,
 			       char *buf, size_t size)
 {
 	const struct key_def *def;
-	const struct ab_protocol_networks *proto;
+	const struct ab_protocol_settings *proto;
 
 	if (!setting_at(cfg, i, &def, &proto))
 		return NULL;
@@ -547,20 +590,21 @@ const char *ab_config_value_str(const struct ab_config *cfg, size_t i,
 				char *buf, size_t size)
 {
 	const struct key_def *def;
-	const struct ab_protocol_networks *proto;
+	const struct ab_protocol_settings *proto;
 	const void *field;
 	unsigned int n = 0;
 
 	if (!setting_at(cfg, i, &def, &proto))
 		return NULL;
 	field = proto == NULL ? (const char *)cfg + def->offset :
-		(const char *)proto + protocol_key(def)->list;
+		(const char *)proto + protocol_key(def)->field;
 
-	if (def->type != T_STRING && def->type != T_CIDRS &&
-	    def->type != T_FAIL_MODE)
+	if (def->type == T_UINT || def->type == T_SECONDS ||
+	    def->type == T_MILLIS || def->type == T_DAYS)
 		n = *(const unsigned int *)field;
 	switch (def->type) {
 	case T_STRING:
+	case T_ZONES:
 		return *(char *const *)field != NULL ? *(char *const *)field : "";
 	case T_UINT:
 		snprintf(buf, size, "%u", n);
@@ -576,7 +620,11 @@ const char *ab_config_value_str(const struct ab_config *cfg, size_t i,
 		snprintf(buf, size, "%ud", n);
 		return buf;
 	case T_FAIL_MODE:
-		return cfg->fail_mode == AB_FAIL_OPEN ? "open" : "closed";
+		return *(const enum ab_fail_mode *)field == AB_FAIL_OPEN ?
+			"open" : "closed";
+	case T_DNSBL_ACTION:
+		return *(const enum ab_dnsbl_action *)field == AB_DNSBL_TARPIT ?
+			"tarpit" : "reject";
 	case T_CIDRS: {
 		const struct ab_cidr_list *list = field;
 		char addr[AB_ADDR_STRLEN];

@@ -22,13 +22,22 @@ enum ab_fail_mode {
 /* protocols that may have networks of their own */
 #define AB_PROTOCOL_NETWORKS_MAX 16
 
-/* "trusted_networks.PROTO" and "restrict_networks.PROTO": a list set here
-   replaces the list of the same name for that protocol, even when empty. */
-struct ab_protocol_networks {
+/* What a listed address gets (dnsbl): no free failures and a tarpit from
+   its first attempt, or a refusal. */
+enum ab_dnsbl_action {
+	AB_DNSBL_TARPIT,
+	AB_DNSBL_REJECT,
+};
+
+/* "trusted_networks.PROTO", "restrict_networks.PROTO" and
+   "dnsbl_action.PROTO": a setting made here replaces the setting of the
+   same name for that protocol (a list even when empty). */
+struct ab_protocol_settings {
 	char protocol[AB_PROTOCOL_MAX];
-	bool has_trusted, has_restrict;
+	bool has_trusted, has_restrict, has_dnsbl_action;
 	struct ab_cidr_list trusted_networks;
 	struct ab_cidr_list restrict_networks;
+	enum ab_dnsbl_action dnsbl_action;
 };
 
 struct ab_config {
@@ -48,7 +57,7 @@ struct ab_config {
 	struct ab_cidr_list trusted_networks;
 	struct ab_cidr_list restrict_networks;
 	struct ab_cidr_list trusted_proxies;
-	struct ab_protocol_networks protocols[AB_PROTOCOL_NETWORKS_MAX];
+	struct ab_protocol_settings protocols[AB_PROTOCOL_NETWORKS_MAX];
 	unsigned int protocol_count;
 
 	/* per address (IPv4, or IPv6 /64) */
@@ -72,6 +81,13 @@ struct ab_config {
 	unsigned int lock_time_s;
 	unsigned int familiar_days;
 	unsigned int password_repeat_s;
+
+	/* DNS blocklists: zones (comma- or space-separated; "" none), the
+	   resolver ("" the first of /etc/resolv.conf), the bound on a lookup */
+	char *dnsbl;
+	char *dnsbl_resolver;
+	unsigned int dnsbl_timeout_ms;
+	enum ab_dnsbl_action dnsbl_action;
 
 	/* PAM */
 	unsigned int pam_max_delay_s;
@@ -99,6 +115,8 @@ const struct ab_cidr_list *
 ab_config_trusted_networks(const struct ab_config *cfg, const char *protocol);
 const struct ab_cidr_list *
 ab_config_restrict_networks(const struct ab_config *cfg, const char *protocol);
+enum ab_dnsbl_action
+ab_config_dnsbl_action(const struct ab_config *cfg, const char *protocol);
 
 /* The settings in effect, in the order of authbrake.conf(5): every key,
    each per-protocol list this config sets right after its key. A

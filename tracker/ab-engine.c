@@ -293,6 +293,18 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 		}
 	}
 
+	/* A listed address is refused where dnsbl_action says so; an origin
+	   familiar to the account is not (a user whose home address is on a
+	   list of dynamic ranges proved it is theirs) */
+	if (attempt->dnsbl_listed && address_rules(attempt, cfg) &&
+	    ab_config_dnsbl_action(cfg, attempt->protocol) == AB_DNSBL_REJECT &&
+	    !(attempt->account[0] != '\0' && familiar(snap, attempt))) {
+		reject(d, "address listed in a DNSBL",
+		       "Your address is listed in a DNS blocklist; logins are not accepted from it.",
+		       0);
+		return;
+	}
+
 	/* 4. account lockout: unfamiliar origins are locked out; familiar
 	   subnets have their own allowance, so an attacker elsewhere cannot
 	   lock the user out of their usual network */
@@ -335,6 +347,17 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	delay = ab_tarpit_delay(cfg, ip_failures, cfg->ip_free_failures);
 	if (delay > 0)
 		d->reason = "address failures over ip_free_failures";
+	/* a listed address (dnsbl_action = tarpit) has no free failures and
+	   waits from its first attempt: 1 s, then doubling per failure; not
+	   from a network familiar to the account */
+	if (attempt->dnsbl_listed &&
+	    !(attempt->account[0] != '\0' && familiar(snap, attempt))) {
+		left = ab_tarpit_delay(cfg, ip_failures + 1, 0);
+		if (left > delay) {
+			delay = left;
+			d->reason = "address listed in a DNSBL";
+		}
+	}
 	left = ab_tarpit_delay(cfg, window_prior(snap, AB_SLOT_NET_FAIL),
 			       cfg->net_free_failures);
 	if (left > delay) {

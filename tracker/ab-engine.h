@@ -101,6 +101,10 @@ struct ab_attempt {
 	   PAM handle's random id); without it nothing is held */
 	bool has_session;
 	uint8_t session[AB_SESSION_LEN];
+	/* the address is listed in a DNS blocklist (dnsbl): found out
+	   before the allow, by ab_tracker_dnsbl_*() */
+	bool dnsbl_checked;
+	bool dnsbl_listed;
 };
 
 enum ab_verdict {

@@ -8,6 +8,7 @@
 
 #include <sodium.h>
 
+#include "ab-dnsbl.h"
 #include "ab-error.h"
 #include "ab-observer.h"
 #include "ab-recent.h"
@@ -63,6 +64,8 @@ struct ab_tracker {
 	/* metrics hook (ab-observer.h), NULL when nobody watches */
 	const struct ab_observer *observer;
 	void *observer_ctx;
+	/* DNS blocklists, NULL when dnsbl is empty */
+	struct ab_dnsbl *dnsbl;
 };
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
@@ -92,7 +95,8 @@ int ab_tracker_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 	tracker->log = log;
 	tracker->log_ctx = log_ctx;
 	if (ab_secret_load(cfg->secret_file, &tracker->secret, error_r) < 0 ||
-	    ab_store_init(cfg, log, log_ctx, &tracker->store, error_r) < 0) {
+	    ab_store_init(cfg, log, log_ctx, &tracker->store, error_r) < 0 ||
+	    ab_dnsbl_init(cfg, &tracker->dnsbl, error_r) < 0) {
 		ab_tracker_deinit(&tracker);
 		return -1;
 	}
@@ -108,6 +112,8 @@ void ab_tracker_deinit(struct ab_tracker **_tracker)
 		return;
 	*_tracker = NULL;
 	ab_store_deinit(&tracker->store);
+	if (tracker->dnsbl != NULL)
+		ab_dnsbl_deinit(&tracker->dnsbl);
 	memset(&tracker->secret, 0, sizeof(tracker->secret));
 	free(tracker);
 }
@@ -870,6 +876,123 @@ const char *ab_decision_log_line(const struct ab_attempt *attempt,
 		 attempt->protocol, verdicts[decision->verdict], extra,
 		 decision->reason);
 	return buf;
+}
+
+/* --- DNS blocklists ---------------------------------------------------
+
+   An answer is kept in memcached for its TTL under a keyed hash of the
+   address and of the zones and resolver asked (a change of them forgets
+   it): 0 not listed (or the lookup failed), 1 + the zone's index listed. */
+
+struct ab_dnsbl *ab_tracker_dnsbl(struct ab_tracker *tracker)
+{
+	return tracker->dnsbl;
+}
+
+bool ab_tracker_dnsbl_wanted(struct ab_tracker *tracker,
+			     const struct ab_attempt *attempt)
+{
+	return tracker->dnsbl != NULL && !attempt->dnsbl_checked &&
+		attempt->has_addr &&
+		!ab_attempt_restricted_out(attempt, tracker->cfg) &&
+		!ab_attempt_trusted(attempt, tracker->cfg);
+}
+
+static void dnsbl_key(struct ab_tracker *tracker,
+		      const struct ab_attempt *attempt, ab_key key_r)
+{
+	const char *signature = ab_dnsbl_signature(tracker->dnsbl);
+	uint8_t addr[17];
+
+	(void)addr_bytes(&attempt->addr, addr);
+	ab_hash_key(&tracker->secret, "DB", addr, sizeof(addr), signature,
+		    strlen(signature), key_r);
+}
+
+void ab_tracker_dnsbl_cached(struct ab_tracker *tracker,
+			     struct ab_attempt *const *attempts, size_t n)
+{
+	struct ab_store_op ops[AB_TRACKER_BATCH_MAX];
+	ab_key keys[AB_TRACKER_BATCH_MAX];
+	struct ab_attempt *wanted[AB_TRACKER_BATCH_MAX];
+	size_t i, count = 0;
+
+	for (i = 0; i < n && count < AB_TRACKER_BATCH_MAX; i++) {
+		if (!ab_tracker_dnsbl_wanted(tracker, attempts[i]))
+			continue;
+		dnsbl_key(tracker, attempts[i], keys[count]);
+		memset(&ops[count], 0, sizeof(ops[count]));
+		ops[count].cmd = AB_STORE_GET;
+		ops[count].key = keys[count];
+		wanted[count++] = attempts[i];
+	}
+	if (count == 0)
+		return;
+	/* a store that cannot answer is logged by the batches of the
+	   decision itself; the address is then looked up */
+	(void)ab_store_run(tracker->store, ops, count, NULL);
+	for (i = 0; i < count; i++) {
+		if (ops[i].result != AB_STORE_DONE)
+			continue;
+		wanted[i]->dnsbl_checked = true;
+		wanted[i]->dnsbl_listed = ops[i].out != 0;
+	}
+}
+
+void ab_tracker_dnsbl_take(struct ab_tracker *tracker,
+			   struct ab_attempt *attempt,
+			   const struct ab_dnsbl_result *result,
+			   unsigned int flags)
+{
+	char addr[AB_ADDR_STRLEN];
+	struct ab_store_op op;
+	ab_key key;
+
+	attempt->dnsbl_checked = true;
+	attempt->dnsbl_listed = result->status == AB_DNSBL_LISTED;
+	(void)ab_addr_str(&attempt->addr, (unsigned int)ab_addr_len(&attempt->addr) * 8,
+			  addr);
+	switch (result->status) {
+	case AB_DNSBL_LISTED:
+		tracker_log(tracker, AB_LOG_INFO,
+			    "dnsbl: address=%s listed in %s (%u.%u.%u.%u), for %us",
+			    addr, ab_dnsbl_zone(tracker->dnsbl, result->zone),
+			    result->answer[0], result->answer[1],
+			    result->answer[2], result->answer[3], result->ttl_s);
+		break;
+	case AB_DNSBL_NOT_LISTED:
+		tracker_log(tracker, AB_LOG_DEBUG,
+			    "dnsbl: address=%s not listed, for %us", addr,
+			    result->ttl_s);
+		break;
+	case AB_DNSBL_ERROR:
+		tracker_log(tracker, AB_LOG_WARNING,
+			    "dnsbl: address=%s lookup failed (%s): counted as not listed for %us",
+			    addr, result->error, result->ttl_s);
+		break;
+	}
+	if ((flags & AB_ALLOW_DRY_RUN) != 0)
+		return;
+	dnsbl_key(tracker, attempt, key);
+	memset(&op, 0, sizeof(op));
+	op.cmd = AB_STORE_SET;
+	op.key = key;
+	op.value = attempt->dnsbl_listed ? 1 + result->zone : 0;
+	op.ttl_s = result->ttl_s;
+	ab_store_post(tracker->store, &op, 1);
+}
+
+void ab_tracker_dnsbl_check(struct ab_tracker *tracker,
+			    struct ab_attempt *attempt, unsigned int flags)
+{
+	struct ab_attempt *attempts[1] = { attempt };
+	struct ab_dnsbl_result result;
+
+	ab_tracker_dnsbl_cached(tracker, attempts, 1);
+	if (!ab_tracker_dnsbl_wanted(tracker, attempt))
+		return;
+	ab_dnsbl_lookup_wait(tracker->dnsbl, &attempt->addr, &result);
+	ab_tracker_dnsbl_take(tracker, attempt, &result, flags);
 }
 
 /* --- administration --- */

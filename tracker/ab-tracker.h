@@ -70,6 +70,30 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 			   const struct ab_attempt *const *attempts,
 			   const enum ab_outcome *outcomes, size_t n,
 			   time_t now, const char **error_r);
+/* DNS blocklists (dnsbl): whether an attempt's address is listed, found
+   out before its allow (attempt->dnsbl_listed). */
+struct ab_dnsbl;
+/* NULL when dnsbl is empty. */
+struct ab_dnsbl *ab_tracker_dnsbl(struct ab_tracker *tracker);
+/* Does the attempt still need to know (dnsbl set, not yet checked, an
+   address to which address rules apply)? */
+bool ab_tracker_dnsbl_wanted(struct ab_tracker *tracker,
+			     const struct ab_attempt *attempt);
+/* The answers memcached keeps for the attempts that want one, in one
+   round trip: each found is checked after it; the others need a lookup. */
+void ab_tracker_dnsbl_cached(struct ab_tracker *tracker,
+			     struct ab_attempt *const *attempts, size_t n);
+/* A lookup's result (ab-dnsbl.h): the attempt is checked, the answer
+   logged and kept in memcached for its TTL (not with AB_ALLOW_DRY_RUN). */
+struct ab_dnsbl_result;
+void ab_tracker_dnsbl_take(struct ab_tracker *tracker,
+			   struct ab_attempt *attempt,
+			   const struct ab_dnsbl_result *result,
+			   unsigned int flags);
+/* Both, blocking for at most dnsbl_timeout: for PAM and the CLI. */
+void ab_tracker_dnsbl_check(struct ab_tracker *tracker,
+			    struct ab_attempt *attempt, unsigned int flags);
+
 /* Tell observer (ab-observer.h; NULL: nobody) of memcached round trips,
    breaker trips and the blocks and locks this process sets; it must
    outlive the tracker. For a face's metrics. */

@@ -111,6 +111,14 @@ static void test_config_errors_name_file_and_line(void **state)
 		{ "restrict_network.smtp = 10.0.0.0/8\n",
 		  "unknown setting 'restrict_network.smtp'" },
 		{ "restrict_networks.smtp = 10.0.0.0/33\n", "prefix length" },
+		{ "dnsbl = zen..example.org\n", "not a DNS zone name" },
+		{ "dnsbl = bl.example.org/24\n", "not a DNS zone name" },
+		{ "dnsbl = a.test b.test c.test d.test e.test f.test g.test h.test i.test\n",
+		  "more than 8 zones" },
+		{ "dnsbl_action = block\n", "use tarpit or reject" },
+		{ "dnsbl_action.smtp = block\n", "use tarpit or reject" },
+		{ "dnsbl_timeout = 10s\n", "out of range" },
+		{ "dnsbl_resolver.smtp = 127.0.0.1\n", "no per-protocol form" },
 	};
 	char expect_where[160];
 	size_t i;
@@ -197,6 +205,49 @@ static void test_config_per_protocol_networks(void **state)
 				       "argument", &error), 0);
 	assert_int_equal(ab_config_restrict_networks(&cfg, "pop3")->count, 1);
 	assert_int_equal(ab_config_restrict_networks(&cfg, "imap")->count, 0);
+	ab_config_free(&cfg);
+}
+
+/* dnsbl_action.PROTO: a refusal for SMTP AUTH, the tarpit elsewhere */
+static void test_config_dnsbl(void **state)
+{
+	struct ab_config cfg;
+	const char *error = NULL;
+	char name[64], value[256];
+	size_t i, n;
+	bool seen_action = false, seen_smtp = false;
+	const char *path = write_file("dnsbl.conf",
+		"dnsbl = zen.example.org, bl.example.net\n"
+		"dnsbl_action.smtp = reject\n"
+		"dnsbl_resolver = [::1]:5353\n"
+		"dnsbl_timeout = 250ms\n", 0644);
+
+	(void)state;
+	ab_config_defaults(&cfg);
+	assert_int_equal(cfg.dnsbl_action, AB_DNSBL_TARPIT);
+	if (ab_config_load(&cfg, path, &error) < 0)
+		fail_msg("%s", error);
+	assert_string_equal(cfg.dnsbl, "zen.example.org, bl.example.net");
+	assert_int_equal(cfg.dnsbl_timeout_ms, 250);
+	assert_int_equal(ab_config_dnsbl_action(&cfg, "smtp"), AB_DNSBL_REJECT);
+	assert_int_equal(ab_config_dnsbl_action(&cfg, "imap"), AB_DNSBL_TARPIT);
+	n = ab_config_key_count(&cfg);
+	for (i = 0; i < n; i++) {
+		const char *key = ab_config_key_name(&cfg, i, name, sizeof(name));
+		const char *val = ab_config_value_str(&cfg, i, value, sizeof(value));
+
+		if (strcmp(key, "dnsbl_action") == 0) {
+			assert_string_equal(val, "tarpit");
+			seen_action = true;
+		} else if (strcmp(key, "dnsbl_action.smtp") == 0) {
+			assert_true(seen_action);
+			assert_string_equal(val, "reject");
+			seen_smtp = true;
+		} else if (strcmp(key, "dnsbl_timeout") == 0) {
+			assert_string_equal(val, "250ms");
+		}
+	}
+	assert_true(seen_smtp);
 	ab_config_free(&cfg);
 }
 
@@ -402,6 +453,7 @@ int main(void)
 		cmocka_unit_test(test_config_file_values),
 		cmocka_unit_test(test_config_errors_name_file_and_line),
 		cmocka_unit_test(test_config_per_protocol_networks),
+		cmocka_unit_test(test_config_dnsbl),
 		cmocka_unit_test(test_config_per_protocol_limit),
 		cmocka_unit_test(test_config_unreadable_and_inconsistent),
 		cmocka_unit_test(test_durations),

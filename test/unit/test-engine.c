@@ -636,6 +636,74 @@ static void test_per_protocol_networks(void **state)
 	ab_config_defaults(&cfg);
 }
 
+/* A listed address: no free failures and a tarpit from its first
+   attempt (dnsbl_action = tarpit), or a refusal where dnsbl_action says
+   reject; neither for a network familiar to the account, nor for a
+   trusted one. */
+static void test_dnsbl_listed(void **state)
+{
+	struct ab_attempt imap = attempt("alice", "198.51.100.7");
+	struct ab_attempt smtp = attempt("alice", "198.51.100.7");
+	struct ab_snapshot s;
+	struct ab_decision d;
+	const char *error;
+
+	(void)state;
+	strcpy(smtp.protocol, "smtp");
+	memset(&s, 0, sizeof(s));
+	imap.dnsbl_listed = smtp.dnsbl_listed = true;
+	ab_decide(&s, &imap, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_TARPIT);
+	assert_int_equal(d.delay_s, 1);
+	assert_string_equal(d.reason, "address listed in a DNSBL");
+	/* each failure doubles it, with no allowance first */
+	set(&s, AB_SLOT_IP_FAIL, 3);
+	ab_decide(&s, &imap, &cfg, NOW, &d);
+	assert_int_equal(d.delay_s, 8);
+	/* the larger tarpit wins: the address's own past the allowance */
+	set(&s, AB_SLOT_IP_FAIL, 11);
+	ab_decide(&s, &imap, &cfg, NOW, &d);
+	assert_int_equal(d.delay_s, 15);
+
+	assert_int_equal(ab_config_set(&cfg, "dnsbl_action.smtp", "reject",
+				       "test", &error), 0);
+	memset(&s, 0, sizeof(s));
+	ab_decide(&s, &smtp, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_string_equal(d.reason, "address listed in a DNSBL");
+	assert_non_null(strstr(d.user_msg, "DNS blocklist"));
+	ab_decide(&s, &imap, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_TARPIT);
+	/* not listed: nothing */
+	smtp.dnsbl_listed = false;
+	ab_decide(&s, &smtp, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	smtp.dnsbl_listed = true;
+
+	/* the account's familiar network: neither refused nor delayed */
+	set(&s, AB_SLOT_ACCT_FAM, FUT(86400));
+	ab_decide(&s, &smtp, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	ab_decide(&s, &imap, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	/* ...but a login without an account has no familiar network */
+	smtp.account[0] = '\0';
+	ab_decide(&s, &smtp, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+
+	/* a trusted network is exempt from address rules, this one too */
+	assert_int_equal(ab_config_set(&cfg, "trusted_networks", "198.51.100.0/24",
+				       "test", &error), 0);
+	memset(&s, 0, sizeof(s));
+	ab_decide(&s, &smtp, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	ab_decide(&s, &imap, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+
+	ab_config_free(&cfg);
+	ab_config_defaults(&cfg);
+}
+
 static void test_slots_apply(void **state)
 {
 	struct ab_attempt none = attempt("alice", NULL);
@@ -673,6 +741,7 @@ int main(void)
 		cmocka_unit_test(test_trusted_exempt_from_address_rules_not_lockout),
 		cmocka_unit_test(test_restrict_networks),
 		cmocka_unit_test(test_per_protocol_networks),
+		cmocka_unit_test(test_dnsbl_listed),
 		cmocka_unit_test(test_slots_apply),
 	};
 	return cmocka_run_group_tests_name("engine", tests, setup, teardown);
