@@ -39,7 +39,7 @@ DEB_DOVECOT := dovecot-dev
 DEB_TEST    := libcmocka-dev memcached libmemcached-tools dovecot-core \
                dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
                iproute2 util-linux passwd stress-ng clang-14 libclang-rt-14-dev \
-               fail2ban nftables postfix openssl prometheus
+               fail2ban nftables postfix openssl prometheus dnsmasq-base
 DEB_BENCH   := wrk gnuplot-nox hyperfine
 # what `make deb` needs besides DEB_BUILD and DEB_DOVECOT (debian/control's
 # Build-Depends), and lintian, which checks what it built

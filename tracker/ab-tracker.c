@@ -905,7 +905,7 @@ static void dnsbl_key(struct ab_tracker *tracker,
 	uint8_t addr[17];
 
 	(void)addr_bytes(&attempt->addr, addr);
-	ab_hash_key(&tracker->secret, "DB", addr, sizeof(addr), signature,
+	ab_hash_key(&tracker->secret, "db", addr, sizeof(addr), signature,
 		    strlen(signature), key_r);
 }
 

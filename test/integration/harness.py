@@ -104,6 +104,12 @@ parse_openmetrics(text) -> {(name, ((label, value), ...)): float}
     sorted. Raises ValueError on a line that is not a valid sample.
 metric_value(samples, name, **labels) -> float   one sample (0 when absent)
 
+class Dnsmasq(listed=(), ttl=600)                 context manager
+    A DNS server on loopback (.resolver "127.0.0.1:PORT") with test zones:
+    bl.test lists the addresses in listed (127.0.0.2, TTL ttl), slow.test
+    never answers, fail.test answers SERVFAIL. .queries(name) -> int
+    queries it received for name; .log_text()
+
 class Prometheus(targets)                          context manager
     A real Prometheus server (Debian's prometheus) scraping targets
     (["127.0.0.1:PORT", ...]) every second, on a free port, TSDB in its own
@@ -518,6 +524,101 @@ class Memcached:
 
     def __repr__(self):
         return f"<Memcached {self.address} pid={self.pid}>"
+
+
+# ------------------------------------------------------------------- dnsmasq
+
+DNSMASQ_BIN = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+# a root trust anchor no real DNSKEY matches: every name dnsmasq forwards
+# to its default upstream fails DNSSEC validation, which it answers SERVFAIL
+_BOGUS_ROOT_ANCHOR = (".,20326,8,2,"
+                      "E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D")
+
+
+class Dnsmasq:
+    """A DNS server on 127.0.0.1 (Debian's dnsmasq-base), stopped by PID,
+    serving three test zones:
+      bl.test    a blocklist: the addresses in listed are listed (answer
+                 127.0.0.2, TTL ttl), every other name is NXDOMAIN
+      slow.test  forwarded to a UDP socket this object holds and never
+                 reads: no answer ever comes (a timeout)
+      fail.test  forwarded to a second dnsmasq that answers it unsigned,
+                 while this one validates DNSSEC against a bogus root
+                 anchor: SERVFAIL
+    Every query is logged: .queries(name) counts those for a name."""
+
+    def __init__(self, listed=(), ttl=600):
+        self.dir = tempfile.mkdtemp(prefix="ab-dnsmasq-")
+        self.port = free_port()
+        self.upstream_port = free_port()
+        self.listed = list(listed)
+        self.ttl = ttl
+        self.procs = []
+        self.blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.blackhole.bind(("127.0.0.1", 0))
+        self.resolver = f"127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.dir, "dnsmasq.log")
+
+    @staticmethod
+    def reversed_name(address, zone):
+        return ".".join(reversed(address.split("."))) + "." + zone
+
+    def _run(self, port, args, log):
+        cmd = [DNSMASQ_BIN, "--keep-in-foreground", "--conf-file=/dev/null",
+               "--no-resolv", "--no-hosts", "--pid-file=",
+               "--listen-address=127.0.0.1", "--bind-interfaces",
+               f"--port={port}", f"--log-facility={log}", "--log-queries"]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")   # its files are in our temp dir
+        cmd += args
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        if not wait_port(port, 10, proc=proc):
+            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
+            self.stop()
+            raise RuntimeError(f"dnsmasq did not start on port {port}: {err}")
+
+    def start(self):
+        self._run(self.upstream_port,
+                  ["--local=/fail.test/", "--host-record=2.0.0.127.fail.test,127.0.0.2"],
+                  os.path.join(self.dir, "upstream.log"))
+        args = ["--local=/bl.test/", f"--local-ttl={self.ttl}",
+                f"--server=/slow.test/127.0.0.1#{self.blackhole.getsockname()[1]}",
+                f"--server=127.0.0.1#{self.upstream_port}",
+                "--dnssec", f"--trust-anchor={_BOGUS_ROOT_ANCHOR}"]
+        args += [f"--host-record={self.reversed_name(a, 'bl.test')},127.0.0.2"
+                 for a in self.listed]
+        self._run(self.port, args, self.log_path)
+        return self
+
+    def log_text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def queries(self, name):
+        """How many queries for name this server received."""
+        return len(re.findall(r"query\[A\] " + re.escape(name) + r" from ",
+                              self.log_text()))
+
+    def stop(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                _stop_process(proc, signal.SIGTERM, 5)
+            if proc.stderr:
+                proc.stderr.close()
+        self.procs = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.blackhole.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _user_exists(name):

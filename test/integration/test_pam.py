@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import (PAM_MODULE, Memcached, free_port, host_preload,
+from harness import (PAM_MODULE, Dnsmasq, Memcached, free_port, host_preload,
                      write_authbrake_conf)
 
 MODULE = PAM_MODULE
@@ -407,6 +407,30 @@ def test_memcached_down_follows_fail_mode(make_stack, tmp_path, test_user, syslo
         assert not ok and refused_before_password(out), out
         assert "temporarily unavailable" in out, out
         assert 'decision=reject reason="store unavailable, fail_mode=closed"' in log, log
+
+
+def test_dnsbl_listed_rhost_refused_before_password_check(make_stack, test_user,
+                                                          syslog):
+    """dnsbl_action = reject under PAM: a listed PAM_RHOST is refused before
+    pam_unix runs, a clean one is not; the answer is looked up once (a
+    bounded lookup on a miss) and then read from memcached."""
+    listed, clean = "198.51.100.20", "198.51.100.21"
+    with Dnsmasq(listed=[listed]) as dns:
+        stack = make_stack(dnsbl="bl.test", dnsbl_resolver=dns.resolver,
+                           dnsbl_action="reject")
+        mark = syslog.mark()
+        for _ in range(2):
+            ok, out, _ = stack.auth(test_user, PASSWORD, listed)
+            assert not ok and refused_before_password(out), out
+            assert "listed in a DNS blocklist" in out, out
+        ok, out, _ = stack.auth(test_user, PASSWORD, clean)
+        assert ok, out
+        log = syslog.since(mark)
+        assert (f'address={listed} protocol={stack.name} decision=reject '
+                'reason="address listed in a DNSBL"') in log, log
+        assert f"dnsbl: address={listed} listed in bl.test (127.0.0.2)" in log, log
+        assert dns.queries(dns.reversed_name(listed, "bl.test")) == 1, dns.log_text()
+        assert dns.queries(dns.reversed_name(clean, "bl.test")) == 1, dns.log_text()
 
 
 def test_tarpit_is_capped_by_pam_max_delay(make_stack, test_user, syslog):

@@ -12,6 +12,7 @@ asserted, reply code and text:
            xsasl_dovecot_server.c) it is
            454 4.7.0 Temporary authentication failure: ...
   reject   535 5.7.8 Error: authentication failed: <authbrake's message>
+           (also for an address a DNSBL lists, with dnsbl_action.smtp = reject)
   HELO ylmf-pc   554 5.7.1 <ylmf-pc>: Helo command rejected: ... before AUTH
 
 Dovecot names the protocol of Postfix's requests "smtp": Postfix's SASL
@@ -23,7 +24,7 @@ hold places as IMAP ones do (the botnet test: 60 AUTHs released at once;
 without that pairing 30 of them reached the passdb, with it 5).
 
 Each test has its own memcached, authbrake.conf, Dovecot and Postfix, and
-its own 127.T.x.y range (T = 111..118). Dovecot's anvil penalty is off
+its own 127.T.x.y range (T = 111..119). Dovecot's anvil penalty is off
 (harness default).
 """
 
@@ -359,3 +360,32 @@ def test_restrict_networks_per_protocol(mail):
     status = cli_status(dc.ab_conf, elsewhere)
     assert status["restricted_out"] is False, status
     assert status["protocols"] == {"smtp": {"trusted": False, "restricted_out": True}}
+
+
+# ------------------------------------------------------------------ DNSBL
+
+def test_dnsbl_listed_address_refused_smtp_auth(mail):
+    """dnsbl_action.smtp = reject, against a real DNS server (dnsmasq): a
+    listed address's AUTH gets a 535 with authbrake's message and no
+    password check, the right password included; IMAP from it is only
+    tarpitted; a clean address submits."""
+    listed, clean = "127.119.0.2", "127.119.1.2"
+    with harness.Dnsmasq(listed=[listed]) as dns:
+        dc, pf = mail(dnsbl="bl.test", dnsbl_resolver=dns.resolver,
+                      **{"dnsbl_action.smtp": "reject"})
+        mark = dc.log_mark()
+        for mech in ("PLAIN", "LOGIN"):
+            reply, _ = harness.smtp_auth(pf.port, ALICE, USERS[ALICE], listed, mech)
+            show(f"reject, address listed in a DNSBL (AUTH {mech})", reply)
+            assert reply == (535, "5.7.8 Error: authentication failed: Your address "
+                             "is listed in a DNS blocklist; logins are not accepted "
+                             "from it."), reply
+        assert harness.smtp_auth(pf.port, ALICE, USERS[ALICE], clean)[0].code == 235
+        assert dc.imap_login(ALICE, USERS[ALICE], listed)[0]
+        settle_log(dc)
+        assert passdb_checks(dc, ALICE, since=mark, address=listed) == 1   # IMAP
+        got = [(d["protocol"], d["decision"], d["reason"])
+               for d in policy_decisions(dc, mark, listed)]
+        assert got == [("smtp", "reject", "address listed in a DNSBL")] * 2 + \
+            [("imap", "tarpit", "address listed in a DNSBL")], got
+        assert dns.queries(dns.reversed_name(listed, "bl.test")) == 1, dns.log_text()
