@@ -16,6 +16,7 @@ Addresses are 127.120.x.y. Dovecot's anvil penalty is off (harness default).
 
 import json
 import re
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -186,3 +187,28 @@ def test_a_listing_does_not_wait_for_a_slow_zone(dnsbl_dovecot, dns):
     assert "lookup failed" not in dc.log_since(mark)
     assert wait_lines(dc, mark, r"dnsbl: address=%s listed in bl\.test"
                       % re.escape(LISTED))
+
+
+def test_client_gone_while_its_lookup_waits(dnsbl_dovecot, dns):
+    """A policy client that hangs up while its address is being looked up
+    (a zone that never answers): whether lib-http sees the hang-up first
+    (the request is destroyed with its lookup and timer) or the timeout
+    does (the answer goes nowhere), the process goes on answering, and
+    against the sanitizer build leaves no report."""
+    dc = dnsbl_dovecot(dnsbl="slow.test", dnsbl_timeout="2s")
+    body = json.dumps({"login": "alice", "remote": "127.120.3.1", "protocol": "imap",
+                       "session_id": "gone-1", "pwhash": "abc", "device_id": "",
+                       "tls": True}).encode()
+    pids = dc.policy_pids()
+    for i in range(4):
+        with socket.create_connection(("127.0.0.1", dc.policy_port), timeout=5) as s:
+            s.sendall(b"POST /?command=allow HTTP/1.1\r\nHost: x\r\n"
+                      b"X-API-Key: " + dc.api_key.encode() + b"\r\n"
+                      b"Content-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0.1)
+    time.sleep(2.5)     # past dnsbl_timeout: a timer left behind would fire now
+    status, text = dc.policy_post("allow", {"login": "bob", "remote": CLEAN,
+                                            "protocol": "imap", "session_id": "s2"})
+    assert status == 200 and json.loads(text)["status"] == 0, text
+    assert dc.policy_pids() == pids, "a policy process died"
