@@ -15,7 +15,7 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 B       := build
 
-PKGS        := libmemcached libsodium
+PKGS        := libsodium
 PKG_CFLAGS  := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -31,12 +31,12 @@ AB_LIBS     := $(PKG_LIBS)
 # already installed. `make deps-test` installs what the tests, the benchmarks
 # and the demo need as well, Dovecot's IMAP and POP3 servers among them, which
 # conflict with Courier's.
-DEB_BUILD   := build-essential pkg-config libmemcached-dev libsodium-dev \
+DEB_BUILD   := build-essential pkg-config libsodium-dev \
                libpam0g-dev
 DEB_DOVECOT := dovecot-dev
 # postfix: test_postfix.py runs an instance of its own (the package's
 # system instance is left alone); like any MTA it conflicts with exim4.
-DEB_TEST    := libcmocka-dev memcached libmemcached-tools dovecot-core \
+DEB_TEST    := libcmocka-dev memcached dovecot-core \
                dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
                iproute2 util-linux passwd stress-ng clang-14 libclang-rt-14-dev \
                fail2ban nftables postfix openssl prometheus dnsmasq-base

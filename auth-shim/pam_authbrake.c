@@ -29,12 +29,24 @@ enum pam_action {
 	ACTION_AUTHSUCC,
 };
 
-/* One PAM call: authdaemond forks per login, so nothing outlives it. */
+/* The configuration and the tracker (its memcached connections) of one
+   PAM handle: preauth makes them, and authfail, authsucc and the account
+   phase of the same login use them again, so a login parses the config
+   and connects once. Freed by pam_end(). */
+struct pam_shared {
+	char *args;		/* the arguments they were made from */
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+};
+
+#define SHARED_DATA "pam_authbrake_tracker"
+
+/* One PAM call. */
 struct pam_call {
 	pam_handle_t *pamh;
 	enum pam_action action;
 	bool silent;
-	struct ab_config cfg;
+	struct ab_config *cfg;
 	struct ab_tracker *tracker;
 	struct ab_attempt attempt;
 };
@@ -73,32 +85,52 @@ static enum pam_action args_action(int argc, const char **argv)
 	return action;
 }
 
-static int args_parse(struct pam_call *call, int flags, int argc,
-		      const char **argv, const char **error_r)
+static bool arg_is_action(const char *arg)
+{
+	return strcmp(arg, "preauth") == 0 || strcmp(arg, "authfail") == 0 ||
+		strcmp(arg, "authsucc") == 0 || strcmp(arg, "silent") == 0;
+}
+
+/* The arguments that make the configuration, one per line: two calls
+   with the same ones can share it. NULL when out of memory. */
+static char *args_key(int argc, const char **argv)
+{
+	size_t len = 1;
+	char *key;
+	int i;
+
+	for (i = 0; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	if ((key = malloc(len)) == NULL)
+		return NULL;
+	key[0] = '\0';
+	for (i = 0; i < argc; i++) {
+		if (arg_is_action(argv[i]))
+			continue;
+		strcat(key, argv[i]);
+		strcat(key, "\n");
+	}
+	return key;
+}
+
+static int args_parse(struct ab_config *cfg, int argc, const char **argv,
+		      const char **error_r)
 {
 	const char *conf = AB_CONFIG_DEFAULT_PATH;
 	int i;
 
-	call->silent = (flags & PAM_SILENT) != 0;
 	for (i = 0; i < argc; i++) {
 		if (strncmp(argv[i], "conf=", 5) == 0)
 			conf = argv[i] + 5;
 	}
-	if (ab_config_load(&call->cfg, conf, error_r) < 0)
+	if (ab_config_load(cfg, conf, error_r) < 0)
 		return -1;
 	for (i = 0; i < argc; i++) {
 		const char *eq = strchr(argv[i], '=');
 		char key[64];
 
-		if (strcmp(argv[i], "preauth") == 0 ||
-		    strcmp(argv[i], "authfail") == 0 ||
-		    strcmp(argv[i], "authsucc") == 0 ||
-		    strncmp(argv[i], "conf=", 5) == 0)
+		if (arg_is_action(argv[i]) || strncmp(argv[i], "conf=", 5) == 0)
 			continue;
-		if (strcmp(argv[i], "silent") == 0) {
-			call->silent = true;
-			continue;
-		}
 		if (eq == NULL || eq == argv[i] ||
 		    (size_t)(eq - argv[i]) >= sizeof(key))
 			return ab_error(error_r, "unknown module argument '%.80s' "
@@ -106,11 +138,26 @@ static int args_parse(struct pam_call *call, int flags, int argc,
 					argv[i]);
 		memcpy(key, argv[i], (size_t)(eq - argv[i]));
 		key[eq - argv[i]] = '\0';
-		if (ab_config_set(&call->cfg, key, eq + 1, "module argument",
+		if (ab_config_set(cfg, key, eq + 1, "module argument",
 				  error_r) < 0)
 			return -1;
 	}
-	return ab_config_validate(&call->cfg, error_r);
+	return ab_config_validate(cfg, error_r);
+}
+
+static void shared_free(struct pam_shared *shared)
+{
+	ab_tracker_deinit(&shared->tracker);
+	ab_config_free(&shared->cfg);
+	free(shared->args);
+	free(shared);
+}
+
+static void shared_cleanup(pam_handle_t *pamh, void *data, int error_status)
+{
+	(void)pamh;
+	(void)error_status;
+	shared_free(data);
 }
 
 /* When the configuration cannot be read, its fail_mode cannot be either:
@@ -230,12 +277,12 @@ static int preauth(struct pam_call *call)
 	case AB_ALLOW:
 		return PAM_SUCCESS;
 	case AB_TARPIT:
-		slept = decision.delay_s < call->cfg.pam_max_delay_s ?
-			decision.delay_s : call->cfg.pam_max_delay_s;
+		slept = decision.delay_s < call->cfg->pam_max_delay_s ?
+			decision.delay_s : call->cfg->pam_max_delay_s;
 		pam_syslog(call->pamh, LOG_NOTICE, "%s slept=%us pam_max_delay=%us",
 			   ab_decision_log_line(&call->attempt, &decision,
 						line, sizeof(line)),
-			   slept, call->cfg.pam_max_delay_s);
+			   slept, call->cfg->pam_max_delay_s);
 		tarpit_sleep(slept);
 		return PAM_SUCCESS;
 	case AB_REJECT:
@@ -283,12 +330,76 @@ static const char *broken_consequence(const struct pam_call *call,
 		"logins are refused";
 }
 
+/* The configuration and tracker for these arguments: the handle's own
+   when an earlier call of this login made them from the same ones, else
+   new ones, kept on the handle. NULL when the configuration is broken
+   (logged, *ret_r set). */
+static struct pam_shared *shared_get(struct pam_call *call, int argc,
+				     const char **argv, int *ret_r)
+{
+	struct pam_shared *shared;
+	const void *data = NULL;
+	const char *error;
+	char *key = args_key(argc, argv);
+
+	if (key == NULL) {
+		pam_syslog(call->pamh, LOG_ERR, "out of memory; fail_mode=open: %s",
+			   broken_consequence(call, AB_FAIL_OPEN));
+		*ret_r = broken_result(call, AB_FAIL_OPEN);
+		return NULL;
+	}
+	if (pam_get_data(call->pamh, SHARED_DATA, &data) == PAM_SUCCESS &&
+	    data != NULL) {
+		shared = (struct pam_shared *)data;
+		if (strcmp(shared->args, key) == 0) {
+			free(key);
+			return shared;
+		}
+	}
+	if ((shared = calloc(1, sizeof(*shared))) == NULL) {
+		free(key);
+		pam_syslog(call->pamh, LOG_ERR, "out of memory; fail_mode=open: %s",
+			   broken_consequence(call, AB_FAIL_OPEN));
+		*ret_r = broken_result(call, AB_FAIL_OPEN);
+		return NULL;
+	}
+	shared->args = key;
+	ab_config_defaults(&shared->cfg);
+	if (args_parse(&shared->cfg, argc, argv, &error) < 0) {
+		enum ab_fail_mode mode = broken_config_fail_mode(argc, argv);
+
+		pam_syslog(call->pamh, LOG_ERR,
+			   "configuration error: %s; fail_mode=%s (%s): %s",
+			   error, fail_mode_name(mode),
+			   mode == AB_FAIL_OPEN ? "the default, no fail_mode=closed module argument" :
+			   "from the module arguments",
+			   broken_consequence(call, mode));
+		*ret_r = broken_result(call, mode);
+		shared_free(shared);
+		return NULL;
+	}
+	if (ab_tracker_init(&shared->cfg, pam_log, call->pamh, &shared->tracker,
+			    &error) < 0) {
+		pam_syslog(call->pamh, LOG_ERR, "configuration error: %s; fail_mode=%s: %s",
+			   error, fail_mode_name(shared->cfg.fail_mode),
+			   broken_consequence(call, shared->cfg.fail_mode));
+		*ret_r = broken_result(call, shared->cfg.fail_mode);
+		shared_free(shared);
+		return NULL;
+	}
+	/* replaces (and frees) one made from other arguments; when it
+	   cannot be kept, run() frees it after this call */
+	(void)pam_set_data(call->pamh, SHARED_DATA, shared, shared_cleanup);
+	return shared;
+}
+
 static int run(pam_handle_t *pamh, int flags, int argc, const char **argv,
 	       enum pam_action forced)
 {
 	struct pam_call call;
-	const char *error;
-	int ret;
+	struct pam_shared *shared;
+	const void *kept = NULL;
+	int ret, i;
 
 	memset(&call, 0, sizeof(call));
 	call.pamh = pamh;
@@ -299,27 +410,15 @@ static int run(pam_handle_t *pamh, int flags, int argc, const char **argv,
 			   "as a module argument; the module is ignored");
 		return PAM_IGNORE;
 	}
-	ab_config_defaults(&call.cfg);
-	if (args_parse(&call, flags, argc, argv, &error) < 0) {
-		enum ab_fail_mode mode = broken_config_fail_mode(argc, argv);
-
-		pam_syslog(pamh, LOG_ERR,
-			   "configuration error: %s; fail_mode=%s (%s): %s",
-			   error, fail_mode_name(mode),
-			   mode == AB_FAIL_OPEN ? "the default, no fail_mode=closed module argument" :
-			   "from the module arguments",
-			   broken_consequence(&call, mode));
-		ab_config_free(&call.cfg);
-		return broken_result(&call, mode);
+	call.silent = (flags & PAM_SILENT) != 0;
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "silent") == 0)
+			call.silent = true;
 	}
-	if (ab_tracker_init(&call.cfg, pam_log, pamh, &call.tracker, &error) < 0) {
-		pam_syslog(pamh, LOG_ERR, "configuration error: %s; fail_mode=%s: %s",
-			   error, fail_mode_name(call.cfg.fail_mode),
-			   broken_consequence(&call, call.cfg.fail_mode));
-		ret = broken_result(&call, call.cfg.fail_mode);
-		ab_config_free(&call.cfg);
+	if ((shared = shared_get(&call, argc, argv, &ret)) == NULL)
 		return ret;
-	}
+	call.cfg = &shared->cfg;
+	call.tracker = shared->tracker;
 
 	attempt_build(&call, call.action == ACTION_AUTHFAIL);
 	session_pair(&call);
@@ -337,8 +436,10 @@ static int run(pam_handle_t *pamh, int flags, int argc, const char **argv,
 		break;
 	}
 	memset(&call.attempt, 0, sizeof(call.attempt));
-	ab_tracker_deinit(&call.tracker);
-	ab_config_free(&call.cfg);
+	/* not kept on the handle (pam_set_data failed): this call's own */
+	if (pam_get_data(pamh, SHARED_DATA, &kept) != PAM_SUCCESS ||
+	    kept != shared)
+		shared_free(shared);
 	return ret;
 }
 

@@ -11,8 +11,10 @@
    out for dead_timeout. A hung server (SIGSTOP, a full kernel queue) is
    not taken out, since its keys would move and come back: a breaker of
    our own skips it after breaker_failures failed round trips in a row for
-   breaker_cooldown, then tries it again. libmemcached parses the server
-   list and reads the servers' statistics. */
+   breaker_cooldown, then tries it again. No client library: the PAM
+   module, loaded anew by every login's process, pulls in nothing beyond
+   libsodium and the C library. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -27,8 +29,6 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <libmemcached/memcached.h>
-
 #include "ab-config.h"
 #include "ab-error.h"
 #include "ab-observer.h"
@@ -41,13 +41,17 @@
 #define REQUEST_MAX (24 + 20 + KEY_MAX + 24)
 #define OUT_MAX ((AB_STORE_BATCH_MAX + 1) * REQUEST_MAX)
 #define IN_MAX (256 * 1024)
+/* Buffers start small and grow to what a batch needs: the PAM module
+   sets a store up for every login, and large buffers come from mmap(),
+   whose munmap() costs every CPU a TLB flush. */
+#define IN_MIN 4096
 
 /* binary protocol */
 enum {
 	OP_GET = 0x00, OP_SET = 0x01, OP_ADD = 0x02, OP_DELETE = 0x04,
 	OP_INCR = 0x05, OP_DECR = 0x06, OP_GETQ = 0x09, OP_NOOP = 0x0a,
-	OP_SETQ = 0x11, OP_ADDQ = 0x12, OP_DELETEQ = 0x14, OP_INCRQ = 0x15,
-	OP_DECRQ = 0x16,
+	OP_STAT = 0x10, OP_SETQ = 0x11, OP_ADDQ = 0x12, OP_DELETEQ = 0x14,
+	OP_INCRQ = 0x15, OP_DECRQ = 0x16,
 };
 enum {
 	ST_OK = 0x0000, ST_NOT_FOUND = 0x0001, ST_EXISTS = 0x0002,
@@ -58,6 +62,9 @@ enum {
    they answer (only errors) is skipped. */
 #define OPAQUE(batch, i) (((uint32_t)(batch) << 16) | (uint32_t)(i))
 #define NOOP_INDEX 0xffffU
+/* the opaque of a STAT request: no batch is numbered 0xffff... */
+#define STAT_OPAQUE 0xfffffff0U
+#define DEFAULT_PORT 11211
 
 struct breaker {
 	unsigned int failures;		/* round trips in a row */
@@ -78,9 +85,9 @@ struct server {
 
 	/* the batch under way */
 	unsigned char *out;
-	size_t out_len;
+	size_t out_len, out_cap;
 	unsigned char *in;
-	size_t in_len;
+	size_t in_len, in_cap;
 	bool sending, waiting;
 	size_t out_sent;
 	const char *error;		/* why this server failed the batch */
@@ -91,7 +98,6 @@ struct server {
 };
 
 struct ab_store {
-	memcached_st *memc;		/* the parsed list; statistics */
 	const struct ab_config *cfg;
 	ab_log_fn *log;
 	void *log_ctx;
@@ -160,10 +166,100 @@ static int add_server(struct ab_store *store, const char *host,
 	s->seed = hash_str(s->name);
 	s->fd = -1;
 	store->server_count++;	/* from here on ab_store_deinit() frees it */
-	s->out = malloc(OUT_MAX);
-	s->in = malloc(IN_MAX);
-	if (s->out == NULL || s->in == NULL)
-		return ab_error(error_r, "out of memory");
+	return 0;
+}
+
+/* Room for need bytes in a buffer of *cap, at most max. */
+static bool buffer_reserve(unsigned char **buf, size_t *cap, size_t need,
+			   size_t max)
+{
+	size_t size = *cap > 0 ? *cap : IN_MIN;
+	unsigned char *p;
+
+	if (need <= *cap)
+		return true;
+	if (need > max)
+		return false;
+	while (size < need)
+		size *= 2;
+	if (size > max)
+		size = max;
+	if ((p = realloc(*buf, size)) == NULL)
+		return false;
+	*buf = p;
+	*cap = size;
+	return true;
+}
+
+/* Room in every server's output for n requests. */
+static int reserve_out(struct ab_store *store, size_t n, const char **error_r)
+{
+	unsigned int i;
+
+	for (i = 0; i < store->server_count; i++) {
+		struct server *s = &store->server[i];
+
+		if (!buffer_reserve(&s->out, &s->out_cap, n * REQUEST_MAX, OUT_MAX))
+			return ab_error(error_r, "out of memory");
+	}
+	return 0;
+}
+
+/* Room for more input (a full buffer grows, up to IN_MAX). */
+static bool in_room(struct server *s)
+{
+	if (s->in_len < s->in_cap)
+		return true;
+	return buffer_reserve(&s->in, &s->in_cap, s->in_len + 1, IN_MAX);
+}
+
+/* One item of memcached_servers: "host:port", "host" (port 11211),
+   "[IPv6]:port" or a bare IPv6 address. The host is kept without its
+   brackets, so a server's name (and its keys' place) is what it was
+   when libmemcached parsed the list. */
+static int server_parse(const char *item, char host[100], unsigned int *port_r,
+			const char **error_r)
+{
+	const char *port = NULL, *colon = strchr(item, ':');
+	struct in6_addr a6;
+	size_t len;
+
+	if (item[0] == '[') {
+		const char *end = strchr(item, ']');
+
+		if (end == NULL || (end[1] != '\0' && end[1] != ':'))
+			return ab_error(error_r, "memcached_servers: '%s': use [IPv6]:port", item);
+		len = (size_t)(end - item - 1);
+		if (end[1] == ':')
+			port = end + 2;
+		item++;
+	} else if (colon != NULL && strchr(colon + 1, ':') != NULL) {
+		len = strlen(item);	/* a bare IPv6 address */
+		if (len >= 100 || inet_pton(AF_INET6, item, &a6) != 1)
+			return ab_error(error_r, "memcached_servers: '%s' is not host:port", item);
+	} else {
+		len = colon != NULL ? (size_t)(colon - item) : strlen(item);
+		if (colon != NULL)
+			port = colon + 1;
+	}
+	if (len == 0 || len >= 100)
+		return ab_error(error_r, "memcached_servers: '%s': the host is %s", item,
+				len == 0 ? "missing" : "too long");
+	memcpy(host, item, len);
+	host[len] = '\0';
+	if (strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789.-_:%") != len)
+		return ab_error(error_r, "memcached_servers: '%s' is not a host name or address",
+				host);
+	*port_r = DEFAULT_PORT;
+	if (port != NULL) {
+		if (port[0] == '\0' || strlen(port) > 5 ||
+		    strspn(port, "0123456789") != strlen(port) ||
+		    atoi(port) < 1 || atoi(port) > 65535)
+			return ab_error(error_r, "memcached_servers: '%s' is not a port (1 to 65535)",
+					port);
+		*port_r = (unsigned int)atoi(port);
+	}
 	return 0;
 }
 
@@ -171,9 +267,7 @@ int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 		  struct ab_store **store_r, const char **error_r)
 {
 	struct ab_store *store;
-	memcached_server_st *servers;
-	memcached_return_t rc;
-	uint32_t i, count;
+	const char *p = cfg->memcached_servers;
 
 	store = calloc(1, sizeof(*store));
 	if (store == NULL)
@@ -183,50 +277,48 @@ int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 	store->log_ctx = log_ctx;
 	store->now = default_now;
 
-	servers = memcached_servers_parse(cfg->memcached_servers);
-	if (servers == NULL) {
-		free(store);
-		return ab_error(error_r, "memcached_servers = '%s' is not a list of host:port",
-				cfg->memcached_servers);
-	}
-	store->memc = memcached_create(NULL);
-	if (store->memc == NULL) {
-		memcached_server_list_free(servers);
-		free(store);
-		return ab_error(error_r, "out of memory");
-	}
-	rc = memcached_server_push(store->memc, servers);
-	memcached_server_list_free(servers);
-	if (rc != MEMCACHED_SUCCESS) {
-		ab_error(error_r, "memcached_servers = '%s': %s",
-			 cfg->memcached_servers, memcached_strerror(store->memc, rc));
-		ab_store_deinit(&store);
-		return -1;
-	}
-	count = memcached_server_count(store->memc);
-	if (count == 0 || count > AB_STORE_MAX_SERVERS) {
-		ab_error(error_r, "memcached_servers: 1 to %d servers, not %u",
-			 AB_STORE_MAX_SERVERS, count);
-		ab_store_deinit(&store);
-		return -1;
-	}
-	for (i = 0; i < count; i++) {
-		const memcached_instance_st *inst =
-			memcached_server_instance_by_position(store->memc, i);
+	/* comma- or space-separated */
+	while (*p != '\0') {
+		char item[128], host[100];
+		unsigned int port, i;
+		size_t len;
 
-		if (add_server(store, memcached_server_name(inst),
-			       (unsigned int)memcached_server_port(inst), error_r) < 0) {
-			ab_store_deinit(&store);
-			return -1;
+		p += strspn(p, ", \t");
+		if ((len = strcspn(p, ", \t")) == 0)
+			break;
+		if (len >= sizeof(item)) {
+			ab_error(error_r, "memcached_servers: '%.40s...' is too long", p);
+			goto fail;
 		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		p += len;
+		if (server_parse(item, host, &port, error_r) < 0)
+			goto fail;
+		for (i = 0; i < store->server_count; i++) {
+			if (strcmp(store->server[i].host, host) == 0 &&
+			    (unsigned int)atoi(store->server[i].port) == port) {
+				ab_error(error_r, "memcached_servers: %s is listed twice", item);
+				goto fail;
+			}
+		}
+		if (store->server_count == AB_STORE_MAX_SERVERS) {
+			ab_error(error_r, "memcached_servers: more than %d servers",
+				 AB_STORE_MAX_SERVERS);
+			goto fail;
+		}
+		if (add_server(store, host, port, error_r) < 0)
+			goto fail;
 	}
-	/* for the statistics only */
-	memcached_behavior_set(store->memc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
-			       cfg->connect_timeout_ms);
-	memcached_behavior_set(store->memc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT,
-			       cfg->poll_timeout_ms);
+	if (store->server_count == 0) {
+		ab_error(error_r, "memcached_servers is empty");
+		goto fail;
+	}
 	*store_r = store;
 	return 0;
+fail:
+	ab_store_deinit(&store);
+	return -1;
 }
 
 static void server_close(struct server *s)
@@ -251,8 +343,6 @@ void ab_store_deinit(struct ab_store **_store)
 		free(store->server[i].out);
 		free(store->server[i].in);
 	}
-	if (store->memc != NULL)
-		memcached_free(store->memc);
 	free(store);
 }
 
@@ -656,7 +746,8 @@ static bool take_input(struct ab_store *store, struct server *s,
 		}
 		pos += 24 + body;
 	}
-	memmove(s->in, s->in + pos, s->in_len - pos);
+	if (pos > 0)
+		memmove(s->in, s->in + pos, s->in_len - pos);
 	s->in_len -= pos;
 	return done;
 }
@@ -690,11 +781,12 @@ static bool server_read(struct ab_store *store, struct server *s,
 	ssize_t r;
 
 	for (;;) {
-		if (s->in_len == IN_MAX)
-			return set_failure(s, false, "answer too large");
+		if (!in_room(s))
+			return set_failure(s, false, s->in_len == IN_MAX ?
+					   "answer too large" : "out of memory");
 		if (flags == 0 && now_ms() >= deadline)
 			return set_failure(s, false, "timed out (poll_timeout)");
-		r = recv(s->fd, s->in + s->in_len, IN_MAX - s->in_len, flags);
+		r = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, flags);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && errno == EAGAIN && flags != 0)
@@ -814,6 +906,8 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 	if (n > AB_STORE_BATCH_MAX)
 		return ab_error(error_r, "a batch of %zu requests: at most %d",
 				n, AB_STORE_BATCH_MAX);
+	if (reserve_out(store, n + 1, error_r) < 0)
+		return -1;
 	if (++store->batch == 0)
 		store->batch = 1;	/* 0 is for posted requests */
 	pool_refresh(store, now);
@@ -912,7 +1006,7 @@ void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
 	unsigned int i;
 	size_t j;
 
-	if (n == 0)
+	if (n == 0 || reserve_out(store, n, NULL) < 0)
 		return;
 	pool_refresh(store, now);
 	for (i = 0; i < store->server_count; i++) {
@@ -1045,28 +1139,81 @@ int ab_store_delete(struct ab_store *store, const char *key, bool *found_r,
 	return 0;
 }
 
+/* A server's "evictions" statistic: a STAT request on its connection,
+   answered by one packet per statistic and an empty one at the end
+   (what posted writes answered before it, only errors, is skipped). */
+static bool server_evictions(struct ab_store *store, struct server *s,
+			     uint64_t *evictions_r)
+{
+	unsigned char req[24];
+	int64_t deadline = now_ms() + store->cfg->poll_timeout_ms;
+	bool found = false;
+
+	s->error = NULL;
+	if (s->ejected_until != 0 || !server_connect(store, s))
+		return false;
+	memset(req, 0, sizeof(req));
+	req[0] = 0x80;
+	req[1] = OP_STAT;
+	put32(req + 12, STAT_OPAQUE);
+	if (send(s->fd, req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req))
+		goto fail;
+	for (;;) {
+		size_t pos = 0;
+		ssize_t r;
+
+		while (s->in_len - pos >= 24) {
+			const unsigned char *hdr = s->in + pos;
+			size_t body = get32(hdr + 8), key_len = get16(hdr + 2);
+
+			if (hdr[0] != 0x81 || body > IN_MAX - 24 ||
+			    key_len + hdr[4] > body)
+				goto fail;
+			if (s->in_len - pos < 24 + body)
+				break;
+			pos += 24 + body;
+			if (hdr[1] != OP_STAT || get32(hdr + 12) != STAT_OPAQUE)
+				continue;
+			if (key_len == 0) {
+				s->in_len = 0;
+				return found;
+			}
+			if (key_len == 9 && memcmp(hdr + 24 + hdr[4], "evictions", 9) == 0) {
+				*evictions_r = parse_decimal(hdr + 24 + hdr[4] + key_len,
+							     body - hdr[4] - key_len);
+				found = true;
+			}
+		}
+		if (pos > 0)
+			memmove(s->in, s->in + pos, s->in_len - pos);
+		s->in_len -= pos;
+		if (!in_room(s) || now_ms() >= deadline)
+			goto fail;
+		r = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, 0);
+		if (r <= 0)
+			goto fail;
+		s->in_len += (size_t)r;
+	}
+fail:
+	/* what is left of the answer would confuse the next batch */
+	server_close(s);
+	return false;
+}
+
 int ab_store_evictions(struct ab_store *store, uint64_t *evictions_r,
 		       const char **error_r)
 {
-	memcached_stat_st *stats;
-	memcached_return_t rc;
-	uint64_t sum = 0;
-	uint32_t i;
+	uint64_t sum = 0, n = 0;
+	unsigned int i;
 	bool any = false;
 
 	*evictions_r = 0;
-	stats = memcached_stat(store->memc, NULL, &rc);
-	if (stats == NULL)
-		return ab_error(error_r, "memcached stats: %s",
-				memcached_strerror(store->memc, rc));
 	for (i = 0; i < store->server_count; i++) {
-		/* a server that did not answer has pid 0 */
-		if (stats[i].pid == 0)
-			continue;
-		sum += stats[i].evictions;
-		any = true;
+		if (server_evictions(store, &store->server[i], &n)) {
+			sum += n;
+			any = true;
+		}
 	}
-	memcached_stat_free(store->memc, stats);
 	if (!any)
 		return ab_error(error_r, "memcached stats: no server answered");
 	*evictions_r = sum;

@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-BUILD_ONLY = {"build-essential", "pkg-config", "libmemcached-dev",
+BUILD_ONLY = {"build-essential", "pkg-config",
               "libsodium-dev", "libpam0g-dev"}
 NOT_FOR_BUILDING = {"dovecot-imapd", "dovecot-pop3d", "dovecot-core",
                     "memcached"}
@@ -96,7 +96,7 @@ def test_deps_deb_installs_debian_control_build_depends():
     wanted = {re.split(r"[ (\[<]", d.strip())[0] for d in field.split(",") if d.strip()}
     # debhelper-compat is a virtual package debhelper provides
     wanted = {"debhelper" if w == "debhelper-compat" else w for w in wanted}
-    assert wanted == {"debhelper", "dovecot-dev", "libmemcached-dev", "libpam0g-dev",
+    assert wanted == {"debhelper", "dovecot-dev", "libpam0g-dev",
                       "libsodium-dev", "pkg-config"}, wanted
     assert wanted | {"dpkg-dev", "lintian"} <= pkgs, line
     # a Courier host: no Dovecot, and no dovecot-authbrake built

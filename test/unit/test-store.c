@@ -705,13 +705,106 @@ static void fail_mode_case(bool hung, enum ab_fail_mode mode)
 	sleep(cfg.breaker_cooldown_s + 1);
 	ab_tracker_allow(tracker, &a, time(NULL), AB_ALLOW_DRY_RUN, &d);
 	if (d.store_failed) {
-		/* libmemcached may still hold the server as dead for
+		/* the store may still hold the server as dead for
 		   dead_timeout after a refused connection */
 		sleep(cfg.dead_timeout_s);
 		ab_tracker_allow(tracker, &a, time(NULL), AB_ALLOW_DRY_RUN, &d);
 	}
 	assert_false(d.store_failed);
 	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
+/* memcached_servers as the store reads it: host:port, a bare host (port
+   11211), [IPv6]:port or a bare IPv6 address, comma- or space-separated;
+   anything else is an error that says what is wrong. */
+static void test_server_list(void **state)
+{
+	static const char *const good[] = {
+		"127.0.0.1:11211", "localhost", "[::1]:11211, 127.0.0.1:2",
+		"::1", "a.example:1 b.example:2,c.example:3",
+	};
+	static const struct { const char *list, *expect; } bad[] = {
+		{ "127.0.0.1:0", "not a port" },
+		{ "127.0.0.1:70000", "not a port" },
+		{ "h.example:abc", "not a port" },
+		{ "h.example:", "not a port" },
+		{ "[::1", "use [IPv6]:port" },
+		{ "[::1]x", "use [IPv6]:port" },
+		{ "1.2.3.4:5:6", "not host:port" },
+		{ ", ,", "is empty" },
+		{ "h.example:1, h.example:1", "listed twice" },
+		{ "ho$t:1", "not a host name" },
+		{ ":11211", "host is missing" },
+	};
+	struct ab_config cfg;
+	struct ab_store *store;
+	const char *error;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		make_config(&cfg);
+		assert_int_equal(ab_config_set(&cfg, "memcached_servers", good[i],
+					       "test", &error), 0);
+		if (ab_store_init(&cfg, NULL, NULL, &store, &error) < 0)
+			fail_msg("'%s': %s", good[i], error);
+		ab_store_deinit(&store);
+		ab_config_free(&cfg);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		make_config(&cfg);
+		assert_int_equal(ab_config_set(&cfg, "memcached_servers", bad[i].list,
+					       "test", &error), 0);
+		assert_int_equal(ab_store_init(&cfg, NULL, NULL, &store, &error), -1);
+		print_message("  '%s': %s\n", bad[i].list, error);
+		assert_non_null(strstr(error, bad[i].expect));
+		assert_null(store);
+		ab_config_free(&cfg);
+	}
+}
+
+/* memcached's "evictions" statistic, read with a STAT request: it grows
+   when the cache (16 MB here) is filled past its size. The store's
+   connection keeps working for batches after it. */
+static void test_evictions_read_by_stat(void **state)
+{
+	enum { BATCH = 1024 };
+	static struct ab_store_op ops[BATCH];
+	static char keys[BATCH][40];
+	struct ab_config cfg;
+	struct ab_store *store;
+	const char *error;
+	uint64_t before = 0, after = 0, v = 0;
+	unsigned int round, i;
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(ab_store_init(&cfg, NULL, NULL, &store, &error), 0);
+	if (ab_store_evictions(store, &before, &error) < 0)
+		fail_msg("%s", error);
+	after = before;
+	for (round = 0; round < 1000 && after == before; round++) {
+		for (i = 0; i < BATCH; i++) {
+			snprintf(keys[i], sizeof(keys[i]), "ab1:ev:%u:%u", round, i);
+			memset(&ops[i], 0, sizeof(ops[i]));
+			ops[i].cmd = AB_STORE_SET;
+			ops[i].key = keys[i];
+			ops[i].value = 1234567890123ULL;
+			ops[i].ttl_s = 600;
+		}
+		assert_int_equal(ab_store_run(store, ops, BATCH, &error), 0);
+		if (round % 20 == 19 &&
+		    ab_store_evictions(store, &after, &error) < 0)
+			fail_msg("%s", error);
+	}
+	print_message("  evictions %llu -> %llu after %u batches of %d sets\n",
+		      (unsigned long long)before, (unsigned long long)after,
+		      round, BATCH);
+	assert_true(after > before);
+	assert_int_equal(ab_store_incr(store, "ab1:ev:after", 1, 60, &v, &error), 0);
+	assert_int_equal(v, 1);
+	ab_store_deinit(&store);
 	ab_config_free(&cfg);
 }
 
@@ -738,6 +831,8 @@ int main(void)
 		cmocka_unit_test(test_tracker_success_gives_places_back),
 		cmocka_unit_test(test_tracker_racing_nodes_one_block),
 		cmocka_unit_test(test_racing_creation_counts_every_increment),
+		cmocka_unit_test(test_server_list),
+		cmocka_unit_test(test_evictions_read_by_stat),
 		cmocka_unit_test(test_hung_memcached_open),
 		cmocka_unit_test(test_dead_memcached_closed),
 	};
