@@ -115,6 +115,7 @@ static const struct {
 	{ "too many attempts in flight from address", "inflight" },
 	{ "address failures over ip_free_failures", "address_tarpit" },
 	{ "subnet failures over net_free_failures", "subnet_tarpit" },
+	{ "address listed in a DNSBL", "dnsbl" },
 	{ "store unavailable, fail_mode=open", "fail_mode_open" },
 	{ "store unavailable, fail_mode=closed", "fail_mode_closed" },
 	{ "store partly unavailable, fail_mode=closed", "fail_mode_closed" },
