@@ -11,5 +11,14 @@ $(B)/bench:
 $(PAM_BENCH): bench/pam-bench.c | $(B)/bench
 	$(CC) $(AB_CFLAGS) -o $@ $< -lpam
 
-bench: need-dovecot all $(PAM_BENCH)
+# authbrake-policy with the HTTP side alone (AB_BENCH_HTTP_FLOOR): what a
+# Dovecot service answers at most on this machine, measured beside it
+POLICY_FLOOR := $(B)/bench/authbrake-policy-floor
+
+$(POLICY_FLOOR): plugin/authbrake-policy.c $(filter-out $(B)/plugin/authbrake-policy.o,$(POLICY_OBJ)) $(LIBAB) | $(B)/bench
+	$(CC) $(POLICY_CFLAGS) -DAB_BENCH_HTTP_FLOOR $(LDFLAGS) -o $@ $< \
+		$(filter-out $(B)/plugin/authbrake-policy.o,$(POLICY_OBJ)) $(LIBAB) \
+		$(AB_LIBS) $(POLICY_LIBS)
+
+bench: need-dovecot all $(PAM_BENCH) $(POLICY_FLOOR)
 	$(PYTHON) bench/run.py $(if $(BENCH_PARTS),--parts $(BENCH_PARTS)) $(if $(BENCH_QUICK),--quick)

@@ -46,7 +46,8 @@ class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
     passwd-file passdb/userdb ({PLAIN} passwords; users = {name: password},
     default DEFAULT_USERS). With policy_conf (a path from write_authbrake_conf)
     the config `!include`s the shipped conf.d/95-authbrake.conf (DROPIN_CONF)
-    and then overrides only the service's executable (POLICY_BIN, -C policy_conf),
+    and then overrides only the service's executable (POLICY_BIN, or
+    policy_bin, -C policy_conf),
     its port (.policy_port), its user, auth_policy_server_url, the API header
     and the hash nonce; policy_after_auth=True sets Dovecot's default
     auth_policy_check_after_auth = yes over the drop-in's "no".
@@ -1122,8 +1123,12 @@ class Dovecot(_ServerInDir):
     def __init__(self, dir=None, users=None, policy_conf=None,
                  trusted_networks=None, extra_conf="", policy_user="root",
                  anvil_penalty=False, policy_after_auth=False, settings=None,
-                 max_clients=None, postfix_listener=None, stats_http=False):
+                 max_clients=None, postfix_listener=None, stats_http=False,
+                 policy_bin=None):
         self.anvil_penalty = anvil_penalty
+        # the service's executable: the build's authbrake-policy, or
+        # another (bench/: the HTTP-only floor build)
+        self.policy_bin = policy_bin or POLICY_BIN
         # the auth socket Postfix's smtpd talks SASL to (type dovecot)
         self.postfix_listener = postfix_listener
         self.stats_port = free_port() if stats_http else None
@@ -1283,7 +1288,7 @@ service pop3-login {{
             c += f"""
 !include {DROPIN_CONF}
 service authbrake-policy {{
-  executable = {POLICY_BIN} -C {self.policy_conf}
+  executable = {self.policy_bin} -C {self.policy_conf}
   inet_listener authbrake-policy {{
     port = {self.policy_port}
   }}

@@ -88,7 +88,16 @@ def parallel(calls):
         return [f.result() for f in futures]
 
 
-def allow(dc, addr, login=ALICE):
+# The account of policy probes (allow without a report). A probe let
+# through holds its places until their TTL, as a login that never reports
+# would: with alice's name, a few probes let in while a returned server
+# is not yet used by every node locked alice for unfamiliar origins, and
+# her next login from a new network was refused (1 run in 5 of
+# test_one_memcached_killed_mid_attack).
+PROBE = "prober"
+
+
+def allow(dc, addr, login=PROBE):
     """POST /?command=allow as Dovecot's auth process does: (reply, seconds)."""
     body = {"login": login, "remote": addr, "real_rip": addr, "protocol": "imap",
             "pwhash": "0a1", "session_id": f"mn{time.monotonic_ns()}",
