@@ -299,10 +299,7 @@ static bool policy_dnsbl_start(struct policy_request *preq)
 
 	if (ab_dnsbl_lookup_start(dnsbl, &preq->attempt.addr, &preq->dnsbl,
 				  &error) < 0) {
-		i_zero(&result);
-		result.status = AB_DNSBL_ERROR;
-		result.ttl_s = AB_DNSBL_ERROR_TTL;
-		i_strocpy(result.error, error, sizeof(result.error));
+		ab_dnsbl_result_failed(&result, error);
 		ab_tracker_dnsbl_take(policy_tracker, &preq->attempt, &result, 0);
 		return FALSE;
 	}

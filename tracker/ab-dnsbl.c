@@ -683,6 +683,12 @@ out:
 	free(lookup);
 }
 
+void ab_dnsbl_result_failed(struct ab_dnsbl_result *result_r,
+			    const char *error)
+{
+	result_error(result_r, "%s", error);
+}
+
 static long long monotonic_ms(void)
 {
 	struct timespec ts;
@@ -699,7 +705,7 @@ void ab_dnsbl_lookup_wait(struct ab_dnsbl *dnsbl, const struct ab_addr *addr,
 	const char *error;
 
 	if (ab_dnsbl_lookup_start(dnsbl, addr, &lookup, &error) < 0) {
-		result_error(result_r, "%s", error);
+		ab_dnsbl_result_failed(result_r, error);
 		return;
 	}
 	while (!ab_dnsbl_lookup_input(lookup) &&

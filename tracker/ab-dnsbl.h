@@ -74,6 +74,10 @@ bool ab_dnsbl_lookup_input(struct ab_dnsbl_lookup *lookup);
    timed out. */
 void ab_dnsbl_lookup_finish(struct ab_dnsbl_lookup **lookup,
 			    struct ab_dnsbl_result *result_r);
+/* A lookup that could not be made (ab_dnsbl_lookup_start() failed):
+   the result it counts as, with error as its cause. */
+void ab_dnsbl_result_failed(struct ab_dnsbl_result *result_r,
+			    const char *error);
 /* Start, wait at most cfg's dnsbl_timeout, finish. */
 void ab_dnsbl_lookup_wait(struct ab_dnsbl *dnsbl, const struct ab_addr *addr,
 			  struct ab_dnsbl_result *result_r);
