@@ -4,15 +4,23 @@ policy server, one with authbrake-policy (production thresholds, real
 memcached). A client on each auth-client socket (bench/authclient.py, the
 protocol imap-login speaks: VERSION, CPID, AUTH PLAIN) sends N sequential
 successful logins, alternating between the two servers so drift hits both
-alike. Only the success path is timed: Dovecot 2.3 answers every failure on
+alike. When `make bench` has built it, a third Dovecot runs the lib-http
+floor (authbrake-policy built with AB_BENCH_HTTP_FLOOR: every request
+answered status 0 without the store), which shows what any policy server
+hosted by Dovecot adds before it does any work. Only the success path is
+timed: Dovecot 2.3 answers every failure on
 a 500 ms timer tick even with auth_failure_delay = 0, which would hide
 anything a policy server adds.
 """
 
+import atexit
+import contextlib
 import os
+import shutil
+import tempfile
 
-from benchlib import (dovecot_pair, figure, harness, ms, percentile,
-                      say, write_csv)
+from benchlib import (BUILD, dovecot_pair, figure, harness, ms, percentile,
+                      production_overrides, say, write_csv)
 from authclient import AuthClient
 
 PART = "auth"
@@ -32,7 +40,9 @@ def run(m, n=2000):
     users = _users()
     names = sorted(users)
     rows = []
-    with dovecot_pair(users, "ab-bench-auth-") as (mc, plain, pol):
+    floor_bin = BUILD / "bench" / "authbrake-policy-floor"
+    with dovecot_pair(users, "ab-bench-auth-") as (mc, plain, pol), \
+            contextlib.ExitStack() as stack:
         say(PART, f"Dovecot without policy pid {plain.pid}; Dovecot with "
             f"authbrake-policy pid {pol.pid} (memcached {mc.address}); "
             f"{USERS} passwd-file users, auth_cache_size = 0")
@@ -40,6 +50,16 @@ def run(m, n=2000):
             "no policy": AuthClient(os.path.join(plain.base_dir, "auth-client")),
             "authbrake": AuthClient(os.path.join(pol.base_dir, "auth-client")),
         }
+        if floor_bin.exists():
+            d = tempfile.mkdtemp(prefix="ab-bench-auth-floor-")
+            atexit.register(shutil.rmtree, d, True)
+            conf = harness.write_authbrake_conf(d, mc, **production_overrides())
+            floor = stack.enter_context(harness.Dovecot(
+                users=users, policy_conf=conf, extra_conf="auth_debug = no\n",
+                anvil_penalty=True, policy_bin=floor_bin))
+            say(PART, f"Dovecot with the lib-http floor pid {floor.pid}")
+            clients["lib-http floor"] = AuthClient(
+                os.path.join(floor.base_dir, "auth-client"))
         times = {k: [] for k in clients}
         oks = {k: 0 for k in clients}
         # warm-up: every user once (authbrake learns their home /24)
@@ -49,8 +69,10 @@ def run(m, n=2000):
         for j in range(n):
             i = j % USERS
             name = names[i]
-            for cfg, c in (clients.items() if j % 2 == 0
-                           else reversed(list(clients.items()))):
+            # each config first in turn, so drift hits them alike
+            order = list(clients.items())
+            order = order[j % len(order):] + order[:j % len(order)]
+            for cfg, c in order:
                 ok, _, secs = c.auth(name, users[name], _home(i))
                 times[cfg].append(secs)
                 oks[cfg] += ok
@@ -58,7 +80,7 @@ def run(m, n=2000):
             c.close()
     base50 = percentile(times["no policy"], 50)
     base99 = percentile(times["no policy"], 99)
-    for cfg in ("no policy", "authbrake"):
+    for cfg in clients:
         t = times[cfg]
         p50, p90, p99 = percentile(t, 50), percentile(t, 90), percentile(t, 99)
         row = {"config": cfg, "path": "success", "n": len(t), "ok": oks[cfg],
@@ -73,8 +95,9 @@ def run(m, n=2000):
                f"bench/auth_latency.py: {len(t)} sequential AUTH PLAIN on Dovecot's "
                f"auth-client socket, {USERS} users from their own 127.20.x.10, "
                "1 connection, alternating with the other config; "
-               + ("authbrake-policy: allow before + allow after + report per login"
-                  if cfg == "authbrake" else "no auth_policy_server_url")
+               + ("no auth_policy_server_url" if cfg == "no policy" else
+                  "the shipped drop-in: allow before the password check, report after it"
+                  + (" (answered at once, no store)" if cfg == "lib-http floor" else ""))
                + f"; {m['nproc']} CPUs")
     write_csv("auth.csv", rows)
     return rows
