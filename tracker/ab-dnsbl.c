@@ -35,7 +35,7 @@ struct ab_dnsbl {
 	unsigned int zone_count;
 	struct sockaddr_storage resolver;
 	socklen_t resolver_len;
-	char resolver_str[80];
+	char resolver_str[AB_HOST_MAX + 16];
 	unsigned int timeout_ms;
 	char signature[AB_DNSBL_ZONES_MAX * (AB_DNSBL_ZONE_MAX + 1) + 100];
 };
@@ -366,36 +366,15 @@ malformed:
 static int resolver_parse(const char *str, struct ab_dnsbl *dnsbl,
 			  const char **error_r)
 {
-	char host[64];
-	const char *port = "53", *colon;
+	char host[AB_HOST_MAX], port[8];
+	unsigned int port_num;
 	struct addrinfo hints, *ai;
-	size_t len;
+	const char *error;
 	int ret;
 
-	if (str[0] == '[') {
-		const char *end = strchr(str, ']');
-
-		if (end == NULL || (end[1] != '\0' && end[1] != ':'))
-			return ab_error(error_r, "dnsbl_resolver = '%s': use an address, address:port or [IPv6]:port", str);
-		len = (size_t)(end - str - 1);
-		if (end[1] == ':')
-			port = end + 2;
-		str++;
-	} else if ((colon = strchr(str, ':')) != NULL &&
-		   strchr(colon + 1, ':') == NULL) {
-		len = (size_t)(colon - str);
-		port = colon + 1;
-	} else {
-		len = strlen(str);
-	}
-	if (len == 0 || len >= sizeof(host))
-		return ab_error(error_r, "dnsbl_resolver = '%s' is not an address", str);
-	memcpy(host, str, len);
-	host[len] = '\0';
-	if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) ||
-	    atoi(port) < 1 || atoi(port) > 65535)
-		return ab_error(error_r, "dnsbl_resolver: '%s' is not a port", port);
-
+	if (ab_host_port_parse(str, 53, host, &port_num, &error) < 0)
+		return ab_error(error_r, "dnsbl_resolver: %s", error);
+	snprintf(port, sizeof(port), "%u", port_num);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_DGRAM;
@@ -426,13 +405,6 @@ static int resolver_from_resolv_conf(struct ab_dnsbl *dnsbl,
 	while (fgets(line, sizeof(line), f) != NULL) {
 		if (sscanf(line, " nameserver %63s", addr) == 1) {
 			fclose(f);
-			if (strchr(addr, ':') != NULL) {
-				/* an IPv6 address needs its brackets here */
-				char bracketed[68];
-
-				snprintf(bracketed, sizeof(bracketed), "[%s]", addr);
-				return resolver_parse(bracketed, dnsbl, error_r);
-			}
 			return resolver_parse(addr, dnsbl, error_r);
 		}
 	}
@@ -654,7 +626,7 @@ void ab_dnsbl_lookup_finish(struct ab_dnsbl_lookup **_lookup,
 	}
 	for (i = 0; i < lookup->dnsbl->zone_count; i++) {
 		struct zone_query *q = &lookup->query[i];
-		char timeout[128];
+		char timeout[AB_HOST_MAX + 64];
 		const char *error = q->result.error;
 
 		if (q->answered && q->result.status == AB_DNSBL_NOT_LISTED) {

@@ -304,3 +304,51 @@ bool ab_cidr_list_match(const struct ab_cidr_list *list,
 	}
 	return false;
 }
+
+int ab_host_port_parse(const char *str, unsigned int default_port,
+		       char host_r[AB_HOST_MAX], unsigned int *port_r,
+		       const char **error_r)
+{
+	const char *port = NULL, *colon = strchr(str, ':');
+	const char *host = str;
+	struct in6_addr a6;
+	size_t len;
+
+	if (str[0] == '[') {
+		const char *end = strchr(str, ']');
+
+		if (end == NULL || (end[1] != '\0' && end[1] != ':'))
+			return ab_error(error_r, "'%s': use [IPv6]:port", str);
+		len = (size_t)(end - str - 1);
+		if (end[1] == ':')
+			port = end + 2;
+		host = str + 1;
+	} else if (colon != NULL && strchr(colon + 1, ':') != NULL) {
+		len = strlen(str);	/* a bare IPv6 address */
+		if (len >= AB_HOST_MAX || inet_pton(AF_INET6, str, &a6) != 1)
+			return ab_error(error_r, "'%s' is not host:port", str);
+	} else {
+		len = colon != NULL ? (size_t)(colon - str) : strlen(str);
+		if (colon != NULL)
+			port = colon + 1;
+	}
+	if (len == 0 || len >= AB_HOST_MAX)
+		return ab_error(error_r, "'%s': the host is %s", str,
+				len == 0 ? "missing" : "too long");
+	memcpy(host_r, host, len);
+	host_r[len] = '\0';
+	if (strspn(host_r, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789.-_:%") != len)
+		return ab_error(error_r, "'%s' is not a host name or address",
+				host_r);
+	*port_r = default_port;
+	if (port != NULL) {
+		if (port[0] == '\0' || strlen(port) > 5 ||
+		    strspn(port, "0123456789") != strlen(port) ||
+		    atoi(port) < 1 || atoi(port) > 65535)
+			return ab_error(error_r, "'%s' is not a port (1 to 65535)",
+					port);
+		*port_r = (unsigned int)atoi(port);
+	}
+	return 0;
+}

@@ -49,6 +49,15 @@ size_t ab_addr_len(const struct ab_addr *addr);
 const char *ab_addr_str(const struct ab_addr *addr, unsigned int prefix,
 			char buf[AB_ADDR_STRLEN]);
 
+/* A server as a setting names it: "host:port", "host" (default_port),
+   "[IPv6]:port" or a bare IPv6 address. The host (a name or an address,
+   without brackets) goes to host_r; the error says what is wrong, for
+   the caller to prefix with the setting's name. */
+#define AB_HOST_MAX 100
+int ab_host_port_parse(const char *str, unsigned int default_port,
+		       char host_r[AB_HOST_MAX], unsigned int *port_r,
+		       const char **error_r);
+
 /* "a.b.c.d/nn" or "x::/nn" or a bare address. */
 int ab_cidr_parse(const char *str, struct ab_cidr *cidr_r,
 		  const char **error_r);

@@ -14,7 +14,6 @@
    breaker_cooldown, then tries it again. No client library: the PAM
    module, loaded anew by every login's process, pulls in nothing beyond
    libsodium and the C library. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -213,61 +212,11 @@ static bool in_room(struct server *s)
 	return buffer_reserve(&s->in, &s->in_cap, s->in_len + 1, IN_MAX);
 }
 
-/* One item of memcached_servers: "host:port", "host" (port 11211),
-   "[IPv6]:port" or a bare IPv6 address. The host is kept without its
-   brackets, so a server's name (and its keys' place) is what it was
-   when libmemcached parsed the list. */
-static int server_parse(const char *item, char host[100], unsigned int *port_r,
-			const char **error_r)
-{
-	const char *port = NULL, *colon = strchr(item, ':');
-	struct in6_addr a6;
-	size_t len;
-
-	if (item[0] == '[') {
-		const char *end = strchr(item, ']');
-
-		if (end == NULL || (end[1] != '\0' && end[1] != ':'))
-			return ab_error(error_r, "memcached_servers: '%s': use [IPv6]:port", item);
-		len = (size_t)(end - item - 1);
-		if (end[1] == ':')
-			port = end + 2;
-		item++;
-	} else if (colon != NULL && strchr(colon + 1, ':') != NULL) {
-		len = strlen(item);	/* a bare IPv6 address */
-		if (len >= 100 || inet_pton(AF_INET6, item, &a6) != 1)
-			return ab_error(error_r, "memcached_servers: '%s' is not host:port", item);
-	} else {
-		len = colon != NULL ? (size_t)(colon - item) : strlen(item);
-		if (colon != NULL)
-			port = colon + 1;
-	}
-	if (len == 0 || len >= 100)
-		return ab_error(error_r, "memcached_servers: '%s': the host is %s", item,
-				len == 0 ? "missing" : "too long");
-	memcpy(host, item, len);
-	host[len] = '\0';
-	if (strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		   "0123456789.-_:%") != len)
-		return ab_error(error_r, "memcached_servers: '%s' is not a host name or address",
-				host);
-	*port_r = DEFAULT_PORT;
-	if (port != NULL) {
-		if (port[0] == '\0' || strlen(port) > 5 ||
-		    strspn(port, "0123456789") != strlen(port) ||
-		    atoi(port) < 1 || atoi(port) > 65535)
-			return ab_error(error_r, "memcached_servers: '%s' is not a port (1 to 65535)",
-					port);
-		*port_r = (unsigned int)atoi(port);
-	}
-	return 0;
-}
-
 int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 		  struct ab_store **store_r, const char **error_r)
 {
 	struct ab_store *store;
-	const char *p = cfg->memcached_servers;
+	const char *p = cfg->memcached_servers, *error;
 
 	store = calloc(1, sizeof(*store));
 	if (store == NULL)
@@ -279,7 +228,7 @@ int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 
 	/* comma- or space-separated */
 	while (*p != '\0') {
-		char item[128], host[100];
+		char item[128], host[AB_HOST_MAX];
 		unsigned int port, i;
 		size_t len;
 
@@ -293,8 +242,13 @@ int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 		memcpy(item, p, len);
 		item[len] = '\0';
 		p += len;
-		if (server_parse(item, host, &port, error_r) < 0)
+		/* the host without brackets: a server's name (and so its
+		   keys' place) is what it was when libmemcached parsed the
+		   list */
+		if (ab_host_port_parse(item, DEFAULT_PORT, host, &port, &error) < 0) {
+			ab_error(error_r, "memcached_servers: %s", error);
 			goto fail;
+		}
 		for (i = 0; i < store->server_count; i++) {
 			if (strcmp(store->server[i].host, host) == 0 &&
 			    (unsigned int)atoi(store->server[i].port) == port) {

@@ -329,7 +329,7 @@ wait
 """
 
 
-class Courier:
+class Courier(harness._ServerInDir):
     """authdaemond (authpam) + imapd + pop3d from the unpacked packages."""
 
     def __init__(self, dir=None, daemons=5, maxprocs=40):
@@ -500,14 +500,6 @@ class Courier:
         if self._mounted:
             self._mounted = False
             _release_mountpoints()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        if self._own_dir and exc[0] is None:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- inspection
     def log_text(self):

@@ -1098,8 +1098,9 @@ def _mail_owner():
 
 class _ServerInDir:
     """A server run by the harness in a directory of its own (self.dir,
-    removed on a clean exit when the harness made it), logging to
-    self.log_path: start()/stop() as a context manager, and its log."""
+    removed on a clean exit when the harness made it, self._own_dir),
+    logging to self.log_path: start()/stop() as a context manager, and its
+    log (Courier, with several logs, reads them its own way)."""
 
     def __enter__(self):
         return self.start()
