@@ -208,7 +208,8 @@ def test_after_auth_check_does_not_fill_the_inflight_count(policy_dovecot):
 def test_repeated_same_wrong_password_locks_nothing(policy_dovecot):
     """4: a client retrying one stale password many times is not an attack."""
     dc = policy_dovecot(ip_free_failures=2, ip_block_failures=4, ip_max_accounts=4,
-                        account_lock_failures=3, tarpit_max="2s")
+                        account_lock_failures=3, tarpit_max="2s",
+                        password_repeat="10m")
     phone = "127.40.0.1"
     mark = dc.log_mark()
     for _ in range(8):

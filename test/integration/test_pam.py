@@ -316,7 +316,7 @@ def test_no_rhost_applies_account_rules_only(make_stack, test_user, syslog):
 
 
 def test_repeated_wrong_password_locks_nothing(make_stack, test_user, syslog):
-    stack = make_stack()
+    stack = make_stack(password_repeat="10m")
     phone = "203.0.113.5"
     # a phone retrying its stale password, past every threshold
     for _ in range(12):
