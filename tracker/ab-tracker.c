@@ -43,7 +43,9 @@ struct job {
 	bool marked[AB_OPS_MAX];
 	struct ab_hold hold;
 	bool counted, failed;
-	int del;			/* report: the session record's delete */
+	/* the session record's request: allow, its add; report, its delete
+	   (-1: none) */
+	int record;
 };
 
 struct ab_tracker {
@@ -242,13 +244,18 @@ static void slot_keys(struct ab_tracker *tracker,
 
    What logins cost the store, in round trips (each one request per
    server, pipelined), for one attempt or for many decided together:
-   - allow: 1. The reads ab_decide() needs and the places an unfamiliar
-     attempt holds (ab_reserve() of an empty snapshot) go out together;
-     the answers are judged, and what the attempt should not hold (it was
-     refused, its subnet is familiar, a marker was there) is given back by
-     a posted batch that waits for nothing, with the session record.
-   - report: 2. The reads and the session record's delete, then the
-     counts; a third only when a block or lock is set. */
+   - allow: 1. The reads ab_decide() needs, the places an unfamiliar
+     attempt holds (ab_reserve() of an empty snapshot) and the session
+     record saying so (an add: a record there already is the after-auth
+     allow's) go out together; the answers are judged, and only what the
+     attempt should not hold (it was refused, its subnet is familiar, a
+     marker was there) is given back, and its record corrected, by a
+     posted batch that waits for nothing. An attempt that holds what it
+     took posts nothing.
+   - report: 1 or 2. The reads and the session record's delete, then the
+     counts, unless all it has to do needs no answer (a failure whose
+     allow held its places gives back its place in flight): that is
+     posted. One more only when a block or lock is set. */
 
 static void plan_init(struct plan *p)
 {
@@ -496,6 +503,18 @@ static void reserve_as_read(const struct job *job, const struct ab_config *cfg,
 	ab_reserve(&before, job->attempt, cfg, keep_r);
 }
 
+/* What an allow holds when it keeps every place it takes. */
+static uint32_t spec_slots(const struct ab_ops *spec)
+{
+	uint32_t slots = 0;
+	unsigned int i;
+
+	for (i = 0; i < spec->count; i++)
+		slots |= 1U << (spec->op[i].kind == AB_OP_MARK ?
+				spec->op[i].pair_slot : spec->op[i].slot);
+	return slots;
+}
+
 /* After an allow's round trip: of the places taken (spec), those the
    attempt holds (keep: ab_reserve() of what was read) go into its hold,
    the others go back; places keep asks for that were not taken (a
@@ -565,6 +584,7 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		job->spec.count = job->keep.count = 0;
 		job->hold.at = now;
 		job->hold.slots = 0;
+		job->record = -1;
 		slot_keys(tracker, job->attempt, now, job->keys);
 		plan_init(&job->plan);
 		/* Without a session nothing pairs this allow with its report,
@@ -576,6 +596,14 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 			ab_reserve(&job->snap, job->attempt, cfg, &job->spec);
 			plan_ops(tracker, &job->plan, r, job->attempt, &job->spec,
 				 job->keys, now, written);
+		}
+		if (job->spec.count > 0) {
+			struct ab_hold all = { .at = now, .slots = spec_slots(&job->spec) };
+
+			job->record = request_add(r, AB_STORE_ADD,
+						  job->keys[AB_SLOT_SESSION],
+						  ab_hold_pack(&all), AB_HOLD_TTL);
+			written[AB_SLOT_SESSION] = true;
 		}
 		plan_reads(&job->plan, r, job->attempt, job->keys, true, written);
 	}
@@ -591,6 +619,12 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		struct ab_decision *d = &decisions_r[i];
 
 		plan_results(&job->plan, r, &job->spec, &job->snap, job->marked, later);
+		if (job->record >= 0) {
+			/* an add that found a record: the session's allow was
+			   asked before */
+			job->snap.found[AB_SLOT_SESSION] =
+				r->op[job->record].result == AB_STORE_MISS;
+		}
 		if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED)) {
 			fail_mode_decision(cfg, ret > 0, d);
 		} else {
@@ -602,17 +636,18 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 			   whose record cannot be read (its server is away)
 			   holds nothing, or a second allow would hold again
 			   what one report settles once */
-			if (d->verdict != AB_REJECT && job->spec.count > 0 &&
-			    !job->snap.found[AB_SLOT_SESSION] &&
-			    r->op[job->plan.get[AB_SLOT_SESSION]].result != AB_STORE_FAILED)
+			if (d->verdict != AB_REJECT && job->record >= 0 &&
+			    r->op[job->record].result == AB_STORE_DONE)
 				reserve_as_read(job, cfg, &job->keep);
 		}
 		settle_places(job, r, later);
-		/* what a report settles; should the record be lost, a failure
-		   is counted when it is reported and a success gives back what
-		   an allow would have held (ab_hold_presumed) */
-		if (job->hold.slots != 0)
-			request_add(later, AB_STORE_SET, job->keys[AB_SLOT_SESSION],
+		/* the record says what a report settles; should it be lost, a
+		   failure is counted when it is reported and a success gives
+		   back what an allow would have held (ab_hold_presumed) */
+		if (job->record >= 0 && r->op[job->record].result == AB_STORE_DONE &&
+		    job->hold.slots != spec_slots(&job->spec))
+			request_add(later, job->hold.slots != 0 ? AB_STORE_SET :
+				    AB_STORE_DELETE, job->keys[AB_SLOT_SESSION],
 				    ab_hold_pack(&job->hold), AB_HOLD_TTL);
 	}
 	ab_store_post(tracker->store, later->op, later->n);
@@ -737,6 +772,40 @@ static int run_ops(struct ab_tracker *tracker, size_t n, time_t now,
 	return ret;
 }
 
+/* Ops whose answers decide nothing: decrements, sets and deletes. */
+static bool ops_blind(const struct ab_ops *ops)
+{
+	unsigned int i;
+
+	for (i = 0; i < ops->count; i++) {
+		if (ops->op[i].kind == AB_OP_INCR || ops->op[i].kind == AB_OP_MARK ||
+		    ops->op[i].kind == AB_OP_UNMARK)
+			return false;
+	}
+	return true;
+}
+
+/* A job's ops that need no answer join the posted batch, and what they
+   set is taken as done. Their keys live in the job until it is posted. */
+static void post_blind_ops(struct ab_tracker *tracker, struct job *job,
+			   time_t now)
+{
+	unsigned int i;
+
+	plan_init(&job->plan);
+	plan_ops(tracker, &job->plan, &tracker->later, job->attempt, &job->spec,
+		 job->keys, now, NULL);
+	for (i = 0; i < job->spec.count; i++) {
+		const struct ab_op *op = &job->spec.op[i];
+
+		if (op->kind == AB_OP_SET) {
+			job->after.value[op->slot] = op->value;
+			job->after.found[op->slot] = true;
+		}
+	}
+	job->spec.count = 0;
+}
+
 int ab_tracker_report_many(struct ab_tracker *tracker,
 			   const struct ab_attempt *const *attempts,
 			   const enum ab_outcome *outcomes, size_t n,
@@ -767,7 +836,7 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 		slot_keys(tracker, job->attempt, now, job->keys);
 		plan_init(&job->plan);
 		plan_reads(&job->plan, r, job->attempt, job->keys, false, NULL);
-		job->del = !job->attempt->has_session ? -1 :
+		job->record = !job->attempt->has_session ? -1 :
 			request_add(r, AB_STORE_DELETE, job->keys[AB_SLOT_SESSION], 0, 0);
 	}
 	ret = ab_store_run(tracker->store, r->op, r->n, error_r);
@@ -784,7 +853,7 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 		job->hold.at = 0;
 		job->hold.slots = 0;
 		if (job->snap.found[AB_SLOT_SESSION]) {
-			if (r->op[job->del].result == AB_STORE_DONE)
+			if (r->op[job->record].result == AB_STORE_DONE)
 				ab_hold_unpack(job->snap.value[AB_SLOT_SESSION], &job->hold);
 			held = &job->hold;
 		} else if (job->attempt->has_session &&
@@ -800,6 +869,10 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 		job->after = job->snap;
 		job->counted = ab_record(&job->snap, job->attempt, outcomes[i],
 					 held, tracker->cfg, now, &job->spec);
+		/* a failure whose places were held already gives back only
+		   its place in flight: no round trip waits for that */
+		if (ops_blind(&job->spec))
+			post_blind_ops(tracker, job, now);
 	}
 	(void)run_ops(tracker, n, now, error_r);
 	/* a block or lock where a threshold is crossed */

@@ -443,7 +443,8 @@ static void test_tracker_parallel_allows_hold_places(void **state)
 
 /* A right password, with Dovecot's after-auth allow on: one place held,
    given back once; the address ends with no failure and nothing in
-   flight. */
+   flight. The allow that takes its places costs one round trip, and so
+   does a failure's report. */
 static void test_tracker_success_gives_places_back(void **state)
 {
 	struct ab_config cfg;
@@ -452,6 +453,7 @@ static void test_tracker_success_gives_places_back(void **state)
 	struct ab_decision d;
 	struct ab_address_status ast;
 	struct ab_account_status st;
+	struct ab_store_stats before, after;
 	const char *error;
 	time_t now = time(NULL);
 
@@ -461,8 +463,13 @@ static void test_tracker_success_gives_places_back(void **state)
 	assert_int_equal(ab_attempt_init(tracker, &a, "frank", "100.66.1.1", "imap",
 					 NULL, 0, &error), 0);
 	ab_attempt_set_session(&a, "sess-ok", 7);
+	ab_store_get_stats(ab_tracker_store(tracker), &before);
 	ab_tracker_allow(tracker, &a, now, 0, &d);
 	assert_int_equal(d.verdict, AB_ALLOW);
+	/* it holds every place it took: one round trip, nothing posted */
+	ab_store_get_stats(ab_tracker_store(tracker), &after);
+	assert_int_equal(after.requests - before.requests, 1);
+	assert_int_equal(after.posted - before.posted, 0);
 	assert_int_equal(ab_tracker_address_status(tracker, "100.66.1.1", now, &ast, &error), 0);
 	assert_int_equal(ast.inflight, 1);
 	assert_int_equal(ast.failures, 1);	/* the place held */
@@ -477,6 +484,25 @@ static void test_tracker_success_gives_places_back(void **state)
 	assert_int_equal(ab_tracker_account_status(tracker, "frank", now, &st, &error), 0);
 	assert_int_equal(st.failures, 0);
 	assert_int_equal(st.familiar_subnets, 1);
+
+	/* a wrong password from elsewhere, under every threshold: its allow
+	   held its places, so its report makes one round trip (the reads,
+	   the record's delete) and posts the rest */
+	assert_int_equal(ab_attempt_init(tracker, &a, "frank", "100.66.2.1", "imap",
+					 NULL, 0, &error), 0);
+	ab_attempt_set_session(&a, "sess-bad", 8);
+	ab_tracker_allow(tracker, &a, now, 0, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	ab_store_get_stats(ab_tracker_store(tracker), &before);
+	assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_FAILURE, now, &error), 0);
+	ab_store_get_stats(ab_tracker_store(tracker), &after);
+	assert_int_equal(after.requests - before.requests, 1);
+	assert_int_equal(after.posted - before.posted, 1);
+	assert_int_equal(ab_tracker_address_status(tracker, "100.66.2.1", now, &ast, &error), 0);
+	assert_int_equal(ast.inflight, 0);
+	assert_int_equal(ast.failures, 1);
+	assert_int_equal(ab_tracker_account_status(tracker, "frank", now, &st, &error), 0);
+	assert_int_equal(st.failures, 1);
 	ab_tracker_deinit(&tracker);
 	ab_config_free(&cfg);
 }
