@@ -146,6 +146,26 @@ def production_overrides(**extra):
     return over
 
 
+# memcached's counters of operations (a get of n keys counts n)
+MC_OPS = ("cmd_get", "cmd_set", "incr_hits", "incr_misses", "decr_hits",
+          "decr_misses", "delete_hits", "delete_misses")
+
+
+def mc_stats(mc):
+    """memcached's `stats`, as a dict of strings."""
+    stats = {}
+    for line in mc.command("stats").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "STAT":
+            stats[parts[1]] = parts[2]
+    return stats
+
+
+def mc_ops(mc):
+    st = mc_stats(mc)
+    return sum(int(st.get(k, 0)) for k in MC_OPS)
+
+
 @contextlib.contextmanager
 def dovecot_pair(users, prefix):
     """A real memcached and two Dovecots with the same users, Dovecot's anvil

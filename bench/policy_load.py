@@ -18,8 +18,8 @@ import shutil
 import subprocess
 import tempfile
 
-from benchlib import (BENCH_DIR, BUILD, figure, harness, production_overrides,
-                      say, write_csv, wrk_csv)
+from benchlib import (BENCH_DIR, BUILD, figure, harness, mc_ops, mc_stats,
+                      production_overrides, say, write_csv, wrk_csv)
 
 PART = "policy"
 LUA = BENCH_DIR / "policy.lua"
@@ -40,25 +40,6 @@ def run_wrk(url, key, mode, conns, seconds, threads=1, extra=(), header=None):
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, timeout=seconds + 60)
     return wrk_csv(r.returncode, r.stdout, r.stderr), shown
-
-
-# memcached's counters of operations (a get of n keys counts n)
-MC_OPS = ("cmd_get", "cmd_set", "incr_hits", "incr_misses", "decr_hits",
-          "decr_misses", "delete_hits", "delete_misses")
-
-
-def mc_stats(mc):
-    stats = {}
-    for line in mc.command("stats").splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "STAT":
-            stats[parts[1]] = parts[2]
-    return stats
-
-
-def mc_ops(mc):
-    st = mc_stats(mc)
-    return sum(int(st.get(k, 0)) for k in MC_OPS)
 
 
 def measure(server, url, key, conns_list, seconds, m, rows, mc=None,

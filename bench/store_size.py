@@ -18,9 +18,7 @@ from benchlib import harness
 
 
 def stats(mc):
-    out = mc.command("stats")
-    vals = dict(line.split()[1:3] for line in out.splitlines()
-                if line.startswith("STAT "))
+    vals = benchlib.mc_stats(mc)
     return int(vals["bytes"]), int(vals["curr_items"]), int(vals["evictions"])
 
 
