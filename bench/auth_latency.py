@@ -19,8 +19,8 @@ import os
 import shutil
 import tempfile
 
-from benchlib import (BUILD, dovecot_pair, figure, harness, mc_ops, ms,
-                      percentile, production_overrides, say, write_csv)
+from benchlib import (POLICY_FLOOR, dovecot_pair, figure, harness, mc_ops,
+                      ms, percentile, production_overrides, say, write_csv)
 from authclient import AuthClient
 
 PART = "auth"
@@ -43,7 +43,6 @@ def run(m, n=2000):
     users = _users()
     names = sorted(users)
     rows = []
-    floor_bin = BUILD / "bench" / "authbrake-policy-floor"
     with dovecot_pair(users, "ab-bench-auth-") as (mc, plain, pol), \
             contextlib.ExitStack() as stack:
         say(PART, f"Dovecot without policy pid {plain.pid}; Dovecot with "
@@ -53,13 +52,13 @@ def run(m, n=2000):
             "no policy": AuthClient(os.path.join(plain.base_dir, "auth-client")),
             "authbrake": AuthClient(os.path.join(pol.base_dir, "auth-client")),
         }
-        if floor_bin.exists():
+        if POLICY_FLOOR.exists():
             d = tempfile.mkdtemp(prefix="ab-bench-auth-floor-")
             atexit.register(shutil.rmtree, d, True)
             conf = harness.write_authbrake_conf(d, mc, **production_overrides())
             floor = stack.enter_context(harness.Dovecot(
                 users=users, policy_conf=conf, extra_conf="auth_debug = no\n",
-                anvil_penalty=True, policy_bin=floor_bin))
+                anvil_penalty=True, policy_bin=POLICY_FLOOR))
             say(PART, f"Dovecot with the lib-http floor pid {floor.pid}")
             clients["lib-http floor"] = AuthClient(
                 os.path.join(floor.base_dir, "auth-client"))

@@ -18,6 +18,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS = Path(os.environ.get("BENCH_RESULTS", BENCH_DIR / "results"))
 BUILD = REPO_ROOT / "build"
+# authbrake-policy with the HTTP side alone (make bench builds it, with
+# AB_BENCH_HTTP_FLOOR): what a Dovecot service answers at most here
+POLICY_FLOOR = BUILD / "bench" / "authbrake-policy-floor"
 
 sys.path.insert(0, str(REPO_ROOT / "test" / "integration"))
 import harness  # noqa: E402  (the project's real-server harness)

@@ -18,8 +18,8 @@ import shutil
 import subprocess
 import tempfile
 
-from benchlib import (BENCH_DIR, BUILD, figure, harness, mc_ops, mc_stats,
-                      production_overrides, say, write_csv, wrk_csv)
+from benchlib import (BENCH_DIR, BUILD, POLICY_FLOOR, figure, harness, mc_ops,
+                      mc_stats, production_overrides, say, write_csv, wrk_csv)
 
 PART = "policy"
 LUA = BENCH_DIR / "policy.lua"
@@ -99,17 +99,16 @@ def run(m, seconds=10, conns_list=(4, 50)):
                    "misses) before and after each wrk run, divided by its requests; "
                    "`bytes` over the workload's users + addresses")
         # the floor: the same service with the HTTP side alone
-        floor_bin = BUILD / "bench" / "authbrake-policy-floor"
-        if floor_bin.exists():
-            with harness.Dovecot(policy_conf=conf, policy_bin=floor_bin,
+        if POLICY_FLOOR.exists():
+            with harness.Dovecot(policy_conf=conf, policy_bin=POLICY_FLOOR,
                                  extra_conf="auth_debug = no\n") as dv:
                 url = f"http://127.0.0.1:{dv.policy_port}/"
-                say(PART, f"the floor: {floor_bin.name} (authbrake-policy built with "
+                say(PART, f"the floor: {POLICY_FLOOR.name} (authbrake-policy built with "
                     "AB_BENCH_HTTP_FLOOR: each request read, parsed and answered "
                     "status 0, no memcached) under the same Dovecot settings")
                 measure("lib-http floor", url, dv.api_key, conns_list, seconds, m, rows)
         else:
-            say(PART, f"{floor_bin} is missing (make bench builds it): no floor row")
+            say(PART, f"{POLICY_FLOOR} is missing (make bench builds it): no floor row")
     other = os.environ.get("BENCH_POLICY_URL")
     if other:
         name = os.environ.get("BENCH_POLICY_NAME", "other")

@@ -30,7 +30,8 @@ static const struct ab_slot_info slot_info[AB_SLOT_COUNT] = {
 	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_NONE, true },
 	[AB_SLOT_ACCT_FAMCOUNT] = { "account_familiar_count", "fc", AB_SCOPE_ACCT, AB_BUCKET_NONE, false },
 	[AB_SLOT_ACCT_PW] = { "account_password_seen", "pw", AB_SCOPE_ACCT_PW, AB_BUCKET_NONE, false },
-	[AB_SLOT_SESSION] = { "session", "ss", AB_SCOPE_SESSION, AB_BUCKET_NONE, true },
+	/* written by allow, read by report */
+	[AB_SLOT_SESSION] = { "session", "ss", AB_SCOPE_SESSION, AB_BUCKET_NONE, false },
 };
 
 /* How long a strike is remembered: long enough that a returning

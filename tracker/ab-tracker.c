@@ -603,7 +603,6 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 			job->record = request_add(r, AB_STORE_ADD,
 						  job->keys[AB_SLOT_SESSION],
 						  ab_hold_pack(&all), AB_HOLD_TTL);
-			written[AB_SLOT_SESSION] = true;
 		}
 		plan_reads(&job->plan, r, job->attempt, job->keys, true, written);
 	}
@@ -617,14 +616,11 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 	for (i = 0; i < n; i++) {
 		struct job *job = &tracker->job[i];
 		struct ab_decision *d = &decisions_r[i];
+		/* the record was added: no allow of this session came before */
+		bool recorded = job->record >= 0 &&
+			r->op[job->record].result == AB_STORE_DONE;
 
 		plan_results(&job->plan, r, &job->spec, &job->snap, job->marked, later);
-		if (job->record >= 0) {
-			/* an add that found a record: the session's allow was
-			   asked before */
-			job->snap.found[AB_SLOT_SESSION] =
-				r->op[job->record].result == AB_STORE_MISS;
-		}
 		if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED)) {
 			fail_mode_decision(cfg, ret > 0, d);
 		} else {
@@ -632,20 +628,18 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 			   without it */
 			ab_decide(&job->snap, job->attempt, cfg, now, d);
 			/* a second allow for one session (Dovecot's after-auth
-			   check) finds its places held already; a session
-			   whose record cannot be read (its server is away)
-			   holds nothing, or a second allow would hold again
-			   what one report settles once */
-			if (d->verdict != AB_REJECT && job->record >= 0 &&
-			    r->op[job->record].result == AB_STORE_DONE)
+			   check) finds its record, its places held already; a
+			   session whose record could not be added (its server
+			   is away) holds nothing, or a second allow would hold
+			   again what one report settles once */
+			if (d->verdict != AB_REJECT && recorded)
 				reserve_as_read(job, cfg, &job->keep);
 		}
 		settle_places(job, r, later);
 		/* the record says what a report settles; should it be lost, a
 		   failure is counted when it is reported and a success gives
 		   back what an allow would have held (ab_hold_presumed) */
-		if (job->record >= 0 && r->op[job->record].result == AB_STORE_DONE &&
-		    job->hold.slots != spec_slots(&job->spec))
+		if (recorded && job->hold.slots != spec_slots(&job->spec))
 			request_add(later, job->hold.slots != 0 ? AB_STORE_SET :
 				    AB_STORE_DELETE, job->keys[AB_SLOT_SESSION],
 				    ab_hold_pack(&job->hold), AB_HOLD_TTL);
