@@ -17,7 +17,8 @@ sanitizer_reports() -> {path: text}   every non-empty report so far
 host_preload() -> str   LD_PRELOAD for a host that dlopen()s pam_authbrake.so
 
 free_port() -> int
-    A TCP port on 127.0.0.1 that was free a moment ago.
+    A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral
+    range and never handed out twice in one run.
 
 class Memcached(port=None, memory_mb=64)          context manager
     .start()  .stop()  .kill() (SIGKILL)  .pause() (SIGSTOP)  .resume() (SIGCONT)
@@ -221,11 +222,42 @@ TEST_DEFAULTS = {
 DROPIN_CONF = REPO_ROOT / "conf.d" / "95-authbrake.conf"
 
 
+# Ports free_port() has handed out in this process. Asking the kernel for
+# port 0 twice can answer the same port twice once the first probe socket is
+# closed (CI once gave a Dovecot the same port for IMAP and POP3), so a port is
+# handed out at most once per run.
+_ports_given = set()
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on, never handed out
+    before in this process, and below the kernel's ephemeral range, so that
+    no client connection's local port takes it before its server binds."""
+    low = 10000
+    high = _ephemeral_low()
+    for _ in range(1000):
+        if high - low >= 1000:
+            port = low + secrets.randbelow(high - low)
+        else:                       # a host with an odd range: ask the kernel
+            port = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("free_port: no free 127.0.0.1 port found in 1000 tries")
 
 
 def wait_port(port, timeout=10.0, host="127.0.0.1", proc=None):
