@@ -154,18 +154,8 @@ MC_OPS = ("cmd_get", "cmd_set", "incr_hits", "incr_misses", "decr_hits",
           "decr_misses", "delete_hits", "delete_misses")
 
 
-def mc_stats(mc):
-    """memcached's `stats`, as a dict of strings."""
-    stats = {}
-    for line in mc.command("stats").splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "STAT":
-            stats[parts[1]] = parts[2]
-    return stats
-
-
 def mc_ops(mc):
-    st = mc_stats(mc)
+    st = mc.stats()
     return sum(int(st.get(k, 0)) for k in MC_OPS)
 
 

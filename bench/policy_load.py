@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 
 from benchlib import (BENCH_DIR, BUILD, POLICY_FLOOR, figure, harness, mc_ops,
-                      mc_stats, production_overrides, say, write_csv, wrk_csv)
+                      production_overrides, say, write_csv, wrk_csv)
 
 PART = "policy"
 LUA = BENCH_DIR / "policy.lua"
@@ -86,7 +86,7 @@ def run(m, seconds=10, conns_list=(4, 50)):
                 "production thresholds (tracker defaults), 10000 users, 50000 addresses, "
                 "10 % wrong passwords")
             measure("authbrake", url, dv.api_key, conns_list, seconds, m, rows, mc=mc)
-            st = mc_stats(mc)
+            st = mc.stats()
             items, size = int(st.get("curr_items", 0)), int(st.get("bytes", 0))
             logins = {r["mode"]: r["mc_ops_per_req"] for r in rows
                       if r["server"] == "authbrake" and r["connections"] == str(conns_list[0])}

@@ -57,16 +57,11 @@ def vmrss_kib(pid):
 
 
 def mc_stats(mc):
+    """memcached's `stats`, or {} while it does not answer."""
     try:
-        text = mc.command("stats")
+        return mc.stats()
     except OSError:
         return {}
-    out = {}
-    for line in text.splitlines():
-        p = line.split()
-        if len(p) == 3 and p[0] == "STAT":
-            out[p[1]] = p[2]
-    return out
 
 
 def sample(t, dv, mc, rows):

@@ -14,11 +14,10 @@ import json
 import sys
 
 import benchlib
-from benchlib import harness
 
 
 def stats(mc):
-    vals = benchlib.mc_stats(mc)
+    vals = mc.stats()
     return int(vals["bytes"]), int(vals["curr_items"]), int(vals["evictions"])
 
 

@@ -437,21 +437,26 @@ void ab_reserve(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 		add_op(ops, AB_OP_INCR, AB_SLOT_IP_INFLIGHT, 1, AB_HOLD_TTL);
 }
 
+uint32_t ab_ops_slots(const struct ab_ops *ops)
+{
+	uint32_t slots = 0;
+	unsigned int i;
+
+	for (i = 0; i < ops->count; i++)
+		slots |= 1U << ab_op_counted(&ops->op[i]);
+	return slots;
+}
+
 void ab_hold_presumed(const struct ab_snapshot *snap,
 		      const struct ab_attempt *attempt,
 		      const struct ab_config *cfg, time_t now,
 		      struct ab_hold *hold_r)
 {
 	struct ab_ops ops;
-	unsigned int i;
 
 	ab_reserve(snap, attempt, cfg, &ops);
 	hold_r->at = now;
-	hold_r->slots = 0;
-	for (i = 0; i < ops.count; i++) {
-		hold_r->slots |= 1U << (ops.op[i].kind == AB_OP_MARK ?
-					ops.op[i].pair_slot : ops.op[i].slot);
-	}
+	hold_r->slots = ab_ops_slots(&ops);
 }
 
 void ab_release(const struct ab_hold *hold, const struct ab_attempt *attempt,

@@ -166,6 +166,13 @@ struct ab_hold {
 };
 uint64_t ab_hold_pack(const struct ab_hold *hold);
 void ab_hold_unpack(uint64_t value, struct ab_hold *hold_r);
+/* The count an op takes a place in: a marker's pair, else its slot. */
+static inline enum ab_slot ab_op_counted(const struct ab_op *op)
+{
+	return op->kind == AB_OP_MARK ? op->pair_slot : op->slot;
+}
+/* The slots ops take places in, as struct ab_hold's slots. */
+uint32_t ab_ops_slots(const struct ab_ops *ops);
 /* How long an allowed attempt holds its places without a report. */
 #define AB_HOLD_TTL 600U
 

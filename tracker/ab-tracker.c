@@ -503,18 +503,6 @@ static void reserve_as_read(const struct job *job, const struct ab_config *cfg,
 	ab_reserve(&before, job->attempt, cfg, keep_r);
 }
 
-/* What an allow holds when it keeps every place it takes. */
-static uint32_t spec_slots(const struct ab_ops *spec)
-{
-	uint32_t slots = 0;
-	unsigned int i;
-
-	for (i = 0; i < spec->count; i++)
-		slots |= 1U << (spec->op[i].kind == AB_OP_MARK ?
-				spec->op[i].pair_slot : spec->op[i].slot);
-	return slots;
-}
-
 /* After an allow's round trip: of the places taken (spec), those the
    attempt holds (keep: ab_reserve() of what was read) go into its hold,
    the others go back; places keep asks for that were not taken (a
@@ -527,7 +515,7 @@ static void settle_places(struct job *job, const struct requests *r,
 
 	for (i = 0; i < spec->count; i++) {
 		const struct ab_op *op = &spec->op[i];
-		enum ab_slot counted = op->kind == AB_OP_MARK ? op->pair_slot : op->slot;
+		enum ab_slot counted = ab_op_counted(op);
 
 		if (!job->snap.own[counted]) {
 			/* not taken; a marker added without its count stays,
@@ -598,7 +586,9 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 				 job->keys, now, written);
 		}
 		if (job->spec.count > 0) {
-			struct ab_hold all = { .at = now, .slots = spec_slots(&job->spec) };
+			struct ab_hold all = {
+				.at = now, .slots = ab_ops_slots(&job->spec)
+			};
 
 			job->record = request_add(r, AB_STORE_ADD,
 						  job->keys[AB_SLOT_SESSION],
@@ -639,7 +629,7 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		/* the record says what a report settles; should it be lost, a
 		   failure is counted when it is reported and a success gives
 		   back what an allow would have held (ab_hold_presumed) */
-		if (recorded && job->hold.slots != spec_slots(&job->spec))
+		if (recorded && job->hold.slots != ab_ops_slots(&job->spec))
 			request_add(later, job->hold.slots != 0 ? AB_STORE_SET :
 				    AB_STORE_DELETE, job->keys[AB_SLOT_SESSION],
 				    ab_hold_pack(&job->hold), AB_HOLD_TTL);

@@ -25,6 +25,7 @@ class Memcached(port=None, memory_mb=64)          context manager
     .restart()  start again on the *same* port (state is lost: it is a new process)
     .pid  .port  .address ("127.0.0.1:PORT")  .running
     .command(line) -> str       one raw text-protocol command ("stats", "flush_all")
+    .stats() -> {name: str}     memcached's `stats` counters
     .dump_keys() -> [str]       every key stored (lru_crawler metadump)
 
 write_authbrake_conf(dir, memcached_servers, **overrides) -> AuthbrakeConf
@@ -237,12 +238,15 @@ def _ephemeral_low():
         return 32768
 
 
+# where the kernel picks client connections' local ports from
+_EPHEMERAL_LOW = _ephemeral_low()
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on, never handed out
     before in this process, and below the kernel's ephemeral range, so that
     no client connection's local port takes it before its server binds."""
-    low = 10000
-    high = _ephemeral_low()
+    low, high = 10000, _EPHEMERAL_LOW
     for _ in range(1000):
         if high - low >= 1000:
             port = low + secrets.randbelow(high - low)
@@ -542,6 +546,15 @@ class Memcached:
                 if data.isdigit() or re.fullmatch(rb"\d+\r\n", data):
                     break
             return data.decode(errors="replace")
+
+    def stats(self):
+        """memcached's `stats`, as {name: value string}."""
+        out = {}
+        for line in self.command("stats").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "STAT":
+                out[parts[1]] = parts[2]
+        return out
 
     def dump_keys(self):
         """Every key in the cache (URL-encoded as memcached prints them)."""

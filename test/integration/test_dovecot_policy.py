@@ -291,8 +291,7 @@ def test_pop3_and_imap_share_one_count(policy_dovecot):
 
 def memcached_ops(mc):
     """memcached's operation counters: any store access moves one of them."""
-    stats = dict(line.split()[1:3] for line in mc.command("stats").splitlines()
-                 if line.startswith("STAT "))
+    stats = mc.stats()
     keys = ("cmd_get", "cmd_set", "cmd_touch", "get_hits", "get_misses",
             "incr_hits", "incr_misses", "decr_hits", "decr_misses",
             "delete_hits", "delete_misses", "cas_hits", "cas_misses")
