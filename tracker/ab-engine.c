@@ -11,22 +11,22 @@ static const struct ab_slot_info slot_info[AB_SLOT_COUNT] = {
 	[AB_SLOT_IP_ACCTS] = { "ip_accounts", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP, true },
 	[AB_SLOT_IP_ACCTS_PREV] = { "ip_accounts_prev", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, true },
 	[AB_SLOT_IP_PAIR] = { "ip_pair", "ip", AB_SCOPE_ADDR_ACCT, AB_BUCKET_NONE, true },
-	[AB_SLOT_IP_BLOCK] = { "ip_block", "ib", AB_SCOPE_ADDR, AB_BUCKET_NONE, true },
-	[AB_SLOT_IP_STRIKES] = { "ip_strikes", "is", AB_SCOPE_ADDR, AB_BUCKET_NONE, false },
+	[AB_SLOT_IP_BLOCK] = { "ip_block", "ib", AB_SCOPE_ADDR, AB_BUCKET_NONE, true, true },
+	[AB_SLOT_IP_STRIKES] = { "ip_strikes", "is", AB_SCOPE_ADDR, AB_BUCKET_NONE, false, true },
 	[AB_SLOT_IP_INFLIGHT] = { "ip_inflight", "ii", AB_SCOPE_ADDR, AB_BUCKET_NONE, true },
 	[AB_SLOT_NET_FAIL] = { "net_fail", "nf", AB_SCOPE_NET, AB_BUCKET_IP, true },
 	[AB_SLOT_NET_FAIL_PREV] = { "net_fail_prev", "nf", AB_SCOPE_NET, AB_BUCKET_IP_PREV, true },
 	[AB_SLOT_NET_ACCTS] = { "net_accounts", "na", AB_SCOPE_NET, AB_BUCKET_IP, true },
 	[AB_SLOT_NET_ACCTS_PREV] = { "net_accounts_prev", "na", AB_SCOPE_NET, AB_BUCKET_IP_PREV, true },
 	[AB_SLOT_NET_PAIR] = { "net_pair", "np", AB_SCOPE_NET_ACCT, AB_BUCKET_NONE, true },
-	[AB_SLOT_NET_BLOCK] = { "net_block", "nb", AB_SCOPE_NET, AB_BUCKET_NONE, true },
-	[AB_SLOT_NET_STRIKES] = { "net_strikes", "ns", AB_SCOPE_NET, AB_BUCKET_NONE, false },
+	[AB_SLOT_NET_BLOCK] = { "net_block", "nb", AB_SCOPE_NET, AB_BUCKET_NONE, true, true },
+	[AB_SLOT_NET_STRIKES] = { "net_strikes", "ns", AB_SCOPE_NET, AB_BUCKET_NONE, false, true },
 	[AB_SLOT_ACCT_FAIL] = { "account_fail", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT, true },
 	[AB_SLOT_ACCT_FAIL_PREV] = { "account_fail_prev", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, true },
 	[AB_SLOT_ACCT_SFAIL] = { "account_subnet_fail", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, false },
-	[AB_SLOT_ACCT_LOCK] = { "account_lock", "al", AB_SCOPE_ACCT, AB_BUCKET_NONE, true },
-	[AB_SLOT_ACCT_STRIKES] = { "account_strikes", "ak", AB_SCOPE_ACCT, AB_BUCKET_NONE, false },
-	[AB_SLOT_ACCT_FAM] = { "account_familiar", "fm", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, true },
+	[AB_SLOT_ACCT_LOCK] = { "account_lock", "al", AB_SCOPE_ACCT, AB_BUCKET_NONE, true, true },
+	[AB_SLOT_ACCT_STRIKES] = { "account_strikes", "ak", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, true },
+	[AB_SLOT_ACCT_FAM] = { "account_familiar", "fm", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, true, true },
 	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_NONE, true },
 	[AB_SLOT_ACCT_FAMCOUNT] = { "account_familiar_count", "fc", AB_SCOPE_ACCT, AB_BUCKET_NONE, false },
 	[AB_SLOT_ACCT_PW] = { "account_password_seen", "pw", AB_SCOPE_ACCT_PW, AB_BUCKET_NONE, false },
@@ -43,9 +43,16 @@ const struct ab_slot_info *ab_slot_info(enum ab_slot slot)
 	return &slot_info[slot < AB_SLOT_COUNT ? slot : 0];
 }
 
-const char *ab_slot_name(enum ab_slot slot)
+bool ab_slot_kind_dual(const char kind[2])
 {
-	return slot < AB_SLOT_COUNT ? slot_info[slot].name : "?";
+	unsigned int i;
+
+	for (i = 0; i < AB_SLOT_COUNT; i++) {
+		if (slot_info[i].dual && slot_info[i].kind[0] == kind[0] &&
+		    slot_info[i].kind[1] == kind[1])
+			return true;
+	}
+	return false;
 }
 
 static unsigned int bucket_len(enum ab_bucket bucket,

@@ -73,10 +73,13 @@ struct ab_slot_info {
 	enum ab_scope scope;
 	enum ab_bucket bucket;
 	bool decides;		/* ab_decide() or ab_reserve() reads it */
+	/* refuses for long: kept on two memcached servers (ab-store.h) */
+	bool dual;
 };
 
 const struct ab_slot_info *ab_slot_info(enum ab_slot slot);
-const char *ab_slot_name(enum ab_slot slot);
+/* Is a slot of these kind letters kept on two servers? */
+bool ab_slot_kind_dual(const char kind[2]);
 /* The bucket number of a windowed slot at now (0 for other slots). */
 uint64_t ab_slot_bucket(enum ab_slot slot, const struct ab_config *cfg,
 			time_t now);

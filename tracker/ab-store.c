@@ -1,19 +1,27 @@
 /* The memcached store. A batch of requests is pipelined in memcached's
-   binary protocol: each server gets its requests in one write, ended by a
-   NOOP, and answers them in order; gets are quiet (a miss sends nothing),
-   so the NOOP's answer closes the batch. Every batch is bounded by
-   poll_timeout from the moment it is sent, all servers at once.
+   meta protocol (ab-meta.c): each server gets its requests in one write,
+   each tagged with an opaque token and ended by a no-op, and answers them
+   in order. Every answer must carry the token of the next request it owes
+   and a code that fits that request; anything else (a lying length, an
+   answer out of order, garbage, an error line) fails the server's part of
+   the batch and closes its connection, so nothing of a confused exchange
+   is read into the next one. Every batch is bounded by poll_timeout from
+   the moment it is sent, all servers at once.
 
    Keys go to servers by rendezvous hashing over the servers in the pool,
    so each key has one home on every node whatever order the servers are
-   listed in, and a server taken out moves only its own keys. A server
-   that refuses connections server_failure_limit times in a row is taken
-   out for dead_timeout. A hung server (SIGSTOP, a full kernel queue) is
-   not taken out, since its keys would move and come back: a breaker of
-   our own skips it after breaker_failures failed round trips in a row for
-   breaker_cooldown, then tries it again. No client library: the PAM
-   module, loaded anew by every login's process, pulls in nothing beyond
-   libsodium and the C library. */
+   listed in, and a server taken out moves only its own keys. State that
+   refuses for long is kept on the two servers that rank highest in the
+   pool (struct ab_store_op's dual): a server that leaves takes one copy
+   with it, and the other is still ranked second or better once it is
+   back. A server that refuses connections server_failure_limit times in a
+   row is taken out for dead_timeout. A hung server (SIGSTOP, a full
+   kernel queue) is not taken out, since its keys would move and come
+   back: a breaker of our own skips it after breaker_failures failed round
+   trips in a row for breaker_cooldown, then tries it again. No client
+   library (libmemcached cannot send a mixed batch in one round trip, nor
+   the meta protocol): the PAM module, loaded anew by every login's
+   process, pulls in nothing beyond libsodium and the C library. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -34,41 +42,31 @@
 #include "ab-store.h"
 
 #define AB_STORE_MAX_SERVERS 64
-#define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
-#define KEY_MAX 250
-/* header, INCR's extras, key, a decimal value */
-#define REQUEST_MAX (24 + 20 + KEY_MAX + 24)
-#define OUT_MAX ((AB_STORE_BATCH_MAX + 1) * REQUEST_MAX)
 #define IN_MAX (256 * 1024)
 /* Buffers start small and grow to what a batch needs: the PAM module
    sets a store up for every login, and large buffers come from mmap(),
    whose munmap() costs every CPU a TLB flush. */
 #define IN_MIN 4096
-
-/* binary protocol */
-enum {
-	OP_GET = 0x00, OP_SET = 0x01, OP_ADD = 0x02, OP_DELETE = 0x04,
-	OP_INCR = 0x05, OP_DECR = 0x06, OP_GETQ = 0x09, OP_NOOP = 0x0a,
-	OP_STAT = 0x10, OP_SETQ = 0x11, OP_ADDQ = 0x12, OP_DELETEQ = 0x14,
-	OP_INCRQ = 0x15, OP_DECRQ = 0x16,
-};
-enum {
-	ST_OK = 0x0000, ST_NOT_FOUND = 0x0001, ST_EXISTS = 0x0002,
-	ST_NOT_STORED = 0x0005,
-};
-/* The opaque of a request: the batch in the high half, the request in
-   the low half. Quiet requests posted without a batch carry batch 0; what
-   they answer (only errors) is skipped. */
+/* The opaque of a request: the batch in the high half, its place in the
+   server's part of the batch in the low half. Quiet requests posted
+   without a batch carry batch 0: memcached answers only their failures. */
 #define OPAQUE(batch, i) (((uint32_t)(batch) << 16) | (uint32_t)(i))
-#define NOOP_INDEX 0xffffU
-/* the opaque of a STAT request: no batch is numbered 0xffff... */
-#define STAT_OPAQUE 0xfffffff0U
 #define DEFAULT_PORT 11211
+/* posted writes lost are logged at most this often, per store */
+#define POST_LOG_INTERVAL_S 60
 
 struct breaker {
 	unsigned int failures;		/* round trips in a row */
 	time_t open_until;
 	bool open;
+};
+
+/* A request a server owes an answer to: which op, and which copy of a
+   dual op (1: the second server's). */
+struct expect {
+	uint16_t op;
+	uint8_t copy;
+	uint8_t cmd;			/* enum ab_meta_cmd */
 };
 
 struct server {
@@ -87,35 +85,41 @@ struct server {
 	size_t out_len, out_cap;
 	unsigned char *in;
 	size_t in_len, in_cap;
-	bool sending, waiting;
+	struct expect *expect;
+	size_t expect_count, expect_cap;
+	size_t answered;		/* of expect[]; then the no-op's MN */
+	bool sending, waiting, done;
 	size_t out_sent;
 	const char *error;		/* why this server failed the batch */
-	char error_buf[96];
+	char error_buf[128];
 	bool refusing;			/* the failure was a refusal, not a timeout */
-	bool settled;			/* its failure is counted, or it was skipped */
+	bool closed_early;		/* found closed before it answered anything */
+	bool skipped;			/* breaker open: not asked */
 	bool observed;			/* a round trip was begun */
+};
+
+/* The second copy's answer of a dual op. */
+struct second {
+	enum ab_store_result result;
+	uint64_t out;
 };
 
 struct ab_store {
 	const struct ab_config *cfg;
 	ab_log_fn *log;
 	void *log_ctx;
-	time_t (*now)(void);
 	unsigned int server_count;
 	struct server server[AB_STORE_MAX_SERVERS];
 	uint16_t batch;
-	bool retrying;			/* in retry_increments() */
+	struct second *second;
+	size_t second_cap;
 	struct ab_store_stats stats;
+	time_t post_logged;
 	char error[256];
 	/* metrics (ab-observer.h); NULL when nobody watches */
 	const struct ab_observer *observer;
 	void *observer_ctx;
 };
-
-static time_t default_now(void)
-{
-	return time(NULL);
-}
 
 static void store_log(struct ab_store *store, enum ab_log_level level,
 		      const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -168,40 +172,26 @@ static int add_server(struct ab_store *store, const char *host,
 	return 0;
 }
 
-/* Room for need bytes in a buffer of *cap, at most max. */
-static bool buffer_reserve(unsigned char **buf, size_t *cap, size_t need,
-			   size_t max)
+/* Room for need bytes (elements of size) in *buf of *cap, at most max. */
+static bool buffer_reserve(void *buf, size_t *cap, size_t need, size_t max,
+			   size_t size)
 {
-	size_t size = *cap > 0 ? *cap : IN_MIN;
-	unsigned char *p;
+	void **p = buf, *np;
+	size_t n = *cap > 0 ? *cap : IN_MIN / size;
 
 	if (need <= *cap)
 		return true;
 	if (need > max)
 		return false;
-	while (size < need)
-		size *= 2;
-	if (size > max)
-		size = max;
-	if ((p = realloc(*buf, size)) == NULL)
+	while (n < need)
+		n *= 2;
+	if (n > max)
+		n = max;
+	if ((np = realloc(*p, n * size)) == NULL)
 		return false;
-	*buf = p;
-	*cap = size;
+	*p = np;
+	*cap = n;
 	return true;
-}
-
-/* Room in every server's output for n requests. */
-static int reserve_out(struct ab_store *store, size_t n, const char **error_r)
-{
-	unsigned int i;
-
-	for (i = 0; i < store->server_count; i++) {
-		struct server *s = &store->server[i];
-
-		if (!buffer_reserve(&s->out, &s->out_cap, n * REQUEST_MAX, OUT_MAX))
-			return ab_error(error_r, "out of memory");
-	}
-	return 0;
 }
 
 /* Room for more input (a full buffer grows, up to IN_MAX). */
@@ -209,7 +199,7 @@ static bool in_room(struct server *s)
 {
 	if (s->in_len < s->in_cap)
 		return true;
-	return buffer_reserve(&s->in, &s->in_cap, s->in_len + 1, IN_MAX);
+	return buffer_reserve(&s->in, &s->in_cap, s->in_len + 1, IN_MAX, 1);
 }
 
 int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
@@ -224,7 +214,6 @@ int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 	store->cfg = cfg;
 	store->log = log;
 	store->log_ctx = log_ctx;
-	store->now = default_now;
 
 	/* comma- or space-separated */
 	while (*p != '\0') {
@@ -296,7 +285,9 @@ void ab_store_deinit(struct ab_store **_store)
 		server_close(&store->server[i]);
 		free(store->server[i].out);
 		free(store->server[i].in);
+		free(store->server[i].expect);
 	}
+	free(store->second);
 	free(store);
 }
 
@@ -304,11 +295,6 @@ void ab_store_get_stats(const struct ab_store *store,
 			struct ab_store_stats *stats_r)
 {
 	*stats_r = store->stats;
-}
-
-void ab_store_set_clock(struct ab_store *store, time_t (*now)(void))
-{
-	store->now = now != NULL ? now : default_now;
 }
 
 static int64_t now_ms(void)
@@ -319,38 +305,40 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The server a key lives on: of the servers in the pool, the one that
-   scores highest for it (all of them when none is). */
-static struct server *server_of(struct ab_store *store, const char *key)
+/* The servers a key lives on, best first: of the servers in the pool,
+   the one or two that score highest for it (of all of them when none is
+   in the pool). Returns how many (2 only for dual, and only when there
+   are two). */
+static unsigned int servers_of(struct ab_store *store, const char *key,
+			       bool dual, struct server *where_r[2])
 {
-	struct server *best = &store->server[0];
-	uint64_t h, score, best_score = 0;
-	unsigned int i;
-	bool any = false;
+	uint64_t h, score, best[2] = { 0, 0 };
+	unsigned int i, found = 0, pass;
 
+	where_r[0] = where_r[1] = &store->server[0];
 	if (store->server_count == 1)
-		return best;
+		return 1;
 	h = hash_str(key);
-	for (i = 0; i < store->server_count; i++) {
-		if (store->server[i].ejected_until != 0)
-			continue;	/* out of the pool */
-		score = mix64(h ^ store->server[i].seed);
-		if (!any || score > best_score) {
-			best = &store->server[i];
-			best_score = score;
-			any = true;
+	for (pass = 0; pass < 2 && found == 0; pass++) {
+		for (i = 0; i < store->server_count; i++) {
+			struct server *s = &store->server[i];
+
+			if (pass == 0 && s->ejected_until != 0)
+				continue;	/* out of the pool */
+			score = mix64(h ^ s->seed);
+			if (found == 0 || score > best[0]) {
+				best[1] = best[0];
+				where_r[1] = where_r[0];
+				best[0] = score;
+				where_r[0] = s;
+			} else if (found == 1 || score > best[1]) {
+				best[1] = score;
+				where_r[1] = s;
+			}
+			found++;
 		}
 	}
-	if (any)
-		return best;
-	for (i = 0; i < store->server_count; i++) {
-		score = mix64(h ^ store->server[i].seed);
-		if (i == 0 || score > best_score) {
-			best = &store->server[i];
-			best_score = score;
-		}
-	}
-	return best;
+	return dual && found >= 2 ? 2 : 1;
 }
 
 /* --- observer (ab-observer.h): metrics for a face that asks ------- */
@@ -384,7 +372,7 @@ static void observe_end(struct ab_store *store, const struct server *s)
 /* May a round trip go to the server now? */
 static bool breaker_admit(struct ab_store *store, struct server *s)
 {
-	if (!s->breaker.open || store->now() >= s->breaker.open_until)
+	if (!s->breaker.open || time(NULL) >= s->breaker.open_until)
 		return true;	/* closed, or half-open: one round trip decides */
 	store->stats.skipped++;
 	return false;
@@ -403,10 +391,9 @@ static void server_ok(struct ab_store *store, struct server *s)
 static void server_failed(struct ab_store *store, struct server *s)
 {
 	const struct ab_config *cfg = store->cfg;
-	time_t now = store->now();
+	time_t now = time(NULL);
 
 	server_close(s);
-	s->settled = true;
 	store->stats.failures++;
 	if (s->refusing && ++s->refused >= cfg->server_failure_limit &&
 	    store->server_count > 1 && s->ejected_until == 0) {
@@ -442,16 +429,29 @@ static void server_failed(struct ab_store *store, struct server *s)
 
 static bool set_failure(struct server *s, bool refusing, const char *error)
 {
-	s->error = error;
-	s->refusing = refusing;
+	if (s->error == NULL) {
+		s->error = error;
+		s->refusing = refusing;
+	}
+	s->waiting = false;
 	return false;
 }
 
 /* A failure of a system call, with its errno. */
 static bool set_failure_errno(struct server *s, const char *what)
 {
-	snprintf(s->error_buf, sizeof(s->error_buf), "%s: %s", what, strerror(errno));
+	if (s->error == NULL)
+		snprintf(s->error_buf, sizeof(s->error_buf), "%s: %s", what,
+			 strerror(errno));
 	return set_failure(s, true, s->error_buf);
+}
+
+/* An answer no server of ours sends: the connection is spoiled. */
+static bool set_garbled(struct server *s, const char *what)
+{
+	if (s->error == NULL)
+		snprintf(s->error_buf, sizeof(s->error_buf), "garbled answer: %s", what);
+	return set_failure(s, false, s->error_buf);
 }
 
 static bool server_connect(struct ab_store *store, struct server *s)
@@ -540,171 +540,163 @@ static void pool_refresh(struct ab_store *store, time_t now)
 	}
 }
 
-/* --- the protocol --------------------------------------------------- */
+/* --- building a batch ------------------------------------------------- */
 
-static void put16(unsigned char *p, uint16_t v)
-{
-	p[0] = (unsigned char)(v >> 8);
-	p[1] = (unsigned char)v;
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const unsigned char *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-	return ((uint32_t)get16(p) << 16) | get16(p + 2);
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	return ((uint64_t)get32(p) << 32) | get32(p + 4);
-}
-
-/* The opcode of a request, quiet or not. */
-static uint8_t opcode(enum ab_store_cmd cmd, bool quiet)
+static enum ab_meta_cmd meta_cmd(enum ab_store_cmd cmd)
 {
 	switch (cmd) {
-	case AB_STORE_GET: return OP_GETQ;	/* quiet even in a batch: misses say nothing */
-	case AB_STORE_INCR: return quiet ? OP_INCRQ : OP_INCR;
-	case AB_STORE_DECR: return quiet ? OP_DECRQ : OP_DECR;
-	case AB_STORE_SET: return quiet ? OP_SETQ : OP_SET;
-	case AB_STORE_ADD: return quiet ? OP_ADDQ : OP_ADD;
-	case AB_STORE_DELETE: return quiet ? OP_DELETEQ : OP_DELETE;
+	case AB_STORE_GET: return AB_META_GET;
+	case AB_STORE_INCR: return AB_META_INCR;
+	case AB_STORE_DECR: return AB_META_DECR;
+	case AB_STORE_SET: return AB_META_SET;
+	case AB_STORE_ADD: return AB_META_ADD;
+	case AB_STORE_DELETE: return AB_META_DELETE;
 	}
-	return OP_NOOP;
+	return AB_META_NOOP;
 }
 
-/* Append one request to the server's output. */
-static void put_request(struct server *s, uint8_t op, const char *key,
-			uint64_t value, unsigned int ttl_s, uint32_t opaque)
+/* Append a request to the server's output; quiet ones (posted) owe no
+   answer, the others are expected in order. */
+static bool put_request(struct server *s, const struct ab_store_op *op,
+			enum ab_meta_cmd cmd, uint16_t batch, uint16_t index,
+			uint8_t copy, bool quiet)
 {
-	unsigned char *p = s->out + s->out_len;
-	size_t key_len = key != NULL ? strlen(key) : 0, extras = 0, body = 0;
-	char num[24];
-	int num_len = 0;
+	size_t len;
+	uint32_t opaque = OPAQUE(batch, quiet ? index : s->expect_count);
 
-	memset(p, 0, 24);
-	p[0] = 0x80;
-	p[1] = op;
-	switch (op) {
-	case OP_INCR: case OP_INCRQ:
-		/* delta, initial value, expiry */
-		put64(p + 24, value);
-		put64(p + 32, value);
-		put32(p + 40, ttl_s);
-		extras = 20;
+	if (!buffer_reserve(&s->out, &s->out_cap, s->out_len + AB_META_REQUEST_MAX,
+			    SIZE_MAX / 2, 1))
+		return false;
+	len = ab_meta_put(s->out + s->out_len, cmd, op != NULL ? op->key : NULL,
+			  op != NULL ? op->bytes : NULL, op != NULL ? op->bytes_len : 0,
+			  op != NULL ? op->value : 0, op != NULL ? op->ttl_s : 0,
+			  opaque, quiet);
+	if (len == 0)
+		return false;
+	s->out_len += len;
+	if (quiet)
+		return true;
+	if (!buffer_reserve(&s->expect, &s->expect_cap, s->expect_count + 1,
+			    SIZE_MAX / sizeof(*s->expect), sizeof(*s->expect)))
+		return false;
+	s->expect[s->expect_count].op = index;
+	s->expect[s->expect_count].copy = copy;
+	s->expect[s->expect_count].cmd = (uint8_t)cmd;
+	s->expect_count++;
+	return true;
+}
+
+/* --- answers -------------------------------------------------------- */
+
+static void take_answer(struct ab_store_op *op, struct second *second,
+			const struct expect *e, const struct ab_meta_reply *reply)
+{
+	enum ab_store_result result = AB_STORE_FAILED;
+	uint64_t out = 0;
+
+	switch (reply->status) {
+	case AB_META_VA:
+		if (ab_meta_number(reply->value, reply->value_len, &out)) {
+			result = AB_STORE_DONE;
+		} else if (e->cmd == AB_META_GET && op->out_bytes != NULL &&
+			   reply->value_len <= op->out_bytes_cap && e->copy == 0) {
+			memcpy(op->out_bytes, reply->value, reply->value_len);
+			op->out_bytes_len = reply->value_len;
+			result = AB_STORE_DONE;
+		}
+		/* else a value that is none of ours: failed */
 		break;
-	case OP_DECR: case OP_DECRQ:
-		/* an expiry of all ones: a missing key is not created */
-		put64(p + 24, value);
-		put64(p + 32, 0);
-		put32(p + 40, 0xffffffffU);
-		extras = 20;
+	case AB_META_HD:
+		result = AB_STORE_DONE;
 		break;
-	case OP_SET: case OP_SETQ: case OP_ADD: case OP_ADDQ:
-		/* flags, expiry; the value in decimal, as increments keep it */
-		put32(p + 24, 0);
-		put32(p + 28, ttl_s);
-		extras = 8;
-		num_len = snprintf(num, sizeof(num), "%llu", (unsigned long long)value);
+	case AB_META_EN:
+	case AB_META_NF:
+		result = AB_STORE_MISS;
 		break;
-	default:
+	case AB_META_NS:
+		/* an add whose key exists; an increment that could not create
+		   its key has failed */
+		result = e->cmd == AB_META_ADD ? AB_STORE_MISS : AB_STORE_FAILED;
+		break;
+	case AB_META_EX:
+	case AB_META_MN:
+	case AB_META_ERROR:
 		break;
 	}
-	if (key_len > 0)	/* a NOOP has no key: memcpy() from NULL is undefined */
-		memcpy(p + 24 + extras, key, key_len);
-	memcpy(p + 24 + extras + key_len, num, (size_t)num_len);
-	body = extras + key_len + (size_t)num_len;
-	put16(p + 2, (uint16_t)key_len);
-	p[4] = (uint8_t)extras;
-	put32(p + 8, (uint32_t)body);
-	put32(p + 12, opaque);
-	s->out_len += 24 + body;
-}
-
-static uint64_t parse_decimal(const unsigned char *data, size_t len)
-{
-	uint64_t v = 0;
-	size_t i;
-
-	for (i = 0; i < len && data[i] >= '0' && data[i] <= '9'; i++)
-		v = v * 10 + (uint64_t)(data[i] - '0');
-	return v;
-}
-
-/* One answer to a request of this batch. */
-static void take_response(struct ab_store_op *op, const unsigned char *hdr,
-			  const unsigned char *body)
-{
-	uint16_t status = get16(hdr + 6);
-	size_t key_len = get16(hdr + 2), extras = hdr[4];
-	size_t value_len = get32(hdr + 8) - key_len - extras;
-	const unsigned char *value = body + extras + key_len;
-
-	if (status == ST_OK) {
-		op->result = AB_STORE_DONE;
-		if (op->cmd == AB_STORE_GET)
-			op->out = parse_decimal(value, value_len);
-		else if ((op->cmd == AB_STORE_INCR || op->cmd == AB_STORE_DECR) &&
-			 value_len == 8)
-			op->out = get64(value);
-	} else if (status == ST_NOT_FOUND || status == ST_EXISTS ||
-		   status == ST_NOT_STORED) {
-		op->result = AB_STORE_MISS;
+	if (e->copy == 0) {
+		op->result = result;
+		op->out = out;
+	} else {
+		second->result = result;
+		second->out = out;
 	}
-	/* anything else (a value that cannot be incremented, out of
-	   memory): the request failed, its result stays AB_STORE_FAILED */
 }
 
-/* Parse what the server sent; true when the batch's NOOP came back. */
+/* One answer: a posted request's failure, the answer the server owes
+   next, or the no-op's MN that closes its part of the batch. */
+static bool take_reply(struct ab_store *store, struct server *s,
+		       struct ab_store_op *ops, const struct ab_meta_reply *reply)
+{
+	const struct expect *e;
+
+	if (reply->has_opaque && reply->opaque >> 16 == 0) {
+		/* quiet: an add that found its key, a decrement or delete that
+		   did not, are no loss; anything else is */
+		if (reply->status != AB_META_NS && reply->status != AB_META_NF)
+			store->stats.posts_lost++;
+		return true;
+	}
+	if (reply->status == AB_META_ERROR) {
+		/* no opaque says whose: a request of ours memcached could not
+		   carry out (out of memory), or one posted before */
+		return set_garbled(s, "an error line from memcached");
+	}
+	if (s->answered == s->expect_count) {
+		if (reply->status != AB_META_MN || reply->has_opaque)
+			return set_garbled(s, "an answer to no request");
+		s->done = true;
+		s->waiting = false;
+		return true;
+	}
+	e = &s->expect[s->answered];
+	if (!reply->has_opaque ||
+	    reply->opaque != OPAQUE(store->batch, s->answered))
+		return set_garbled(s, "an answer out of order");
+	if (!ab_meta_fits((enum ab_meta_cmd)e->cmd, reply->status))
+		return set_garbled(s, "an answer that does not fit its request");
+	take_answer(&ops[e->op], &store->second[e->op], e, reply);
+	s->answered++;
+	return true;
+}
+
+/* Parse what the server sent, up to the batch's MN. */
 static bool take_input(struct ab_store *store, struct server *s,
-		       struct ab_store_op *ops, size_t n)
+		       struct ab_store_op *ops)
 {
 	size_t pos = 0;
-	bool done = false;
 
-	while (!done && s->in_len - pos >= 24) {
-		const unsigned char *hdr = s->in + pos;
-		size_t body = get32(hdr + 8);
-		uint32_t opaque = get32(hdr + 12);
+	while (!s->done) {
+		struct ab_meta_reply reply;
+		const char *error;
+		long len = ab_meta_parse(s->in + pos, s->in_len - pos, &reply, &error);
 
-		if (hdr[0] != 0x81 || body > IN_MAX - 24) {
-			set_failure(s, false, "garbled answer");
-			s->waiting = false;
-			return false;
-		}
-		if (s->in_len - pos < 24 + body)
+		if (len == 0)
 			break;
-		if (opaque >> 16 == store->batch) {
-			uint32_t i = opaque & 0xffffU;
-
-			if (hdr[1] == OP_NOOP && i == NOOP_INDEX)
-				done = true;
-			else if (i < n)
-				take_response(&ops[i], hdr, hdr + 24);
-		}
-		pos += 24 + body;
+		if (len < 0)
+			return set_garbled(s, error);
+		pos += (size_t)len;
+		if (!take_reply(store, s, ops, &reply))
+			return false;
 	}
+	if (s->done && pos < s->in_len)
+		return set_garbled(s, "more than the batch asked for");
 	if (pos > 0)
 		memmove(s->in, s->in + pos, s->in_len - pos);
 	s->in_len -= pos;
-	return done;
+	return true;
 }
+
+/* --- sending and receiving ------------------------------------------ */
 
 /* flags: MSG_DONTWAIT, or 0 to wait up to poll_timeout */
 static bool server_write(struct server *s, int flags)
@@ -719,8 +711,10 @@ static bool server_write(struct server *s, int flags)
 			return true;	/* the rest when it can take it */
 		if (r < 0 && errno == EAGAIN)
 			return set_failure(s, false, "timed out sending (poll_timeout)");
-		if (r <= 0)
+		if (r <= 0) {
+			s->closed_early = s->answered == 0;
 			return set_failure_errno(s, "connection lost while sending");
+		}
 		s->out_sent += (size_t)r;
 	}
 	s->sending = false;
@@ -729,12 +723,11 @@ static bool server_write(struct server *s, int flags)
 
 /* flags: MSG_DONTWAIT, or 0 to wait until the deadline */
 static bool server_read(struct ab_store *store, struct server *s,
-			struct ab_store_op *ops, size_t n, int flags,
-			int64_t deadline)
+			struct ab_store_op *ops, int flags, int64_t deadline)
 {
 	ssize_t r;
 
-	for (;;) {
+	while (!s->done) {
 		if (!in_room(s))
 			return set_failure(s, false, s->in_len == IN_MAX ?
 					   "answer too large" : "out of memory");
@@ -747,24 +740,26 @@ static bool server_read(struct ab_store *store, struct server *s,
 			return true;
 		if (r < 0 && errno == EAGAIN)
 			return set_failure(s, false, "timed out (poll_timeout)");
-		if (r == 0)
-			return set_failure(s, true, "connection closed by server");
-		if (r < 0)
+		if (r <= 0) {
+			/* a restarted memcached closed the connection we
+			   kept: nothing of this batch was answered */
+			s->closed_early = s->answered == 0 && s->in_len == 0;
+			if (r == 0)
+				return set_failure(s, true, "connection closed by server");
 			return set_failure_errno(s, "connection lost while reading");
-		s->in_len += (size_t)r;
-		if (take_input(store, s, ops, n)) {
-			s->waiting = false;
-			return true;
 		}
-		if (s->error != NULL)
+		s->in_len += (size_t)r;
+		if (!take_input(store, s, ops))
 			return false;
 	}
+	s->waiting = false;
+	return true;
 }
 
 /* Wait until every server sent its batch and answered it, or until the
    deadline; those that did not are failed. */
 static void wait_batch(struct ab_store *store, struct ab_store_op *ops,
-		       size_t n, int64_t deadline)
+		       int64_t deadline)
 {
 	struct pollfd pfd[AB_STORE_MAX_SERVERS];
 	struct server *who[AB_STORE_MAX_SERVERS];
@@ -789,10 +784,8 @@ static void wait_batch(struct ab_store *store, struct ab_store_op *ops,
 		if (left <= 0 || poll(pfd, count, (int)left) <= 0) {
 			if (left > 0 && errno == EINTR)
 				continue;
-			for (i = 0; i < count; i++) {
+			for (i = 0; i < count; i++)
 				set_failure(who[i], false, "timed out (poll_timeout)");
-				who[i]->waiting = false;
-			}
 			return;
 		}
 		for (i = 0; i < count; i++) {
@@ -802,124 +795,155 @@ static void wait_batch(struct ab_store *store, struct ab_store_op *ops,
 			if ((pfd[i].revents & POLLOUT) != 0)
 				ok = server_write(s, MSG_DONTWAIT);
 			if (ok && (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0)
-				ok = server_read(store, s, ops, n, MSG_DONTWAIT, deadline);
-			if (!ok)
-				s->waiting = false;
+				(void)server_read(store, s, ops, MSG_DONTWAIT, deadline);
 		}
 	}
 }
 
-/* Two increments of a missing key at once: both find it missing, both
-   add it with the initial value, and memcached answers the one whose add
-   lost NOT_STORED. The key is there now: such an increment is sent once
-   more, alone, so that no count is lost (a place not taken would let one
-   attempt too many through). */
-static int retry_increments(struct ab_store *store, struct ab_store_op *ops,
-			    size_t n, const char **error_r)
+/* Send each server in `which` its part of the batch and take the answers
+   until deadline. */
+static void exchange(struct ab_store *store, struct ab_store_op *ops,
+		     const bool *which, int64_t deadline)
 {
-	struct ab_store_op again[32];
-	size_t map[N_ELEMENTS(again)], count = 0, j;
-	int ret = 0;
+	unsigned int i, used = 0;
 
-	if (store->retrying)
-		return 0;	/* once: what loses again has failed */
-	for (j = 0; j <= n; j++) {
-		if (j < n && ops[j].cmd == AB_STORE_INCR &&
-		    ops[j].result == AB_STORE_MISS) {
-			ops[j].result = AB_STORE_FAILED;
-			again[count] = ops[j];
-			map[count++] = j;
-		}
-		if (count == 0 || (count < N_ELEMENTS(again) && j < n))
+	for (i = 0; i < store->server_count; i++)
+		used += which[i];
+	for (i = 0; i < store->server_count; i++) {
+		struct server *s = &store->server[i];
+
+		if (!which[i])
 			continue;
-		store->retrying = true;
-		if (ab_store_run(store, again, count, error_r) != 0)
-			ret = 1;
-		store->retrying = false;
-		while (count > 0) {
-			count--;
-			if (again[count].result == AB_STORE_DONE) {
-				ops[map[count]].result = AB_STORE_DONE;
-				ops[map[count]].out = again[count].out;
-			}
+		s->waiting = s->done = s->closed_early = false;
+		s->answered = 0;
+		s->error = NULL;
+		if (!server_connect(store, s))
+			continue;
+		s->out_sent = 0;
+		s->sending = true;
+		s->waiting = true;
+		if (used == 1) {
+			/* one server: send, then recv until its MN */
+			if (server_write(s, 0))
+				(void)server_read(store, s, ops, 0, deadline);
+			continue;
 		}
+		(void)server_write(s, MSG_DONTWAIT);
 	}
-	return ret;
+	if (used > 1)
+		wait_batch(store, ops, deadline);
+}
+
+/* A dual op's two answers as one (see struct ab_store_op's dual). */
+static void merge_second(struct ab_store_op *op, const struct second *b)
+{
+	enum ab_store_result a = op->result;
+
+	if (b->result == AB_STORE_FAILED)
+		return;
+	if (a == AB_STORE_FAILED) {
+		op->result = b->result;
+		op->out = b->out;
+		return;
+	}
+	switch (op->cmd) {
+	case AB_STORE_ADD:
+		/* there already on either: not added by this call */
+		if (b->result == AB_STORE_MISS)
+			op->result = AB_STORE_MISS;
+		break;
+	case AB_STORE_GET:
+	case AB_STORE_INCR:
+	case AB_STORE_DECR:
+	case AB_STORE_SET:
+	case AB_STORE_DELETE:
+		if (b->result == AB_STORE_DONE &&
+		    (a != AB_STORE_DONE || b->out > op->out)) {
+			op->result = AB_STORE_DONE;
+			op->out = b->out;
+		}
+		break;
+	}
 }
 
 int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		 const char **error_r)
 {
-	struct server *where[AB_STORE_BATCH_MAX];
-	time_t now = store->now();
+	struct server *where[2];
+	bool which[AB_STORE_MAX_SERVERS], again[AB_STORE_MAX_SERVERS];
 	int64_t deadline = now_ms() + store->cfg->poll_timeout_ms;
-	unsigned int i, used = 0, failed = 0;
+	unsigned int i, used = 0, failed = 0, copies, c;
 	const char *first = NULL;
+	bool retry = false;
 	size_t j;
 
 	if (n > AB_STORE_BATCH_MAX)
 		return ab_error(error_r, "a batch of %zu requests: at most %d",
 				n, AB_STORE_BATCH_MAX);
-	if (reserve_out(store, n + 1, error_r) < 0)
-		return -1;
+	if (!buffer_reserve(&store->second, &store->second_cap, n + 1,
+			    AB_STORE_BATCH_MAX + 1, sizeof(*store->second)))
+		return ab_error(error_r, "out of memory");
 	if (++store->batch == 0)
 		store->batch = 1;	/* 0 is for posted requests */
-	pool_refresh(store, now);
+	pool_refresh(store, time(NULL));
+	memset(which, 0, sizeof(which));
+	memset(again, 0, sizeof(again));
 	for (i = 0; i < store->server_count; i++) {
 		store->server[i].out_len = 0;
+		store->server[i].expect_count = 0;
 		store->server[i].error = NULL;
-		store->server[i].settled = false;
+		store->server[i].skipped = false;
 		store->server[i].observed = false;
 	}
 	for (j = 0; j < n; j++) {
 		ops[j].result = AB_STORE_FAILED;
 		ops[j].out = 0;
-		if (strlen(ops[j].key) > KEY_MAX)
-			return ab_error(error_r, "memcached key of %zu bytes", strlen(ops[j].key));
-		where[j] = server_of(store, ops[j].key);
-		put_request(where[j], opcode(ops[j].cmd, false), ops[j].key,
-			    ops[j].value, ops[j].ttl_s, OPAQUE(store->batch, j));
+		ops[j].out_bytes_len = 0;
+		store->second[j].result = AB_STORE_FAILED;
+		copies = servers_of(store, ops[j].key != NULL ? ops[j].key : "",
+				    ops[j].dual, where);
+		for (c = 0; c < copies; c++) {
+			if (!put_request(where[c], &ops[j], meta_cmd(ops[j].cmd),
+					 store->batch, (uint16_t)j, (uint8_t)c, false))
+				return ab_error(error_r, "memcached: cannot send key '%.60s' "
+						"(empty, too long, a space or control byte) or its value",
+						ops[j].key != NULL ? ops[j].key : "");
+		}
 	}
 	store->stats.ops += n;
 	for (i = 0; i < store->server_count; i++) {
-		if (store->server[i].out_len > 0)
-			used++;
-	}
-	for (i = 0; i < store->server_count; i++) {
 		struct server *s = &store->server[i];
 
-		s->waiting = false;
 		if (s->out_len == 0)
 			continue;
+		used++;
 		if (!breaker_admit(store, s)) {
 			set_failure(s, false, "circuit breaker open");
-			s->settled = true;
+			s->skipped = true;
 			continue;
 		}
-		put_request(s, OP_NOOP, NULL, 0, 0, OPAQUE(store->batch, NOOP_INDEX));
+		if (!put_request(s, NULL, AB_META_NOOP, store->batch, 0, 0, true))
+			return ab_error(error_r, "out of memory");
 		store->stats.requests++;
 		s->observed = true;
 		observe_begin(store, s);
-		if (!server_connect(store, s)) {
-			server_failed(store, s);
-			continue;
-		}
-		s->out_sent = 0;
-		s->sending = true;
-		if (used == 1) {
-			/* one server: send, then recv until its NOOP */
-			if (!(server_write(s, 0) &&
-			      server_read(store, s, ops, n, 0, deadline)) &&
-			    s->error == NULL)
-				set_failure(s, false, "timed out (poll_timeout)");
-			s->waiting = false;
-			continue;
-		}
-		s->waiting = server_write(s, MSG_DONTWAIT);
-		if (!s->waiting)
-			server_failed(store, s);
+		which[i] = true;
 	}
-	wait_batch(store, ops, n, deadline);
+	exchange(store, ops, which, deadline);
+	/* a connection found closed before it answered anything (memcached
+	   restarted since this process last used it): once more, on a new
+	   one, within what is left of poll_timeout */
+	for (i = 0; i < store->server_count; i++) {
+		struct server *s = &store->server[i];
+
+		if (which[i] && s->error != NULL && s->closed_early) {
+			server_close(s);
+			again[i] = retry = true;
+			store->stats.retried++;
+		}
+	}
+	if (retry)
+		exchange(store, ops, again, deadline);
 	for (i = 0; i < store->server_count; i++) {
 		struct server *s = &store->server[i];
 
@@ -927,12 +951,14 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 			continue;
 		if (s->observed)
 			observe_end(store, s);
-		if (s->error == NULL) {
+		if (s->error == NULL && s->done) {
 			server_ok(store, s);
 			continue;
 		}
-		if (!s->settled)
-			server_failed(store, s);	/* timed out, or lost while waiting */
+		if (s->error == NULL)
+			set_failure(s, false, "timed out (poll_timeout)");
+		if (!s->skipped)
+			server_failed(store, s);	/* also closes: what is left is spoiled */
 		s->sending = false;
 		failed++;
 		if (first == NULL) {
@@ -941,14 +967,26 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 			first = store->error;
 		}
 	}
+	/* what a failed server answered of its part is not taken: the rest
+	   of the batch may hang on it */
+	for (i = 0; i < store->server_count; i++) {
+		struct server *s = &store->server[i];
+
+		if (s->out_len == 0 || s->error == NULL)
+			continue;
+		for (j = 0; j < s->expect_count; j++) {
+			if (s->expect[j].copy == 0)
+				ops[s->expect[j].op].result = AB_STORE_FAILED;
+			else
+				store->second[s->expect[j].op].result = AB_STORE_FAILED;
+		}
+	}
 	for (j = 0; j < n; j++) {
-		/* a quiet get that found nothing said nothing */
-		if (ops[j].cmd == AB_STORE_GET && ops[j].result == AB_STORE_FAILED &&
-		    where[j]->error == NULL)
-			ops[j].result = AB_STORE_MISS;
+		if (ops[j].dual)
+			merge_second(&ops[j], &store->second[j]);
 	}
 	if (failed == 0)
-		return retry_increments(store, ops, n, error_r);
+		return 0;
 	ab_error(error_r, "%s", first);
 	return failed == used ? -1 : 1;
 }
@@ -956,40 +994,72 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
 		   size_t n)
 {
-	time_t now = store->now();
-	unsigned int i;
+	struct server *where[2];
+	unsigned int i, copies, c, count[AB_STORE_MAX_SERVERS];
+	unsigned long long lost = 0;
+	const char *why = NULL, *who = NULL;
+	time_t now = time(NULL);
 	size_t j;
 
-	if (n == 0 || reserve_out(store, n, NULL) < 0)
+	if (n == 0)
 		return;
 	pool_refresh(store, now);
 	for (i = 0; i < store->server_count; i++) {
 		store->server[i].out_len = 0;
+		store->server[i].expect_count = 0;
 		store->server[i].error = NULL;
-		store->server[i].settled = false;
+		count[i] = 0;
 	}
 	for (j = 0; j < n && j < AB_STORE_BATCH_MAX; j++) {
-		if (ops[j].cmd == AB_STORE_GET || strlen(ops[j].key) > KEY_MAX)
+		if (ops[j].cmd == AB_STORE_GET)
 			continue;	/* a get has nothing to say here */
-		put_request(server_of(store, ops[j].key),
-			    opcode(ops[j].cmd, true), ops[j].key, ops[j].value,
-			    ops[j].ttl_s, OPAQUE(0, j));
+		copies = servers_of(store, ops[j].key != NULL ? ops[j].key : "",
+				    ops[j].dual, where);
+		for (c = 0; c < copies; c++) {
+			if (put_request(where[c], &ops[j], meta_cmd(ops[j].cmd), 0,
+					(uint16_t)j, (uint8_t)c, true)) {
+				count[where[c] - store->server]++;
+			} else {
+				lost++;
+				why = "a key or value that cannot be sent";
+			}
+		}
 	}
 	store->stats.ops += n;
 	store->stats.posted++;
 	for (i = 0; i < store->server_count; i++) {
 		struct server *s = &store->server[i];
 
-		if (s->out_len == 0 || s->fd < 0 || !breaker_admit(store, s))
-			continue;	/* not connected: the batch before failed */
-		s->out_sent = 0;
-		s->sending = true;
-		/* memcached reads as fast as it is written to unless hung: a
-		   write that cannot finish within poll_timeout fails */
-		(void)server_write(s, 0);
-		s->sending = false;
-		if (s->error != NULL)
-			server_failed(store, s);
+		if (count[i] == 0)
+			continue;
+		if (!breaker_admit(store, s)) {
+			set_failure(s, false, "circuit breaker open");
+		} else if (server_connect(store, s)) {
+			s->out_sent = 0;
+			s->sending = true;
+			/* memcached reads as fast as it is written to unless
+			   hung: a write that cannot finish within poll_timeout
+			   fails */
+			(void)server_write(s, 0);
+			s->sending = false;
+			if (s->error != NULL)
+				server_failed(store, s);
+		}
+		if (s->error != NULL) {
+			lost += count[i];
+			why = s->error;
+			who = s->name;
+		}
+	}
+	if (lost == 0)
+		return;
+	store->stats.posts_lost += lost;
+	if (now - store->post_logged >= POST_LOG_INTERVAL_S) {
+		store_log(store, AB_LOG_WARNING,
+			  "memcached %s: %llu writes sent without waiting were lost (%s); "
+			  "%llu lost so far", who != NULL ? who : "-", lost, why,
+			  store->stats.posts_lost);
+		store->post_logged = now;
 	}
 }
 
@@ -998,14 +1068,15 @@ void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
 int ab_store_mget(struct ab_store *store, const char *const *keys, size_t n,
 		  uint64_t *values_r, bool *found_r, const char **error_r)
 {
-	struct ab_store_op ops[AB_STORE_BATCH_MAX];
+	struct ab_store_op *ops;
 	size_t i;
 	int ret;
 
 	if (n > AB_STORE_BATCH_MAX)
 		return ab_error(error_r, "mget of %zu keys: at most %d", n,
 				AB_STORE_BATCH_MAX);
-	memset(ops, 0, sizeof(ops[0]) * n);
+	if ((ops = calloc(n + 1, sizeof(*ops))) == NULL)
+		return ab_error(error_r, "out of memory");
 	for (i = 0; i < n; i++) {
 		ops[i].cmd = AB_STORE_GET;
 		ops[i].key = keys[i];
@@ -1015,6 +1086,7 @@ int ab_store_mget(struct ab_store *store, const char *const *keys, size_t n,
 		found_r[i] = ops[i].result == AB_STORE_DONE;
 		values_r[i] = found_r[i] ? ops[i].out : 0;
 	}
+	free(ops);
 	return ret;
 }
 
@@ -1093,55 +1165,38 @@ int ab_store_delete(struct ab_store *store, const char *key, bool *found_r,
 	return 0;
 }
 
-/* A server's "evictions" statistic: a STAT request on its connection,
-   answered by one packet per statistic and an empty one at the end
-   (what posted writes answered before it, only errors, is skipped). */
+/* A server's "evictions" statistic: memcached's text `stats`, answered
+   by "STAT name value" lines and END. Answers of writes posted before it
+   (only their failures) come first and are skipped. */
 static bool server_evictions(struct ab_store *store, struct server *s,
 			     uint64_t *evictions_r)
 {
-	unsigned char req[24];
 	int64_t deadline = now_ms() + store->cfg->poll_timeout_ms;
 	bool found = false;
 
 	s->error = NULL;
 	if (s->ejected_until != 0 || !server_connect(store, s))
 		return false;
-	memset(req, 0, sizeof(req));
-	req[0] = 0x80;
-	req[1] = OP_STAT;
-	put32(req + 12, STAT_OPAQUE);
-	if (send(s->fd, req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req))
+	if (send(s->fd, "stats\r\n", 7, MSG_NOSIGNAL) != 7)
 		goto fail;
 	for (;;) {
-		size_t pos = 0;
+		unsigned char *nl;
 		ssize_t r;
 
-		while (s->in_len - pos >= 24) {
-			const unsigned char *hdr = s->in + pos;
-			size_t body = get32(hdr + 8), key_len = get16(hdr + 2);
+		while ((nl = memchr(s->in, '\n', s->in_len)) != NULL) {
+			size_t line = (size_t)(nl - s->in) + 1;
 
-			if (hdr[0] != 0x81 || body > IN_MAX - 24 ||
-			    key_len + hdr[4] > body)
-				goto fail;
-			if (s->in_len - pos < 24 + body)
-				break;
-			pos += 24 + body;
-			if (hdr[1] != OP_STAT || get32(hdr + 12) != STAT_OPAQUE)
-				continue;
-			if (key_len == 0) {
+			if (line == 5 && memcmp(s->in, "END\r\n", 5) == 0) {
 				s->in_len = 0;
 				return found;
 			}
-			if (key_len == 9 && memcmp(hdr + 24 + hdr[4], "evictions", 9) == 0) {
-				*evictions_r = parse_decimal(hdr + 24 + hdr[4] + key_len,
-							     body - hdr[4] - key_len);
+			if (line > 17 && memcmp(s->in, "STAT evictions ", 15) == 0 &&
+			    ab_meta_number(s->in + 15, line - 17, evictions_r))
 				found = true;
-			}
+			memmove(s->in, s->in + line, s->in_len - line);
+			s->in_len -= line;
 		}
-		if (pos > 0)
-			memmove(s->in, s->in + pos, s->in_len - pos);
-		s->in_len -= pos;
-		if (!in_room(s) || now_ms() >= deadline)
+		if (!in_room(s) || s->in_len == IN_MAX || now_ms() >= deadline)
 			goto fail;
 		r = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, 0);
 		if (r <= 0)

@@ -1,7 +1,8 @@
-/* The memcached store: requests pipelined in the binary protocol, one
-   round trip per server for a whole batch, a pool of servers with
-   rendezvous hashing and ejection of dead servers, and a circuit breaker
-   per server for hung ones. */
+/* The memcached store: requests pipelined in memcached's meta protocol
+   (ab-meta.h), one round trip per server for a whole batch, a pool of
+   servers with rendezvous hashing and ejection of dead servers, a circuit
+   breaker per server for hung ones, and state that must outlive a server
+   kept on two of them. It knows nothing of policy. */
 #ifndef AB_STORE_H
 #define AB_STORE_H
 
@@ -11,6 +12,7 @@
 #include <time.h>
 
 #include "ab-log.h"
+#include "ab-meta.h"
 
 struct ab_config;
 struct ab_observer;
@@ -24,6 +26,12 @@ struct ab_store_stats {
 	unsigned long long skipped;	/* round trips not made: breaker open */
 	unsigned long long breaker_opened;
 	unsigned long long ejected;	/* servers taken out of the pool */
+	/* round trips sent again on a new connection: the old one was
+	   found closed (a memcached restart) before anything came back */
+	unsigned long long retried;
+	/* posted requests that could not be sent, or that memcached
+	   answered with an error: lost writes */
+	unsigned long long posts_lost;
 };
 
 enum ab_store_cmd {
@@ -47,10 +55,24 @@ struct ab_store_op {
 	enum ab_store_cmd cmd;
 	const char *key;
 	uint64_t value;		/* INCR/DECR: delta; SET/ADD: the value */
+	/* SET/ADD: these bytes instead of value (at most AB_META_VALUE_MAX) */
+	const void *bytes;
+	size_t bytes_len;
 	unsigned int ttl_s;	/* INCR (when it creates), SET, ADD */
+	/* Kept on the two servers that rank highest for the key, so that it
+	   outlives either of them leaving and coming back: a GET finds it on
+	   either (the larger number), an ADD finds it there on either, an
+	   INCR answers the larger count. For rare state that refuses
+	   (blocks, locks, strikes, familiar subnets); counters need not. */
+	bool dual;
+	/* GET: a value that is not a number is copied here (NULL: a value
+	   must be a number, anything else fails) */
+	unsigned char *out_bytes;
+	size_t out_bytes_cap;
 	/* filled in by ab_store_run() */
 	enum ab_store_result result;
 	uint64_t out;		/* GET: the value; INCR/DECR: the new value */
+	size_t out_bytes_len;	/* GET into out_bytes */
 };
 
 /* At most this many requests in one batch. */
@@ -62,14 +84,17 @@ int ab_store_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 void ab_store_deinit(struct ab_store **store);
 
 /* Run a batch: every server's requests go out in one write and come back
-   in one read, all servers at once, executed in order per server. Returns
-   0 when every server answered, 1 when some did not (their requests are
-   AB_STORE_FAILED), -1 when none did. */
+   in one read, all servers at once, executed in order per server, within
+   poll_timeout. A server whose connection is found closed before it
+   answered anything (a restart) gets its requests once more on a new
+   connection. Returns 0 when every server answered, 1 when some did not
+   (their requests are AB_STORE_FAILED), -1 when none did. */
 int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		 const char **error_r);
 /* Send a batch and wait for nothing (memcached's quiet requests): for
    writes whose result decides nothing. They are executed before any
-   later batch sent to the same server. */
+   later batch sent to the same server. What cannot be sent is counted
+   (posts_lost) and logged. */
 void ab_store_post(struct ab_store *store, const struct ab_store_op *ops,
 		   size_t n);
 
@@ -98,7 +123,5 @@ void ab_store_get_stats(const struct ab_store *store,
    observer must outlive the store. */
 void ab_store_set_observer(struct ab_store *store,
 			   const struct ab_observer *observer, void *ctx);
-/* For tests: a clock the breaker reads; NULL restores time(). */
-void ab_store_set_clock(struct ab_store *store, time_t (*now)(void));
 
 #endif

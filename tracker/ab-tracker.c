@@ -267,19 +267,42 @@ static void plan_init(struct plan *p)
 		p->op_req[i] = p->pair_req[i] = -1;
 }
 
-static int request_add(struct requests *r, enum ab_store_cmd cmd,
-		       const char *key, uint64_t value, unsigned int ttl_s)
+/* State that refuses for long (blocks, locks, strikes, familiar
+   subnets) is kept on two servers; a key's kind letters ("ab1:KK:...",
+   ab_hash_key()) say which slot it is. */
+static void op_init(struct ab_store_op *op, enum ab_store_cmd cmd,
+		    const char *key, uint64_t value, unsigned int ttl_s)
 {
-	struct ab_store_op *op = &r->op[r->n];
-
-	/* cannot overflow: AB_TRACKER_BATCH_MAX attempts, each reading every
-	   slot and making two requests per op, fit */
 	memset(op, 0, sizeof(*op));
 	op->cmd = cmd;
 	op->key = key;
 	op->value = value;
 	op->ttl_s = ttl_s;
+	op->dual = strncmp(key, "ab1:", 4) == 0 && ab_slot_kind_dual(key + 4);
+}
+
+static int request_add(struct requests *r, enum ab_store_cmd cmd,
+		       const char *key, uint64_t value, unsigned int ttl_s)
+{
+	/* cannot overflow: AB_TRACKER_BATCH_MAX attempts, each reading every
+	   slot and making two requests per op, fit */
+	op_init(&r->op[r->n], cmd, key, value, ttl_s);
 	return (int)r->n++;
+}
+
+/* One request, for the administration paths. */
+static int run_one(struct ab_tracker *tracker, enum ab_store_cmd cmd,
+		   const char *key, uint64_t value, unsigned int ttl_s,
+		   const char **error_r)
+{
+	struct ab_store_op op;
+
+	op_init(&op, cmd, key, value, ttl_s);
+	if (ab_store_run(tracker->store, &op, 1, error_r) < 0)
+		return -1;
+	if (op.result == AB_STORE_FAILED)
+		return ab_error(error_r, "memcached: a request failed");
+	return 0;
 }
 
 /* Reads of the slots that apply: all of them, or only those ab_decide()
@@ -1129,7 +1152,7 @@ static int delete_slots(struct ab_tracker *tracker,
 
 	for (i = 0; i < n; i++) {
 		slot_key(tracker, slots[i], attempt, now, key);
-		if (ab_store_delete(tracker->store, key, NULL, error_r) < 0)
+		if (run_one(tracker, AB_STORE_DELETE, key, 0, 0, error_r) < 0)
 			return AB_ERR_STORE;
 	}
 	return 0;
@@ -1203,8 +1226,8 @@ int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 		return ab_error(error_r, "a block lasts a week at most");
 	slot_key(tracker, subnet ? AB_SLOT_NET_BLOCK : AB_SLOT_IP_BLOCK,
 		 &attempt, now, key);
-	if (ab_store_set(tracker->store, key, (uint64_t)now + duration_s,
-			 duration_s, error_r) < 0)
+	if (run_one(tracker, AB_STORE_SET, key, (uint64_t)now + duration_s,
+		    duration_s, error_r) < 0)
 		return AB_ERR_STORE;
 	ab_recent_admin_block(&tracker->secret, tracker->store, &attempt.addr,
 			      subnet, duration_s, now);	/* authbrake list */

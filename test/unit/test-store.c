@@ -23,6 +23,8 @@
 
 static pid_t mc_pid;
 static int mc_port;
+/* a second memcached a test starts; teardown stops it if the test failed */
+static pid_t mc2_pid;
 static char tmpdir[64];
 static char secret_path[128];
 
@@ -133,6 +135,11 @@ static int teardown(void **state)
 
 	(void)state;
 	mc_stop();
+	if (mc2_pid > 0) {
+		kill(mc2_pid, SIGKILL);
+		waitpid(mc2_pid, NULL, 0);
+		mc2_pid = 0;
+	}
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
 	return system(cmd) == 0 ? 0 : -1;
 }
@@ -744,6 +751,76 @@ static void fail_mode_case(bool hung, enum ab_fail_mode mode)
 /* memcached_servers as the store reads it: host:port, a bare host (port
    11211), [IPv6]:port or a bare IPv6 address, comma- or space-separated;
    anything else is an error that says what is wrong. */
+/* A lock set while one of two servers is down is still in force once
+   that server is back, empty: locks are kept on the two servers that rank
+   highest for their key, and the one that stayed ranks second or better
+   when the other returns. Eight accounts, so that some locks have their
+   first home on the server that went away. */
+static void test_lock_set_during_outage_survives_return(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt a;
+	struct ab_decision d;
+	struct ab_account_status st;
+	const char *error;
+	char servers[64], port2[16], addr[32], pw[16], user[16];
+	int mc2_port = free_port(), i;
+	time_t now = time(NULL);
+	unsigned int u, f, locked = 0;
+
+	(void)state;
+	snprintf(port2, sizeof(port2), "%d", mc2_port);
+	make_config(&cfg);
+	snprintf(servers, sizeof(servers), "127.0.0.1:%d,127.0.0.1:%d", mc_port, mc2_port);
+	assert_int_equal(ab_config_set(&cfg, "memcached_servers", servers, "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "server_failure_limit", "1", "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "dead_timeout", "1s", "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "connect_timeout", "100ms", "test", &error), 0);
+	assert_int_equal(ab_tracker_init(&cfg, NULL, NULL, &tracker, &error), 0);
+
+	/* the second server is never started before the outage: what it
+	   would have held is lost with it anyway */
+	for (u = 0; u < 8; u++) {
+		snprintf(user, sizeof(user), "outage%u", u);
+		for (f = 0; f < cfg.account_lock_failures; f++) {
+			snprintf(addr, sizeof(addr), "100.%u.%u.1", 70 + u, f);
+			snprintf(pw, sizeof(pw), "guess%u", f);
+			assert_int_equal(ab_attempt_init(tracker, &a, user, addr, "imap",
+							 pw, strlen(pw), &error), 0);
+			(void)ab_tracker_report(tracker, &a, AB_OUTCOME_FAILURE, now, &error);
+		}
+		assert_int_equal(ab_tracker_account_status(tracker, user, now, &st, &error), 0);
+		assert_true(st.lock_left_s > 0);
+	}
+
+	/* the server comes (back) on its port, empty, and rejoins the pool */
+	mc2_pid = fork();
+	assert_true(mc2_pid >= 0);
+	if (mc2_pid == 0) {
+		execlp("memcached", "memcached", "-l", "127.0.0.1", "-p", port2,
+		       "-U", "0", "-m", "16", "-u", "root", (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 200 && !port_open(mc2_port); i++)
+		usleep(10000);
+	usleep(1100 * 1000);	/* dead_timeout */
+
+	for (u = 0; u < 8; u++) {
+		snprintf(user, sizeof(user), "outage%u", u);
+		assert_int_equal(ab_tracker_account_status(tracker, user, now, &st, &error), 0);
+		locked += st.lock_left_s > 0;
+		ab_attempt_init(tracker, &a, user, "198.51.100.77", "imap", NULL, 0, &error);
+		ab_tracker_allow(tracker, &a, now, AB_ALLOW_DRY_RUN, &d);
+		assert_int_equal(d.verdict, AB_REJECT);
+	}
+	print_message("  locks set during an outage, in force after the server's return: %u of 8\n",
+		      locked);
+	assert_int_equal(locked, 8);
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
 static void test_server_list(void **state)
 {
 	static const char *const good[] = {
@@ -857,6 +934,7 @@ int main(void)
 		cmocka_unit_test(test_tracker_success_gives_places_back),
 		cmocka_unit_test(test_tracker_racing_nodes_one_block),
 		cmocka_unit_test(test_racing_creation_counts_every_increment),
+		cmocka_unit_test(test_lock_set_during_outage_survives_return),
 		cmocka_unit_test(test_server_list),
 		cmocka_unit_test(test_evictions_read_by_stat),
 		cmocka_unit_test(test_hung_memcached_open),
