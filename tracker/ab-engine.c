@@ -6,32 +6,32 @@
 #include "ab-engine.h"
 
 static const struct ab_slot_info slot_info[AB_SLOT_COUNT] = {
-	[AB_SLOT_IP_FAIL] = { "ip_fail", "if", AB_SCOPE_ADDR, AB_BUCKET_IP, true },
-	[AB_SLOT_IP_FAIL_PREV] = { "ip_fail_prev", "if", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, true },
-	[AB_SLOT_IP_ACCTS] = { "ip_accounts", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP, true },
-	[AB_SLOT_IP_ACCTS_PREV] = { "ip_accounts_prev", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, true },
-	[AB_SLOT_IP_PAIR] = { "ip_pair", "ip", AB_SCOPE_ADDR_ACCT, AB_BUCKET_NONE, true },
+	[AB_SLOT_IP_FAIL] = { "ip_fail", "if", AB_SCOPE_ADDR, AB_BUCKET_IP, true, false },
+	[AB_SLOT_IP_FAIL_PREV] = { "ip_fail_prev", "if", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, true, false },
+	[AB_SLOT_IP_ACCTS] = { "ip_accounts", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP, true, false },
+	[AB_SLOT_IP_ACCTS_PREV] = { "ip_accounts_prev", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, true, false },
+	[AB_SLOT_IP_PAIR] = { "ip_pair", "ip", AB_SCOPE_ADDR_ACCT, AB_BUCKET_NONE, true, false },
 	[AB_SLOT_IP_BLOCK] = { "ip_block", "ib", AB_SCOPE_ADDR, AB_BUCKET_NONE, true, true },
 	[AB_SLOT_IP_STRIKES] = { "ip_strikes", "is", AB_SCOPE_ADDR, AB_BUCKET_NONE, false, true },
-	[AB_SLOT_IP_INFLIGHT] = { "ip_inflight", "ii", AB_SCOPE_ADDR, AB_BUCKET_NONE, true },
-	[AB_SLOT_NET_FAIL] = { "net_fail", "nf", AB_SCOPE_NET, AB_BUCKET_IP, true },
-	[AB_SLOT_NET_FAIL_PREV] = { "net_fail_prev", "nf", AB_SCOPE_NET, AB_BUCKET_IP_PREV, true },
-	[AB_SLOT_NET_ACCTS] = { "net_accounts", "na", AB_SCOPE_NET, AB_BUCKET_IP, true },
-	[AB_SLOT_NET_ACCTS_PREV] = { "net_accounts_prev", "na", AB_SCOPE_NET, AB_BUCKET_IP_PREV, true },
-	[AB_SLOT_NET_PAIR] = { "net_pair", "np", AB_SCOPE_NET_ACCT, AB_BUCKET_NONE, true },
+	[AB_SLOT_IP_INFLIGHT] = { "ip_inflight", "ii", AB_SCOPE_ADDR, AB_BUCKET_NONE, true, false },
+	[AB_SLOT_NET_FAIL] = { "net_fail", "nf", AB_SCOPE_NET, AB_BUCKET_IP, true, false },
+	[AB_SLOT_NET_FAIL_PREV] = { "net_fail_prev", "nf", AB_SCOPE_NET, AB_BUCKET_IP_PREV, true, false },
+	[AB_SLOT_NET_ACCTS] = { "net_accounts", "na", AB_SCOPE_NET, AB_BUCKET_IP, true, false },
+	[AB_SLOT_NET_ACCTS_PREV] = { "net_accounts_prev", "na", AB_SCOPE_NET, AB_BUCKET_IP_PREV, true, false },
+	[AB_SLOT_NET_PAIR] = { "net_pair", "np", AB_SCOPE_NET_ACCT, AB_BUCKET_NONE, true, false },
 	[AB_SLOT_NET_BLOCK] = { "net_block", "nb", AB_SCOPE_NET, AB_BUCKET_NONE, true, true },
 	[AB_SLOT_NET_STRIKES] = { "net_strikes", "ns", AB_SCOPE_NET, AB_BUCKET_NONE, false, true },
-	[AB_SLOT_ACCT_FAIL] = { "account_fail", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT, true },
-	[AB_SLOT_ACCT_FAIL_PREV] = { "account_fail_prev", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, true },
-	[AB_SLOT_ACCT_SFAIL] = { "account_subnet_fail", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, false },
+	[AB_SLOT_ACCT_FAIL] = { "account_fail", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT, true, false },
+	[AB_SLOT_ACCT_FAIL_PREV] = { "account_fail_prev", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, true, false },
+	[AB_SLOT_ACCT_SFAIL] = { "account_subnet_fail", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, false, false },
 	[AB_SLOT_ACCT_LOCK] = { "account_lock", "al", AB_SCOPE_ACCT, AB_BUCKET_NONE, true, true },
 	[AB_SLOT_ACCT_STRIKES] = { "account_strikes", "ak", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, true },
 	[AB_SLOT_ACCT_FAM] = { "account_familiar", "fm", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, true, true },
-	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_NONE, true },
-	[AB_SLOT_ACCT_FAMCOUNT] = { "account_familiar_count", "fc", AB_SCOPE_ACCT, AB_BUCKET_NONE, false },
-	[AB_SLOT_ACCT_PW] = { "account_password_seen", "pw", AB_SCOPE_ACCT_PW, AB_BUCKET_NONE, false },
+	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_NONE, true, false },
+	[AB_SLOT_ACCT_FAMCOUNT] = { "account_familiar_count", "fc", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, false },
+	[AB_SLOT_ACCT_PW] = { "account_password_seen", "pw", AB_SCOPE_ACCT_PW, AB_BUCKET_NONE, false, false },
 	/* written by allow, read by report */
-	[AB_SLOT_SESSION] = { "session", "ss", AB_SCOPE_SESSION, AB_BUCKET_NONE, false },
+	[AB_SLOT_SESSION] = { "session", "ss", AB_SCOPE_SESSION, AB_BUCKET_NONE, false, false },
 };
 
 /* How long a strike is remembered: long enough that a returning
@@ -291,12 +291,14 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 			       AB_SLOT_IP_ACCTS, cfg->ip_block_failures,
 			       cfg->ip_max_accounts, cfg, now, &left)) {
 			reject(d, "address blocked", MSG_ADDRESS, left);
+			d->refused = AB_REFUSED_ADDRESS;
 			return;
 		}
 		if (over_block(snap, AB_SLOT_NET_BLOCK, AB_SLOT_NET_FAIL,
 			       AB_SLOT_NET_ACCTS, cfg->net_block_failures,
 			       cfg->net_max_accounts, cfg, now, &left)) {
 			reject(d, "subnet blocked", MSG_SUBNET, left);
+			d->refused = AB_REFUSED_SUBNET;
 			return;
 		}
 	}
@@ -327,11 +329,13 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 		} else if (active_until(snap, AB_SLOT_ACCT_LOCK, now, &left)) {
 			reject(d, "account locked for unfamiliar origins",
 			       MSG_ACCOUNT, left);
+			d->refused = AB_REFUSED_ACCOUNT;
 			return;
 		} else if (window_prior(snap, AB_SLOT_ACCT_FAIL) >=
 			   cfg->account_lock_failures) {
 			reject(d, "account locked for unfamiliar origins",
 			       MSG_ACCOUNT, window_left(cfg->account_window_s, now));
+			d->refused = AB_REFUSED_ACCOUNT;
 			return;
 		}
 	}
