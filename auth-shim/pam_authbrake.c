@@ -387,6 +387,11 @@ static struct pam_shared *shared_get(struct pam_call *call, int argc,
 		shared_free(shared);
 		return NULL;
 	}
+	/* each login is a new process: what one learns of a dead or hung
+	   memcached, the next knows (a file that cannot be kept costs only
+	   that) */
+	(void)ab_store_share_state(ab_tracker_store(shared->tracker),
+				   shared->cfg.server_state_file, &error);
 	/* replaces (and frees) one made from other arguments; when it
 	   cannot be kept, run() frees it after this call */
 	(void)pam_set_data(call->pamh, SHARED_DATA, shared, shared_cleanup);

@@ -50,6 +50,7 @@ static const struct key_def keys[] = {
 	{ "breaker_cooldown", T_SECONDS, F(breaker_cooldown_s), 1, 3600 },
 	{ "fail_mode", T_FAIL_MODE, F(fail_mode), 0, 0 },
 	{ "fail_log_interval", T_SECONDS, F(fail_log_interval_s), 1, DAY },
+	{ "verdict_cache", T_SECONDS, F(verdict_cache_s), 0, 60 },
 	{ "default_domain", T_STRING, F(default_domain), 0, 0 },
 	{ "trusted_networks", T_CIDRS, F(trusted_networks), 0, 0 },
 	{ "restrict_networks", T_CIDRS, F(restrict_networks), 0, 0 },
@@ -76,6 +77,7 @@ static const struct key_def keys[] = {
 	{ "dnsbl_resolver", T_STRING, F(dnsbl_resolver), 0, 0 },
 	{ "dnsbl_timeout", T_MILLIS, F(dnsbl_timeout_ms), 1, 5000 },
 	{ "pam_max_delay", T_SECONDS, F(pam_max_delay_s), 0, 30 },
+	{ "server_state_file", T_STRING, F(server_state_file), 0, 0 },
 };
 #undef F
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -119,6 +121,7 @@ void ab_config_defaults(struct ab_config *cfg)
 	cfg->breaker_cooldown_s = 5;
 	cfg->fail_mode = AB_FAIL_OPEN;
 	cfg->fail_log_interval_s = 60;
+	cfg->verdict_cache_s = 2;
 	cfg->default_domain = strdup("");
 
 	cfg->ip_window_s = 3600;
@@ -141,6 +144,7 @@ void ab_config_defaults(struct ab_config *cfg)
 	cfg->password_repeat_s = 3600;
 	cfg->dnsbl = strdup("");
 	cfg->dnsbl_resolver = strdup("");
+	cfg->server_state_file = strdup("/run/authbrake/memcached.state");
 	cfg->dnsbl_timeout_ms = 500;
 	cfg->dnsbl_action = AB_DNSBL_TARPIT;
 	cfg->pam_max_delay_s = 2;
@@ -154,6 +158,7 @@ void ab_config_free(struct ab_config *cfg)
 	free(cfg->default_domain);
 	free(cfg->dnsbl);
 	free(cfg->dnsbl_resolver);
+	free(cfg->server_state_file);
 	ab_cidr_list_free(&cfg->trusted_networks);
 	ab_cidr_list_free(&cfg->restrict_networks);
 	ab_cidr_list_free(&cfg->trusted_proxies);

@@ -52,6 +52,8 @@ struct ab_config {
 	unsigned int breaker_cooldown_s;
 	enum ab_fail_mode fail_mode;
 	unsigned int fail_log_interval_s;
+	/* how long a process remembers a refusal (ab-verdict.h) */
+	unsigned int verdict_cache_s;
 
 	char *default_domain;
 	struct ab_cidr_list trusted_networks;
@@ -91,6 +93,9 @@ struct ab_config {
 
 	/* PAM */
 	unsigned int pam_max_delay_s;
+	/* where pam_authbrake keeps what one login learned of dead and hung
+	   memcached servers for the next (ab_store_share_state()) */
+	char *server_state_file;
 };
 
 /* Fill cfg with the defaults. Every default lives here. */

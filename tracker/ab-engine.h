@@ -116,8 +116,17 @@ enum ab_verdict {
 	AB_REJECT,
 };
 
+/* What a refusal is about (a face may remember it: ab-verdict.h). */
+enum ab_refused {
+	AB_REFUSED_NOTHING,
+	AB_REFUSED_ADDRESS,	/* the address (IPv6: its /64) is blocked */
+	AB_REFUSED_SUBNET,	/* its subnet is blocked */
+	AB_REFUSED_ACCOUNT,	/* the account is locked for this subnet */
+};
+
 struct ab_decision {
 	enum ab_verdict verdict;
+	enum ab_refused refused;	/* AB_REJECT of a block or lock */
 	unsigned int delay_s;		/* AB_TARPIT */
 	unsigned int retry_after_s;	/* AB_REJECT: when it may pass again, 0 unknown */
 	const char *reason;		/* short, for logs: "address blocked" */

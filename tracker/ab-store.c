@@ -32,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -115,6 +117,8 @@ struct ab_store {
 	size_t second_cap;
 	struct ab_store_stats stats;
 	time_t post_logged;
+	/* dead and hung servers, shared with the next processes (NULL: not) */
+	char *state_path;
 	char error[256];
 	/* metrics (ab-observer.h); NULL when nobody watches */
 	const struct ab_observer *observer;
@@ -288,6 +292,7 @@ void ab_store_deinit(struct ab_store **_store)
 		free(store->server[i].expect);
 	}
 	free(store->second);
+	free(store->state_path);
 	free(store);
 }
 
@@ -378,14 +383,20 @@ static bool breaker_admit(struct ab_store *store, struct server *s)
 	return false;
 }
 
+static void state_save(struct ab_store *store);
+
 static void server_ok(struct ab_store *store, struct server *s)
 {
-	if (s->breaker.open)
+	bool was_open = s->breaker.open;
+
+	if (was_open)
 		store_log(store, AB_LOG_INFO,
 			  "memcached %s answers again: circuit breaker closed", s->name);
 	s->breaker.failures = 0;
 	s->breaker.open = false;
 	s->refused = 0;
+	if (was_open)
+		state_save(store);
 }
 
 static void server_failed(struct ab_store *store, struct server *s)
@@ -422,6 +433,9 @@ static void server_failed(struct ab_store *store, struct server *s)
 			store->observer->breaker_open(store->observer_ctx, s->name);
 		s->breaker.open = true;
 		s->breaker.open_until = now + (time_t)cfg->breaker_cooldown_s;
+		state_save(store);
+	} else if (s->ejected_until != 0) {
+		state_save(store);
 	}
 }
 
@@ -533,11 +547,123 @@ static void pool_refresh(struct ab_store *store, time_t now)
 				  "memcached %s takes connections again: back in the pool",
 				  s->name);
 			s->ejection_logged = false;
+			state_save(store);
 		} else {
 			s->ejected_until = now + (time_t)store->cfg->dead_timeout_s;
 		}
 		s->error = NULL;
 	}
+}
+
+/* --- what a process knows of dead and hung servers, for the next ---
+
+   pam_authbrake lives for one login: without this, every login would
+   wait poll_timeout to learn again that a server hangs. A line per server
+   taken out or skipped: "host:port breaker_until ejected_until" (unix
+   times, 0 none), written whole to a new file and renamed over the old. A
+   file that says more than a server could have earned (a time past the
+   cooldown or dead_timeout) is believed only up to that. */
+
+#define STATE_MAX 8192
+
+static void state_save(struct ab_store *store)
+{
+	char buf[STATE_MAX], tmp[PATH_MAX];
+	size_t len = 0;
+	unsigned int i;
+	int fd;
+
+	if (store->state_path == NULL)
+		return;
+	for (i = 0; i < store->server_count; i++) {
+		const struct server *s = &store->server[i];
+		int n;
+
+		if (!s->breaker.open && s->ejected_until == 0)
+			continue;
+		n = snprintf(buf + len, sizeof(buf) - len, "%s %lld %lld\n", s->name,
+			     s->breaker.open ? (long long)s->breaker.open_until : 0LL,
+			     (long long)s->ejected_until);
+		if (n < 0 || (size_t)n >= sizeof(buf) - len)
+			break;
+		len += (size_t)n;
+	}
+	if (snprintf(tmp, sizeof(tmp), "%s.%ld", store->state_path,
+		     (long)getpid()) >= (int)sizeof(tmp))
+		return;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return;		/* no /run/authbrake: each login finds out alone */
+	if (write(fd, buf, len) != (ssize_t)len || close(fd) < 0 ||
+	    rename(tmp, store->state_path) < 0)
+		(void)unlink(tmp);
+}
+
+static void state_load(struct ab_store *store)
+{
+	char buf[STATE_MAX], name[160], *line, *next;
+	time_t now = time(NULL);
+	long long breaker_until, ejected_until;
+	ssize_t r;
+	unsigned int i;
+	int fd;
+
+	fd = open(store->state_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return;
+	buf[r] = '\0';
+	for (line = buf; line != NULL && *line != '\0'; line = next) {
+		if ((next = strchr(line, '\n')) != NULL)
+			*next++ = '\0';
+		if (sscanf(line, "%159s %lld %lld", name, &breaker_until,
+			   &ejected_until) != 3)
+			continue;
+		for (i = 0; i < store->server_count; i++) {
+			struct server *s = &store->server[i];
+			time_t cooldown = now + (time_t)store->cfg->breaker_cooldown_s;
+			time_t dead = now + (time_t)store->cfg->dead_timeout_s;
+
+			if (strcmp(s->name, name) != 0)
+				continue;
+			if (breaker_until > now) {
+				s->breaker.open = true;
+				s->breaker.failures = store->cfg->breaker_failures;
+				s->breaker.open_until = breaker_until < cooldown ?
+					(time_t)breaker_until : cooldown;
+			}
+			if (ejected_until > now && store->server_count > 1) {
+				s->ejected_until = ejected_until < dead ?
+					(time_t)ejected_until : dead;
+				s->ejection_logged = true;
+			}
+		}
+	}
+}
+
+int ab_store_share_state(struct ab_store *store, const char *path,
+			 const char **error_r)
+{
+	char dir[PATH_MAX], *slash;
+
+	if (path == NULL || path[0] == '\0')
+		return 0;
+	if (path[0] != '/' || strlen(path) >= sizeof(dir) - 16)
+		return ab_error(error_r, "server_state_file: '%s' is not an absolute path", path);
+	free(store->state_path);
+	if ((store->state_path = strdup(path)) == NULL)
+		return ab_error(error_r, "out of memory");
+	/* its folder (/run/authbrake) is made when missing: /run is a tmpfs */
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		(void)mkdir(dir, 0750);
+	}
+	state_load(store);
+	return 0;
 }
 
 /* --- building a batch ------------------------------------------------- */

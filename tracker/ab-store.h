@@ -117,6 +117,14 @@ int ab_store_delete(struct ab_store *store, const char *key, bool *found_r,
 int ab_store_evictions(struct ab_store *store, uint64_t *evictions_r,
 		       const char **error_r);
 
+/* Share what this process learns of dead and hung servers with the
+   processes after it, through the file at path (its folder is made when
+   missing): read now, written when a server is taken out or skipped and
+   when it is back. For pam_authbrake, whose every login is a new process;
+   path NULL or "" shares nothing. */
+int ab_store_share_state(struct ab_store *store, const char *path,
+			 const char **error_r);
+
 void ab_store_get_stats(const struct ab_store *store,
 			struct ab_store_stats *stats_r);
 /* Tell observer (may be NULL: nobody) of every request and breaker trip;

@@ -13,6 +13,7 @@
 #include "ab-observer.h"
 #include "ab-recent.h"
 #include "ab-tracker.h"
+#include "ab-verdict.h"
 
 typedef char ab_key[AB_KEY_LEN];
 
@@ -43,6 +44,8 @@ struct job {
 	bool marked[AB_OPS_MAX];
 	struct ab_hold hold;
 	bool counted, failed;
+	/* allow: decided by a refusal this process remembers (ab-verdict.h) */
+	bool remembered;
 	/* the session record's request: allow, its add; report, its delete
 	   (-1: none) */
 	int record;
@@ -68,6 +71,8 @@ struct ab_tracker {
 	void *observer_ctx;
 	/* DNS blocklists, NULL when dnsbl is empty */
 	struct ab_dnsbl *dnsbl;
+	/* refusals remembered for verdict_cache */
+	struct ab_verdicts *verdicts;
 };
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
@@ -98,7 +103,8 @@ int ab_tracker_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 	tracker->log_ctx = log_ctx;
 	if (ab_secret_load(cfg->secret_file, &tracker->secret, error_r) < 0 ||
 	    ab_store_init(cfg, log, log_ctx, &tracker->store, error_r) < 0 ||
-	    ab_dnsbl_init(cfg, &tracker->dnsbl, error_r) < 0) {
+	    ab_dnsbl_init(cfg, &tracker->dnsbl, error_r) < 0 ||
+	    ab_verdicts_init(cfg->verdict_cache_s, &tracker->verdicts) < 0) {
 		ab_tracker_deinit(&tracker);
 		return -1;
 	}
@@ -116,6 +122,7 @@ void ab_tracker_deinit(struct ab_tracker **_tracker)
 	ab_store_deinit(&tracker->store);
 	if (tracker->dnsbl != NULL)
 		ab_dnsbl_deinit(&tracker->dnsbl);
+	ab_verdicts_deinit(&tracker->verdicts);
 	memset(&tracker->secret, 0, sizeof(tracker->secret));
 	free(tracker);
 }
@@ -592,6 +599,13 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		memset(&job->snap, 0, sizeof(job->snap));
 		memset(written, 0, sizeof(written));
 		job->attempt = attempts[i];
+		/* a flood of attempts already refused costs memcached nothing */
+		job->remembered = (flags & AB_ALLOW_DRY_RUN) == 0 &&
+			ab_verdicts_find(tracker->verdicts, job->attempt,
+					 ab_attempt_trusted(job->attempt, cfg), now,
+					 &decisions_r[i]);
+		if (job->remembered)
+			continue;
 		job->spec.count = job->keep.count = 0;
 		job->hold.at = now;
 		job->hold.slots = 0;
@@ -630,9 +644,12 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		struct job *job = &tracker->job[i];
 		struct ab_decision *d = &decisions_r[i];
 		/* the record was added: no allow of this session came before */
-		bool recorded = job->record >= 0 &&
-			r->op[job->record].result == AB_STORE_DONE;
+		bool recorded;
 
+		if (job->remembered)
+			continue;
+		recorded = job->record >= 0 &&
+			r->op[job->record].result == AB_STORE_DONE;
 		plan_results(&job->plan, r, &job->spec, &job->snap, job->marked, later);
 		if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED)) {
 			fail_mode_decision(cfg, ret > 0, d);
@@ -640,6 +657,9 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 			/* counts holding the attempt's own place are judged
 			   without it */
 			ab_decide(&job->snap, job->attempt, cfg, now, d);
+			if ((flags & AB_ALLOW_DRY_RUN) == 0)
+				ab_verdicts_remember(tracker->verdicts, job->attempt,
+						     d, now);
 			/* a second allow for one session (Dovecot's after-auth
 			   check) finds its record, its places held already; a
 			   session whose record could not be added (its server

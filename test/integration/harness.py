@@ -196,6 +196,11 @@ DEFAULT_USERS = {
 TEST_DEFAULTS = {
     "fail_mode": "open",
     "fail_log_interval": "1s",
+    # tests check each decision right after the state behind it changed
+    # (an unblock, a success): a process must not answer from its memory
+    # of refusals; test_refusals_remembered_cost_memcached_nothing turns
+    # it on
+    "verdict_cache": "0",
     "ip_window": "10m",
     "ip_free_failures": 3,
     "ip_block_failures": 8,

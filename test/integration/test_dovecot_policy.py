@@ -7,6 +7,7 @@ anvil penalty is off in these Dovecots (harness default) so what is measured
 is authbrake's; auth_failure_delay = 0 leaves Dovecot's 0.5 s failure tick.
 """
 
+import http.client
 import json
 import os
 import re
@@ -341,6 +342,50 @@ def test_policy_api_key_and_forged_report(policy_dovecot, memcached):
     status, text = dc.policy_post("report", forged[1][1])
     assert (status, json.loads(text)) == (200, {"status": 0})
     assert dc.auth_test(CAROL, USERS[CAROL], "127.71.0.3")[0]
+
+
+def test_refusals_remembered_cost_memcached_nothing(memcached, authbrake_conf,
+                                                    dovecot_factory, policy_binary):
+    """Refusing is cheap (issue 20): a policy process that refused a blocked
+    address remembers the refusal for verdict_cache, and refuses the flood
+    that follows without a memcached operation; `authbrake unblock` reaches
+    it once it forgets, within verdict_cache."""
+    conf = authbrake_conf(memcached, verdict_cache="10s")
+    dc = dovecot_factory(policy_conf=conf)
+    src = "127.83.0.1"
+    r = subprocess.run([str(harness.CLI_BIN), "-c", str(conf), "block", src],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+    assert r.returncode == 0, r.stderr
+    # one keep-alive connection, as Dovecot's auth process keeps them: every
+    # request reaches the same policy process
+    conn = http.client.HTTPConnection("127.0.0.1", dc.policy_port, timeout=10)
+
+    def allow(i):
+        body = json.dumps({"login": f"user{i}", "remote": src, "protocol": "imap",
+                           "session_id": f"flood-{i}-{time.monotonic_ns()}"})
+        conn.request("POST", "/?command=allow", body=body,
+                     headers={"Content-Type": "application/json",
+                              "X-API-Key": dc.api_key})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        return json.loads(resp.read())["status"]
+
+    first = memcached_ops(memcached)
+    assert allow(0) == -1
+    before = memcached_ops(memcached)
+    assert before != first, "the first refusal did not read memcached"
+    flood = [allow(i) for i in range(1, 51)]
+    assert flood == [-1] * 50
+    assert memcached_ops(memcached) == before, "a remembered refusal touched memcached"
+
+    r = subprocess.run([str(harness.CLI_BIN), "-c", str(conf), "unblock", src],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+    assert r.returncode == 0, r.stderr
+    t0 = time.monotonic()
+    while allow(100) == -1:
+        assert time.monotonic() - t0 < 12, "still refused past verdict_cache after unblock"
+        time.sleep(0.25)
+    conn.close()
 
 
 def test_policy_rejects_bad_requests(policy_dovecot):

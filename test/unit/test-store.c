@@ -821,6 +821,51 @@ static void test_lock_set_during_outage_survives_return(void **state)
 	ab_config_free(&cfg);
 }
 
+/* pam_authbrake's logins are processes of their own: what one learns of
+   a hung server, the next knows from the state file, and does not wait
+   poll_timeout for it again. */
+static void test_hung_server_remembered_across_processes(void **state)
+{
+	struct ab_config cfg;
+	struct ab_store *first, *next;
+	struct ab_store_stats stats;
+	const char *error, *keys[1] = { "ab1:t9:k" };
+	char path[160];
+	uint64_t values[1];
+	bool found[1];
+	double t0, first_ms, next_ms;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/run/memcached.state", tmpdir);
+	make_config(&cfg);
+	assert_int_equal(ab_config_set(&cfg, "poll_timeout", "300ms", "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "breaker_failures", "1", "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "breaker_cooldown", "30s", "test", &error), 0);
+	assert_int_equal(ab_store_init(&cfg, NULL, NULL, &first, &error), 0);
+	assert_int_equal(ab_store_share_state(first, path, &error), 0);
+	assert_int_equal(ab_store_mget(first, keys, 1, values, found, &error), 0);
+	mc_pause();
+	t0 = now_ms();
+	assert_int_equal(ab_store_mget(first, keys, 1, values, found, &error), -1);
+	first_ms = now_ms() - t0;
+	ab_store_deinit(&first);
+
+	assert_int_equal(ab_store_init(&cfg, NULL, NULL, &next, &error), 0);
+	assert_int_equal(ab_store_share_state(next, path, &error), 0);
+	t0 = now_ms();
+	assert_int_equal(ab_store_mget(next, keys, 1, values, found, &error), -1);
+	next_ms = now_ms() - t0;
+	ab_store_get_stats(next, &stats);
+	print_message("  hung memcached: the first process waited %.1f ms, the next %.1f ms "
+		      "(skipped %llu)\n", first_ms, next_ms, stats.skipped);
+	assert_true(first_ms >= 250);
+	assert_true(next_ms < 100);
+	assert_int_equal(stats.skipped, 1);
+	ab_store_deinit(&next);
+	kill(mc_pid, SIGCONT);
+	ab_config_free(&cfg);
+}
+
 static void test_server_list(void **state)
 {
 	static const char *const good[] = {
@@ -935,6 +980,7 @@ int main(void)
 		cmocka_unit_test(test_tracker_racing_nodes_one_block),
 		cmocka_unit_test(test_racing_creation_counts_every_increment),
 		cmocka_unit_test(test_lock_set_during_outage_survives_return),
+		cmocka_unit_test(test_hung_server_remembered_across_processes),
 		cmocka_unit_test(test_server_list),
 		cmocka_unit_test(test_evictions_read_by_stat),
 		cmocka_unit_test(test_hung_memcached_open),
