@@ -11,8 +11,17 @@
 #include "ab-store.h"
 #include "ab-tracker.h"
 
+/* the sealed value's first byte: not a digit (see ab_recent_seal) */
+#define RECENT_SEALED_VERSION 0x01
+/* the plaintext's own */
 #define RECENT_VERSION 1
 #define RECENT_FLAG_ADMIN 0x01
+#define RECENT_PLAIN_HEADER_LEN 16
+/* the largest plaintext: an account of AB_ACCOUNT_MAX-1 bytes, padded */
+#define RECENT_PLAIN_MAX ((RECENT_PLAIN_HEADER_LEN + AB_ACCOUNT_MAX - 1 + 7) / 8 * 8)
+#define RECENT_SEALED_HEADER_LEN (1 + crypto_secretbox_NONCEBYTES)
+#define RECENT_SEALED_MIN (RECENT_SEALED_HEADER_LEN + crypto_secretbox_MACBYTES + \
+			   RECENT_PLAIN_HEADER_LEN)
 /* the index only picks the next slot: losing it costs nothing */
 #define RECENT_INDEX_TTL (8 * 24 * 3600)
 /* entries outlive their block a little, so a block extended by a repeat
@@ -20,7 +29,12 @@
 #define RECENT_TTL_MARGIN 60
 /* memcached reads a TTL over 30 days as an absolute time */
 #define RECENT_TTL_MAX (29 * 24 * 3600)
-#define RECENT_MGET_CHUNK 64
+
+_Static_assert(AB_RECENT_SEALED_MAX == RECENT_SEALED_HEADER_LEN +
+	       crypto_secretbox_MACBYTES + RECENT_PLAIN_MAX,
+	       "AB_RECENT_SEALED_MAX does not match the sealed format");
+_Static_assert(AB_RECENT_SEALED_MAX <= AB_META_VALUE_MAX,
+	       "a sealed entry must fit in one memcached value");
 
 typedef char recent_key[AB_KEY_LEN];
 
@@ -54,36 +68,16 @@ static uint32_t get_u32(const uint8_t *p)
 		(uint32_t)p[3] << 24;
 }
 
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	put_u32(p, (uint32_t)v);
-	put_u32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
-
-/* The header word is the nonce's only varying part: 56 random bits and
-   the entry's length in words (so a reader knows what to fetch). */
-static void header_nonce(uint64_t header,
-			 uint8_t nonce_r[crypto_secretbox_NONCEBYTES])
-{
-	memset(nonce_r, 0, crypto_secretbox_NONCEBYTES);
-	put_u64(nonce_r, header);
-}
-
 /* The plaintext: version, kind, flags, identity length, set_at (u32),
    duration_s (u32), failures and accounts (u16 each), then the identity:
    the account's bytes, or family (4/6), 16 address bytes and the prefix.
    Little-endian throughout. */
 static size_t plain_encode(const struct ab_recent_entry *entry,
-			   uint8_t plain[AB_RECENT_PLAIN_MAX + 8])
+			   uint8_t plain[RECENT_PLAIN_MAX])
 {
 	size_t id_len, len;
 
-	memset(plain, 0, AB_RECENT_PLAIN_MAX + 8);
+	memset(plain, 0, RECENT_PLAIN_MAX);
 	plain[0] = RECENT_VERSION;
 	plain[1] = (uint8_t)entry->kind;
 	plain[2] = entry->admin ? RECENT_FLAG_ADMIN : 0;
@@ -93,9 +87,9 @@ static size_t plain_encode(const struct ab_recent_entry *entry,
 	put_u16_capped(plain + 14, entry->accounts);
 	if (entry->kind == AB_RECENT_ACCOUNT) {
 		id_len = strnlen(entry->account, AB_ACCOUNT_MAX - 1);
-		memcpy(plain + AB_RECENT_HEADER_LEN, entry->account, id_len);
+		memcpy(plain + RECENT_PLAIN_HEADER_LEN, entry->account, id_len);
 	} else {
-		uint8_t *p = plain + AB_RECENT_HEADER_LEN;
+		uint8_t *p = plain + RECENT_PLAIN_HEADER_LEN;
 
 		p[0] = entry->net.net.family == AF_INET6 ? 6 : 4;
 		memcpy(p + 1, entry->net.net.bytes, 16);
@@ -103,61 +97,56 @@ static size_t plain_encode(const struct ab_recent_entry *entry,
 		id_len = 18;
 	}
 	plain[3] = (uint8_t)id_len;
-	len = AB_RECENT_HEADER_LEN + id_len;
-	/* whole words; the padding hides the name's length to 8 bytes */
+	len = RECENT_PLAIN_HEADER_LEN + id_len;
+	/* the padding hides the name's length to 8 bytes */
 	return (len + 7) / 8 * 8;
 }
 
+/* The sealed value: the version byte, a random nonce, then the
+   plaintext in crypto_secretbox (its MAC first). */
 size_t ab_recent_seal(const uint8_t key[AB_RECENT_KEY_LEN],
 		      const struct ab_recent_entry *entry,
-		      uint64_t words_r[AB_RECENT_WORDS_MAX])
+		      uint8_t out[AB_RECENT_SEALED_MAX])
 {
-	uint8_t plain[AB_RECENT_PLAIN_MAX + 8];
-	uint8_t sealed[crypto_secretbox_MACBYTES + AB_RECENT_PLAIN_MAX + 8];
-	uint8_t nonce[crypto_secretbox_NONCEBYTES];
+	uint8_t plain[RECENT_PLAIN_MAX];
 	size_t plain_len = plain_encode(entry, plain);
-	size_t sealed_len = crypto_secretbox_MACBYTES + plain_len;
-	size_t n = 1 + sealed_len / 8, i;
-	uint64_t header;
 
-	randombytes_buf(&header, sizeof(header));
-	header = (header << 8) | n;
-	header_nonce(header, nonce);
-	crypto_secretbox_easy(sealed, plain, plain_len, nonce, key);
-	words_r[0] = header;
-	for (i = 1; i < n; i++)
-		words_r[i] = get_u64(sealed + (i - 1) * 8);
+	out[0] = RECENT_SEALED_VERSION;
+	randombytes_buf(out + 1, crypto_secretbox_NONCEBYTES);
+	crypto_secretbox_easy(out + RECENT_SEALED_HEADER_LEN, plain, plain_len,
+			      out + 1, key);
 	sodium_memzero(plain, sizeof(plain));
-	return n;
+	return RECENT_SEALED_HEADER_LEN + crypto_secretbox_MACBYTES + plain_len;
 }
 
 int ab_recent_open(const uint8_t key[AB_RECENT_KEY_LEN],
-		   const uint64_t *words, size_t n,
+		   const uint8_t *sealed, size_t len,
 		   struct ab_recent_entry *entry_r, const char **error_r)
 {
-	uint8_t plain[AB_RECENT_PLAIN_MAX + 8];
-	uint8_t sealed[crypto_secretbox_MACBYTES + AB_RECENT_PLAIN_MAX + 8];
-	uint8_t nonce[crypto_secretbox_NONCEBYTES];
-	size_t sealed_len, plain_len, id_len, i;
+	uint8_t plain[RECENT_PLAIN_MAX];
+	size_t plain_len, id_len;
 	const uint8_t *id;
 
 	memset(entry_r, 0, sizeof(*entry_r));
-	if (n < 2 || n > AB_RECENT_WORDS_MAX || (words[0] & 0xff) != n)
-		return ab_error(error_r, "recent entry: bad length");
-	sealed_len = (n - 1) * 8;
-	if (sealed_len < crypto_secretbox_MACBYTES + AB_RECENT_HEADER_LEN)
+	if (len == 0)
+		return ab_error(error_r, "recent entry: empty");
+	if (sealed[0] != RECENT_SEALED_VERSION)
+		return ab_error(error_r, "recent entry: unknown version %u",
+				sealed[0]);
+	if (len < RECENT_SEALED_MIN)
 		return ab_error(error_r, "recent entry: too short");
-	for (i = 1; i < n; i++)
-		put_u64(sealed + (i - 1) * 8, words[i]);
-	header_nonce(words[0], nonce);
-	plain_len = sealed_len - crypto_secretbox_MACBYTES;
-	if (crypto_secretbox_open_easy(plain, sealed, sealed_len, nonce, key) != 0)
+	if (len > AB_RECENT_SEALED_MAX || (len - RECENT_SEALED_MIN) % 8 != 0)
+		return ab_error(error_r, "recent entry: bad length");
+	plain_len = len - RECENT_SEALED_HEADER_LEN - crypto_secretbox_MACBYTES;
+	if (crypto_secretbox_open_easy(plain, sealed + RECENT_SEALED_HEADER_LEN,
+				       len - RECENT_SEALED_HEADER_LEN,
+				       sealed + 1, key) != 0)
 		return ab_error(error_r, "recent entry: does not open "
-				"(torn, changed, or sealed under another secret)");
+				"(changed, or sealed under another secret)");
 	id_len = plain[3];
-	id = plain + AB_RECENT_HEADER_LEN;
+	id = plain + RECENT_PLAIN_HEADER_LEN;
 	if (plain[0] != RECENT_VERSION ||
-	    AB_RECENT_HEADER_LEN + id_len > plain_len)
+	    RECENT_PLAIN_HEADER_LEN + id_len > plain_len)
 		return ab_error(error_r, "recent entry: unknown format");
 	entry_r->kind = (enum ab_recent_kind)plain[1];
 	entry_r->admin = (plain[2] & RECENT_FLAG_ADMIN) != 0;
@@ -190,39 +179,39 @@ static void index_key(const struct ab_secret *secret, recent_key key_r)
 	ab_hash_key(secret, "ri", "index", 5, NULL, 0, key_r);
 }
 
-static void word_key(const struct ab_secret *secret, unsigned int slot,
-		     unsigned int word, recent_key key_r)
+static void slot_key(const struct ab_secret *secret, unsigned int slot,
+		     recent_key key_r)
 {
 	uint8_t s[2] = { (uint8_t)(slot >> 8), (uint8_t)slot };
-	uint8_t w = (uint8_t)word;
 
-	ab_hash_key(secret, "rr", s, sizeof(s), &w, 1, key_r);
+	ab_hash_key(secret, "re", s, sizeof(s), NULL, 0, key_r);
 }
 
 int ab_recent_add(const struct ab_secret *secret, struct ab_store *store,
 		  const struct ab_recent_entry *entry, const char **error_r)
 {
-	uint8_t key[AB_RECENT_KEY_LEN];
-	uint64_t words[AB_RECENT_WORDS_MAX], index;
+	uint8_t key[AB_RECENT_KEY_LEN], sealed[AB_RECENT_SEALED_MAX];
+	struct ab_store_op op;
 	recent_key k;
-	unsigned int slot, ttl = entry->duration_s + RECENT_TTL_MARGIN;
-	size_t n, i;
-	int ret = 0;
+	uint64_t index;
+	unsigned int ttl = entry->duration_s + RECENT_TTL_MARGIN;
 
 	if (ttl > RECENT_TTL_MAX)
 		ttl = RECENT_TTL_MAX;
 	index_key(secret, k);
 	if (ab_store_incr(store, k, 1, RECENT_INDEX_TTL, &index, error_r) < 0)
 		return -1;
-	slot = (unsigned int)((index - 1) % AB_RECENT_SLOTS);
 	ab_recent_derive_key(secret, key);
-	n = ab_recent_seal(key, entry, words);
+	memset(&op, 0, sizeof(op));
+	op.cmd = AB_STORE_SET;
+	op.bytes = sealed;
+	op.bytes_len = ab_recent_seal(key, entry, sealed);
+	op.ttl_s = ttl;
 	sodium_memzero(key, sizeof(key));
-	for (i = n; i-- > 0 && ret == 0; ) {
-		word_key(secret, slot, (unsigned int)i, k);
-		ret = ab_store_set(store, k, words[i], ttl, error_r);
-	}
-	return ret;
+	slot_key(secret, (unsigned int)((index - 1) % AB_RECENT_SLOTS), k);
+	op.key = k;
+	ab_store_post(store, &op, 1);
+	return 0;
 }
 
 void ab_recent_escalation(const struct ab_secret *secret,
@@ -287,22 +276,6 @@ void ab_recent_admin_block(const struct ab_secret *secret,
 	(void)ab_recent_add(secret, store, &entry, &error);
 }
 
-/* ab_store_mget takes at most 64 keys: the ring is read in chunks. */
-static int mget_chunked(struct ab_store *store, const char *const *keys,
-			size_t n, uint64_t *values_r, bool *found_r,
-			const char **error_r)
-{
-	size_t i, chunk;
-
-	for (i = 0; i < n; i += chunk) {
-		chunk = n - i < RECENT_MGET_CHUNK ? n - i : RECENT_MGET_CHUNK;
-		if (ab_store_mget(store, keys + i, chunk, values_r + i,
-				  found_r + i, error_r) != 0)
-			return -1;
-	}
-	return 0;
-}
-
 static bool same_identity(const struct ab_recent_entry *a,
 			  const struct ab_recent_entry *b)
 {
@@ -357,24 +330,19 @@ static int item_cmp(const void *a, const void *b)
 		x->entry.set_at > y->entry.set_at ? -1 : 0;
 }
 
-#define RECENT_READ_MAX (AB_RECENT_SLOTS * AB_RECENT_WORDS_MAX + 1)
+/* the index and every slot, read in one batch */
+#define RECENT_READ_OPS (1 + AB_RECENT_SLOTS)
 struct recent_read {
-	recent_key keys[RECENT_READ_MAX];
-	const char *key_ptrs[RECENT_READ_MAX];
-	uint64_t values[RECENT_READ_MAX];
-	bool found[RECENT_READ_MAX];
+	recent_key keys[RECENT_READ_OPS];
+	struct ab_store_op ops[RECENT_READ_OPS];
+	uint8_t sealed[AB_RECENT_SLOTS][AB_RECENT_SEALED_MAX];
 };
 
 int ab_recent_list(struct ab_tracker *tracker, time_t now,
 		   struct ab_recent_list *list_r, const char **error_r)
 {
 	struct recent_read *rd = calloc(1, sizeof(*rd));
-	recent_key *keys;
-	const char **key_ptrs;
-	uint64_t *values;
-	bool *found;
-	uint64_t headers[AB_RECENT_SLOTS];
-	size_t first[AB_RECENT_SLOTS], n = 0, i, j, k;
+	size_t i, j, k;
 	struct ab_store *store = ab_tracker_store(tracker);
 	struct ab_secret secret;
 	struct ab_recent_entry entry;
@@ -385,66 +353,39 @@ int ab_recent_list(struct ab_tracker *tracker, time_t now,
 	memset(list_r, 0, sizeof(*list_r));
 	if (rd == NULL)
 		return ab_error(error_r, "out of memory");
-	keys = rd->keys;
-	key_ptrs = rd->key_ptrs;
-	values = rd->values;
-	found = rd->found;
 	if (ab_secret_load(ab_tracker_config(tracker)->secret_file, &secret,
 			   error_r) < 0) {
 		free(rd);
 		return -1;
 	}
-	/* first the index and every slot's header word */
-	index_key(&secret, keys[0]);
-	for (i = 0; i < AB_RECENT_SLOTS; i++)
-		word_key(&secret, (unsigned int)i, 0, keys[1 + i]);
-	for (i = 0; i <= AB_RECENT_SLOTS; i++)
-		key_ptrs[i] = keys[i];
-	if (mget_chunked(store, key_ptrs, AB_RECENT_SLOTS + 1, values, found,
-			 error_r) < 0) {
-		ret = AB_ERR_STORE;
-		goto out;
-	}
-	list_r->written = values[0];
-	for (i = 0; i < AB_RECENT_SLOTS; i++)
-		headers[i] = found[1 + i] ? values[1 + i] : 0;
-
-	/* then the words of every slot that holds an entry */
+	index_key(&secret, rd->keys[0]);
 	for (i = 0; i < AB_RECENT_SLOTS; i++) {
-		size_t words = headers[i] & 0xff;
+		struct ab_store_op *op = &rd->ops[1 + i];
 
-		first[i] = n;
-		if (headers[i] == 0 || words < 2 || words > AB_RECENT_WORDS_MAX)
-			continue;
-		for (j = 1; j < words; j++) {
-			word_key(&secret, (unsigned int)i, (unsigned int)j, keys[n]);
-			key_ptrs[n] = keys[n];
-			n++;
-		}
+		slot_key(&secret, (unsigned int)i, rd->keys[1 + i]);
+		op->out_bytes = rd->sealed[i];
+		op->out_bytes_cap = sizeof(rd->sealed[i]);
 	}
-	if (n > 0 && mget_chunked(store, key_ptrs, n, values, found, error_r) < 0) {
+	for (i = 0; i < RECENT_READ_OPS; i++) {
+		rd->ops[i].cmd = AB_STORE_GET;
+		rd->ops[i].key = rd->keys[i];
+	}
+	if (ab_store_run(store, rd->ops, RECENT_READ_OPS, error_r) != 0) {
 		ret = AB_ERR_STORE;
 		goto out;
 	}
+	list_r->written = rd->ops[0].result == AB_STORE_DONE ? rd->ops[0].out : 0;
 
 	ab_recent_derive_key(&secret, key);
 	for (i = 0; i < AB_RECENT_SLOTS; i++) {
-		uint64_t words[AB_RECENT_WORDS_MAX];
-		size_t count = headers[i] & 0xff;
-		bool whole = true;
+		const struct ab_store_op *op = &rd->ops[1 + i];
 
-		if (headers[i] == 0)
+		if (op->result == AB_STORE_MISS)
 			continue;
-		if (count < 2 || count > AB_RECENT_WORDS_MAX) {
-			list_r->unreadable++;
-			continue;
-		}
-		words[0] = headers[i];
-		for (j = 1; j < count; j++) {
-			whole = whole && found[first[i] + j - 1];
-			words[j] = values[first[i] + j - 1];
-		}
-		if (!whole || ab_recent_open(key, words, count, &entry, &error) < 0) {
+		/* a number, or a value too long, is none of ours: unreadable */
+		if (op->result != AB_STORE_DONE ||
+		    ab_recent_open(key, rd->sealed[i], op->out_bytes_len,
+				   &entry, &error) < 0) {
 			list_r->unreadable++;
 			continue;
 		}

@@ -3,12 +3,12 @@
    memcached in clear.
 
    A ring of AB_RECENT_SLOTS entries in memcached. A writer takes the next
-   slot with one increment of an index key; each entry is sealed
-   (crypto_secretbox: XSalsa20-Poly1305) under a subkey derived from the
-   site secret and spread over numeric words, one memcached key each (the
-   store keeps numbers only). An entry expires with the block or lock it
-   records; the ring keeps the most recent AB_RECENT_SLOTS. The record is
-   a hint: what `list` shows is checked against the live block or lock. */
+   slot with one increment of an index key and writes the entry there as
+   one item of bytes, sealed (crypto_secretbox: XSalsa20-Poly1305) under a
+   subkey derived from the site secret. An entry expires with the block or
+   lock it records; the ring keeps the most recent AB_RECENT_SLOTS. The
+   record is a hint: what `list` shows is checked against the live block
+   or lock. */
 #ifndef AB_RECENT_H
 #define AB_RECENT_H
 
@@ -26,11 +26,10 @@ struct ab_tracker;
 
 #define AB_RECENT_SLOTS 128
 #define AB_RECENT_KEY_LEN 32
-/* one header word (nonce and length) + MAC + the largest plaintext (an
-   account of AB_ACCOUNT_MAX-1 bytes), in 8-byte words */
-#define AB_RECENT_HEADER_LEN 16
-#define AB_RECENT_PLAIN_MAX (AB_RECENT_HEADER_LEN + AB_ACCOUNT_MAX)
-#define AB_RECENT_WORDS_MAX (1 + (16 + AB_RECENT_PLAIN_MAX + 7) / 8)
+/* A version byte, the nonce (24), the MAC (16) and the largest
+   plaintext: 16 bytes of header and an account of AB_ACCOUNT_MAX-1
+   bytes, padded to 8. */
+#define AB_RECENT_SEALED_MAX (1 + 24 + 16 + (16 + AB_ACCOUNT_MAX - 1 + 7) / 8 * 8)
 
 enum ab_recent_kind {
 	AB_RECENT_ADDRESS = 1,
@@ -54,21 +53,22 @@ struct ab_recent_entry {
 void ab_recent_derive_key(const struct ab_secret *secret,
 			  uint8_t key_r[AB_RECENT_KEY_LEN]);
 
-/* Seal an entry into words[0..n) (n returned, at most
-   AB_RECENT_WORDS_MAX); words[0] is the header: a random nonce and n. */
+/* Seal an entry into out; returns its length (at most
+   AB_RECENT_SEALED_MAX). The version byte comes first and is not a
+   digit, so the store never takes the value for a number. */
 size_t ab_recent_seal(const uint8_t key[AB_RECENT_KEY_LEN],
 		      const struct ab_recent_entry *entry,
-		      uint64_t words_r[AB_RECENT_WORDS_MAX]);
-/* Open what ab_recent_seal() wrote; -1 (error_r says why) when the words
-   were not sealed under this key or were changed since: a torn write,
-   another secret, tampering. */
+		      uint8_t out[AB_RECENT_SEALED_MAX]);
+/* Open what ab_recent_seal() wrote; -1 (error_r says why) when the bytes
+   were not sealed under this key or were changed since: another secret,
+   tampering, a value cut short. */
 int ab_recent_open(const uint8_t key[AB_RECENT_KEY_LEN],
-		   const uint64_t *words, size_t n,
+		   const uint8_t *sealed, size_t len,
 		   struct ab_recent_entry *entry_r, const char **error_r);
 
-/* Write one entry into the next slot: one increment, then one set per
-   word (the header last, so a reader never takes a half-written entry
-   for a whole one; a torn one fails to open and is skipped). */
+/* Write one entry into the next slot: one increment (the round trip),
+   then the entry posted as one set, waiting for nothing: a lost one
+   costs the list an entry, not the block. */
 int ab_recent_add(const struct ab_secret *secret, struct ab_store *store,
 		  const struct ab_recent_entry *entry, const char **error_r);
 /* The tracker's escalation hook: record the block or lock op set (other
@@ -96,7 +96,7 @@ struct ab_recent_list {
 	/* entries written since the index key was created: over
 	   AB_RECENT_SLOTS, older ones were overwritten */
 	uint64_t written;
-	/* entries that did not open (torn, or another secret) */
+	/* entries that did not open (another secret, or changed) */
 	unsigned int unreadable;
 };
 /* Returns 0, -1 (error_r), or AB_ERR_STORE when memcached cannot answer. */

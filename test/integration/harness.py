@@ -552,6 +552,22 @@ class Memcached:
                     break
             return data.decode(errors="replace")
 
+    def get_raw(self, key, timeout=3.0):
+        """A key's value, exactly the bytes stored (None when missing)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(f"get {key}\r\n".encode())
+            data = b""
+            while True:
+                if data.startswith(b"END\r\n"):
+                    return None
+                m = re.match(rb"VALUE \S+ \d+ (\d+)\r\n", data)
+                if m and len(data) >= m.end() + int(m.group(1)) + 2:
+                    return data[m.end():m.end() + int(m.group(1))]
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+
     def stats(self):
         """memcached's `stats`, as {name: value string}."""
         out = {}

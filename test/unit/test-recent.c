@@ -65,18 +65,20 @@ static void assert_same(const struct ab_recent_entry *a,
 
 static void test_round_trip(void **state)
 {
-	uint8_t key[AB_RECENT_KEY_LEN];
-	uint64_t words[AB_RECENT_WORDS_MAX];
+	uint8_t key[AB_RECENT_KEY_LEN], sealed[AB_RECENT_SEALED_MAX];
 	struct ab_recent_entry in, out;
 	const char *error;
-	size_t n;
+	size_t len;
 
 	(void)state;
 	make_key(key, 1);
 	address_entry(&in);
-	n = ab_recent_seal(key, &in, words);
-	assert_true(n >= 2 && n <= AB_RECENT_WORDS_MAX);
-	assert_int_equal(ab_recent_open(key, words, n, &out, &error), 0);
+	len = ab_recent_seal(key, &in, sealed);
+	assert_true(len > 1 + crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES &&
+		    len <= AB_RECENT_SEALED_MAX);
+	/* never a number, which the store would not hand back as bytes */
+	assert_false(sealed[0] >= '0' && sealed[0] <= '9');
+	assert_int_equal(ab_recent_open(key, sealed, len, &out, &error), 0);
 	assert_same(&in, &out);
 
 	/* an admin block of an IPv6 /48 */
@@ -86,112 +88,118 @@ static void test_round_trip(void **state)
 	assert_int_equal(ab_cidr_parse("2001:db8:1::/48", &in.net, &error), 0);
 	in.set_at = 1796000002;
 	in.duration_s = 7 * 24 * 3600;
-	n = ab_recent_seal(key, &in, words);
-	assert_int_equal(ab_recent_open(key, words, n, &out, &error), 0);
+	len = ab_recent_seal(key, &in, sealed);
+	assert_int_equal(ab_recent_open(key, sealed, len, &out, &error), 0);
 	assert_same(&in, &out);
 
 	/* the shortest and the longest account a login can normalise to */
 	account_entry(&in, 1);
-	n = ab_recent_seal(key, &in, words);
-	assert_int_equal(ab_recent_open(key, words, n, &out, &error), 0);
+	len = ab_recent_seal(key, &in, sealed);
+	assert_int_equal(ab_recent_open(key, sealed, len, &out, &error), 0);
 	assert_same(&in, &out);
 	account_entry(&in, AB_ACCOUNT_MAX - 1);
-	n = ab_recent_seal(key, &in, words);
-	assert_int_equal(n, AB_RECENT_WORDS_MAX);
-	assert_int_equal(ab_recent_open(key, words, n, &out, &error), 0);
+	len = ab_recent_seal(key, &in, sealed);
+	assert_int_equal(len, AB_RECENT_SEALED_MAX);
+	assert_int_equal(ab_recent_open(key, sealed, len, &out, &error), 0);
 	assert_same(&in, &out);
 }
 
-/* The words hold neither the name nor the address. */
-static void test_sealed_words_hide_the_identity(void **state)
+/* The sealed bytes hold neither the name nor the address. */
+static void test_sealed_bytes_hide_the_identity(void **state)
 {
-	uint8_t key[AB_RECENT_KEY_LEN], bytes[AB_RECENT_WORDS_MAX * 8];
-	uint64_t words[AB_RECENT_WORDS_MAX];
+	uint8_t key[AB_RECENT_KEY_LEN], sealed[AB_RECENT_SEALED_MAX];
 	static const uint8_t addr[4] = { 203, 0, 113, 9 };
 	struct ab_recent_entry in;
-	size_t n, i, j;
+	size_t len;
 
 	(void)state;
 	make_key(key, 2);
 	account_entry(&in, 5);
-	n = ab_recent_seal(key, &in, words);
-	for (i = 0; i < n; i++)
-		for (j = 0; j < 8; j++)
-			bytes[i * 8 + j] = (uint8_t)(words[i] >> (8 * j));
-	assert_null(memmem(bytes, n * 8, "alice", 5));
+	len = ab_recent_seal(key, &in, sealed);
+	assert_null(memmem(sealed, len, "alice", 5));
 	address_entry(&in);
-	n = ab_recent_seal(key, &in, words);
-	for (i = 0; i < n; i++)
-		for (j = 0; j < 8; j++)
-			bytes[i * 8 + j] = (uint8_t)(words[i] >> (8 * j));
-	assert_null(memmem(bytes, n * 8, addr, sizeof(addr)));
+	len = ab_recent_seal(key, &in, sealed);
+	assert_null(memmem(sealed, len, addr, sizeof(addr)));
 }
 
 static void test_tampered_entry_is_refused(void **state)
 {
 	uint8_t key[AB_RECENT_KEY_LEN], other[AB_RECENT_KEY_LEN];
-	uint64_t words[AB_RECENT_WORDS_MAX], copy[AB_RECENT_WORDS_MAX];
+	uint8_t sealed[AB_RECENT_SEALED_MAX], copy[AB_RECENT_SEALED_MAX + 8];
 	struct ab_recent_entry in, out;
 	const char *error;
-	size_t n, i;
+	size_t len, i;
 	unsigned int bit;
 
 	(void)state;
 	make_key(key, 3);
 	make_key(other, 4);
 	account_entry(&in, 5);
-	n = ab_recent_seal(key, &in, words);
+	len = ab_recent_seal(key, &in, sealed);
 
-	/* any one bit flipped, in any word, the header included */
-	for (i = 0; i < n; i++) {
-		for (bit = 0; bit < 64; bit += 7) {
-			memcpy(copy, words, n * sizeof(words[0]));
-			copy[i] ^= 1ULL << bit;
+	/* any one bit flipped, in any byte: the version and nonce included */
+	for (i = 0; i < len; i++) {
+		for (bit = 0; bit < 8; bit++) {
+			memcpy(copy, sealed, len);
+			copy[i] ^= (uint8_t)(1U << bit);
 			error = NULL;
-			assert_int_equal(ab_recent_open(key, copy, n, &out, &error), -1);
+			assert_int_equal(ab_recent_open(key, copy, len, &out, &error), -1);
 			assert_non_null(error);
 		}
 	}
 	/* another site's secret */
-	assert_int_equal(ab_recent_open(other, words, n, &out, &error), -1);
-	/* torn: a word missing at the end, or a stale word of another entry */
-	assert_int_equal(ab_recent_open(key, words, n - 1, &out, &error), -1);
-	memcpy(copy, words, n * sizeof(words[0]));
+	assert_int_equal(ab_recent_open(other, sealed, len, &out, &error), -1);
+	/* cut short by any number of bytes, down to nothing */
+	for (i = 0; i < len; i++) {
+		error = NULL;
+		assert_int_equal(ab_recent_open(key, sealed, i, &out, &error), -1);
+		assert_non_null(error);
+	}
+	/* with bytes after it */
+	memcpy(copy, sealed, len);
+	memset(copy + len, 0, 8);
+	assert_int_equal(ab_recent_open(key, copy, len + 8, &out, &error), -1);
+	/* spliced: the nonce of another entry */
 	account_entry(&in, 9);
-	(void)ab_recent_seal(key, &in, words);
-	copy[n - 1] = words[n - 1];
-	assert_int_equal(ab_recent_open(key, copy, n, &out, &error), -1);
+	memcpy(copy, sealed, len);
+	(void)ab_recent_seal(key, &in, sealed);
+	memcpy(copy + 1, sealed + 1, crypto_secretbox_NONCEBYTES);
+	assert_int_equal(ab_recent_open(key, copy, len, &out, &error), -1);
 	/* an entry moved whole into another slot still opens: the slot is
 	   not secret, and list checks every entry against the live block */
-	n = ab_recent_seal(key, &in, words);
-	assert_int_equal(ab_recent_open(key, words, n, &out, &error), 0);
-	/* nonsense lengths */
-	assert_int_equal(ab_recent_open(key, words, 0, &out, &error), -1);
-	assert_int_equal(ab_recent_open(key, words, 1, &out, &error), -1);
+	len = ab_recent_seal(key, &in, sealed);
+	assert_int_equal(ab_recent_open(key, sealed, len, &out, &error), 0);
+	/* the longest entry, and more */
+	account_entry(&in, AB_ACCOUNT_MAX - 1);
+	len = ab_recent_seal(key, &in, copy);
+	memset(copy + len, 0, 8);
+	assert_int_equal(ab_recent_open(key, copy, len + 8, &out, &error), -1);
 }
 
 /* A fresh random nonce each time: one entry sealed twice differs. */
 static void test_nonce_is_fresh(void **state)
 {
 	uint8_t key[AB_RECENT_KEY_LEN];
-	uint64_t a[AB_RECENT_WORDS_MAX], b[AB_RECENT_WORDS_MAX];
+	uint8_t a[AB_RECENT_SEALED_MAX], b[AB_RECENT_SEALED_MAX];
 	struct ab_recent_entry in;
-	size_t n;
+	size_t len;
 
 	(void)state;
 	make_key(key, 5);
 	address_entry(&in);
-	n = ab_recent_seal(key, &in, a);
-	assert_int_equal(ab_recent_seal(key, &in, b), n);
-	assert_true(a[0] != b[0]);
-	assert_memory_not_equal(a + 1, b + 1, (n - 1) * sizeof(a[0]));
+	len = ab_recent_seal(key, &in, a);
+	assert_int_equal(ab_recent_seal(key, &in, b), len);
+	assert_memory_not_equal(a + 1, b + 1, crypto_secretbox_NONCEBYTES);
+	assert_memory_not_equal(a + 1 + crypto_secretbox_NONCEBYTES,
+				b + 1 + crypto_secretbox_NONCEBYTES,
+				len - 1 - crypto_secretbox_NONCEBYTES);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_sealed_words_hide_the_identity),
+		cmocka_unit_test(test_sealed_bytes_hide_the_identity),
 		cmocka_unit_test(test_tampered_entry_is_refused),
 		cmocka_unit_test(test_nonce_is_fresh),
 	};
