@@ -22,8 +22,6 @@
 #define RECENT_SEALED_HEADER_LEN (1 + crypto_secretbox_NONCEBYTES)
 #define RECENT_SEALED_MIN (RECENT_SEALED_HEADER_LEN + crypto_secretbox_MACBYTES + \
 			   RECENT_PLAIN_HEADER_LEN)
-/* the index only picks the next slot: losing it costs nothing */
-#define RECENT_INDEX_TTL (8 * 24 * 3600)
 /* entries outlive their block a little, so a block extended by a repeat
    is not lost from the list before the repeat's own entry is written */
 #define RECENT_TTL_MARGIN 60
@@ -174,7 +172,7 @@ int ab_recent_open(const uint8_t key[AB_RECENT_KEY_LEN],
 	return ab_error(error_r, "recent entry: unknown kind %u", plain[1]);
 }
 
-static void index_key(const struct ab_secret *secret, recent_key key_r)
+void ab_recent_index_key(const struct ab_secret *secret, recent_key key_r)
 {
 	ab_hash_key(secret, "ri", "index", 5, NULL, 0, key_r);
 }
@@ -188,18 +186,19 @@ static void slot_key(const struct ab_secret *secret, unsigned int slot,
 }
 
 int ab_recent_add(const struct ab_secret *secret, struct ab_store *store,
-		  const struct ab_recent_entry *entry, const char **error_r)
+		  const struct ab_recent_entry *entry, uint64_t index,
+		  const char **error_r)
 {
 	uint8_t key[AB_RECENT_KEY_LEN], sealed[AB_RECENT_SEALED_MAX];
 	struct ab_store_op op;
 	recent_key k;
-	uint64_t index;
 	unsigned int ttl = entry->duration_s + RECENT_TTL_MARGIN;
 
 	if (ttl > RECENT_TTL_MAX)
 		ttl = RECENT_TTL_MAX;
-	index_key(secret, k);
-	if (ab_store_incr(store, k, 1, RECENT_INDEX_TTL, &index, error_r) < 0)
+	ab_recent_index_key(secret, k);
+	if (index == 0 &&
+	    ab_store_incr(store, k, 1, AB_RECENT_INDEX_TTL, &index, error_r) < 0)
 		return -1;
 	ab_recent_derive_key(secret, key);
 	memset(&op, 0, sizeof(op));
@@ -218,7 +217,7 @@ void ab_recent_escalation(const struct ab_secret *secret,
 			  struct ab_store *store,
 			  const struct ab_attempt *attempt,
 			  const struct ab_snapshot *after,
-			  const struct ab_op *op, time_t now)
+			  const struct ab_op *op, uint64_t index, time_t now)
 {
 	struct ab_recent_entry entry;
 	const char *error;
@@ -250,7 +249,7 @@ void ab_recent_escalation(const struct ab_secret *secret,
 	entry.set_at = now;
 	entry.duration_s = op->value > (uint64_t)now ?
 		(unsigned int)(op->value - (uint64_t)now) : 0;
-	(void)ab_recent_add(secret, store, &entry, &error);
+	(void)ab_recent_add(secret, store, &entry, index, &error);
 }
 
 void ab_recent_admin_block(const struct ab_secret *secret,
@@ -273,7 +272,7 @@ void ab_recent_admin_block(const struct ab_secret *secret,
 	}
 	entry.set_at = now;
 	entry.duration_s = duration_s;
-	(void)ab_recent_add(secret, store, &entry, &error);
+	(void)ab_recent_add(secret, store, &entry, 0, &error);
 }
 
 static bool same_identity(const struct ab_recent_entry *a,
@@ -358,7 +357,7 @@ int ab_recent_list(struct ab_tracker *tracker, time_t now,
 		free(rd);
 		return -1;
 	}
-	index_key(&secret, rd->keys[0]);
+	ab_recent_index_key(&secret, rd->keys[0]);
 	for (i = 0; i < AB_RECENT_SLOTS; i++) {
 		struct ab_store_op *op = &rd->ops[1 + i];
 

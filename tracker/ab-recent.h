@@ -66,18 +66,25 @@ int ab_recent_open(const uint8_t key[AB_RECENT_KEY_LEN],
 		   const uint8_t *sealed, size_t len,
 		   struct ab_recent_entry *entry_r, const char **error_r);
 
-/* Write one entry into the next slot: one increment (the round trip),
-   then the entry posted as one set, waiting for nothing: a lost one
-   costs the list an entry, not the block. */
+/* The key of the ring's index, and how long it lives: a writer takes the
+   next slot with one increment of it (the tracker sends that increment in
+   the round trip that sets the block or lock). */
+#define AB_RECENT_INDEX_TTL (8 * 24 * 3600)
+void ab_recent_index_key(const struct ab_secret *secret, char key_r[AB_KEY_LEN]);
+
+/* Write one entry into slot `index` (the index key's value after its
+   increment; 0: increment it now, one round trip), as one posted write:
+   a lost record costs the list an entry, never the block. */
 int ab_recent_add(const struct ab_secret *secret, struct ab_store *store,
-		  const struct ab_recent_entry *entry, const char **error_r);
+		  const struct ab_recent_entry *entry, uint64_t index,
+		  const char **error_r);
 /* The tracker's escalation hook: record the block or lock op set (other
    ops are ignored). A store error loses the record, not the block. */
 void ab_recent_escalation(const struct ab_secret *secret,
 			  struct ab_store *store,
 			  const struct ab_attempt *attempt,
 			  const struct ab_snapshot *after,
-			  const struct ab_op *op, time_t now);
+			  const struct ab_op *op, uint64_t index, time_t now);
 
 /* The same for a block an administrator set (`authbrake block`). */
 void ab_recent_admin_block(const struct ab_secret *secret,

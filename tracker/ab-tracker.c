@@ -46,6 +46,10 @@ struct job {
 	bool counted, failed;
 	/* allow: decided by a refusal this process remembers (ab-verdict.h) */
 	bool remembered;
+	/* report: the increment of `authbrake list`'s ring index sent with
+	   the block or lock (-1: none), and the slot it gave (0: none) */
+	int ring_req;
+	uint64_t ring_index;
 	/* the session record's request: allow, its add; report, its delete
 	   (-1: none) */
 	int record;
@@ -73,6 +77,8 @@ struct ab_tracker {
 	struct ab_dnsbl *dnsbl;
 	/* refusals remembered for verdict_cache */
 	struct ab_verdicts *verdicts;
+	/* the key of `authbrake list`'s ring index */
+	ab_key ring_key;
 };
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
@@ -108,6 +114,7 @@ int ab_tracker_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 		ab_tracker_deinit(&tracker);
 		return -1;
 	}
+	ab_recent_index_key(&tracker->secret, tracker->ring_key);
 	*tracker_r = tracker;
 	return 0;
 }
@@ -259,10 +266,14 @@ static void slot_keys(struct ab_tracker *tracker,
      marker was there) is given back, and its record corrected, by a
      posted batch that waits for nothing. An attempt that holds what it
      took posts nothing.
+     A refusal this process remembers (ab-verdict.h) costs none.
    - report: 1 or 2. The reads and the session record's delete, then the
      counts, unless all it has to do needs no answer (a failure whose
      allow held its places gives back its place in flight): that is
-     posted. One more only when a block or lock is set. */
+     posted. One more when a block or lock is set: its marker, its strike
+     and the next slot of `authbrake list`'s ring together; the list's
+     entry is posted. test-store.c counts these against the store's own
+     stats. */
 
 static void plan_init(struct plan *p)
 {
@@ -720,7 +731,7 @@ static void log_escalation(struct ab_tracker *tracker,
 			   const struct ab_attempt *attempt,
 			   const struct ab_snapshot *after,
 			   const struct ab_ops *ops, const bool *marked,
-			   time_t now)
+			   uint64_t ring_index, time_t now)
 {
 	char addr[AB_ADDR_STRLEN], dur[32];
 	char account[AB_LOG_QUOTED_MAX(AB_ACCOUNT_MAX)];
@@ -734,7 +745,7 @@ static void log_escalation(struct ab_tracker *tracker,
 			continue;	/* another node set it first */
 		tracker_observe_block(tracker, op, now);	/* observer hook */
 		ab_recent_escalation(&tracker->secret, tracker->store, attempt,
-				     after, op, now);	/* authbrake list */
+				     after, op, ring_index, now);	/* authbrake list */
 		ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur));
 		switch (op->slot) {
 		case AB_SLOT_IP_BLOCK:
@@ -769,9 +780,11 @@ static void log_escalation(struct ab_tracker *tracker,
 
 /* One round trip of the engine's ops of every job that has some; after
    takes what the store returned, marked what plan_results() says of
-   markers. Goes on past errors: every count that lands still protects. */
+   markers. With ring, each job that sets a block or lock takes the next
+   slot of `authbrake list`'s ring in the same round trip. Goes on past
+   errors: every count that lands still protects. */
 static int run_ops(struct ab_tracker *tracker, size_t n, time_t now,
-		   const char **error_r)
+		   bool ring, const char **error_r)
 {
 	struct requests *r = &tracker->reqs;
 	size_t i;
@@ -784,6 +797,10 @@ static int run_ops(struct ab_tracker *tracker, size_t n, time_t now,
 		plan_init(&job->plan);
 		plan_ops(tracker, &job->plan, r, job->attempt, &job->spec,
 			 job->keys, now, NULL);
+		job->ring_req = ring && job->spec.count > 0 ?
+			request_add(r, AB_STORE_INCR, tracker->ring_key, 1,
+				    AB_RECENT_INDEX_TTL) : -1;
+		job->ring_index = 0;
 	}
 	if (r->n == 0)
 		return 0;
@@ -793,6 +810,8 @@ static int run_ops(struct ab_tracker *tracker, size_t n, time_t now,
 
 		plan_results(&job->plan, r, &job->spec, &job->after,
 			     job->marked, &tracker->later);
+		if (job->ring_req >= 0 && r->op[job->ring_req].result == AB_STORE_DONE)
+			job->ring_index = r->op[job->ring_req].out;
 		if (ret != 0)
 			job->failed = true;
 	}
@@ -901,7 +920,7 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 		if (ops_blind(&job->spec))
 			post_blind_ops(tracker, job, now);
 	}
-	(void)run_ops(tracker, n, now, error_r);
+	(void)run_ops(tracker, n, now, false, error_r);
 	/* a block or lock where a threshold is crossed */
 	for (i = 0; i < n; i++) {
 		struct job *job = &tracker->job[i];
@@ -911,12 +930,12 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 			ab_escalate(&job->after, job->attempt, outcomes[i],
 				    tracker->cfg, now, &job->spec);
 	}
-	(void)run_ops(tracker, n, now, error_r);
+	(void)run_ops(tracker, n, now, true, error_r);
 	for (i = 0; i < n; i++) {
 		struct job *job = &tracker->job[i];
 
 		log_escalation(tracker, job->attempt, &job->after, &job->spec,
-			       job->marked, now);
+			       job->marked, job->ring_index, now);
 		if (job->failed) {
 			store_failure(tracker, now, "memcached partly unreachable",
 				      *error_r, "an outcome was recorded in part");

@@ -50,8 +50,8 @@ enum ab_allow_flags {
 void ab_tracker_allow(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt, time_t now,
 		      unsigned int flags, struct ab_decision *decision_r);
-/* Record an outcome, settling what its allow held. Two round trips, a
-   third when a block or lock is set. Returns -1 when the store could not
+/* Record an outcome, settling what its allow held. One or two round
+   trips, one more when a block or lock is set. Returns -1 when the store could not
    take it (the tracker has logged it, once per fail_log_interval). */
 int ab_tracker_report(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt,

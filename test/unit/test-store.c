@@ -866,6 +866,47 @@ static void test_hung_server_remembered_across_processes(void **state)
 	ab_config_free(&cfg);
 }
 
+/* Setting a lock costs its report one round trip more (the lock, its
+   strike and `authbrake list`'s slot together), whatever the list needs:
+   the rest is posted. */
+static void test_tracker_lock_costs_one_more_round_trip(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt a;
+	struct ab_decision d;
+	struct ab_account_status st;
+	struct ab_store_stats before, after;
+	const char *error;
+	char addr[32], pw[16], sess[16];
+	time_t now = time(NULL);
+	unsigned int i;
+
+	(void)state;
+	make_config(&cfg);
+	assert_int_equal(ab_tracker_init(&cfg, NULL, NULL, &tracker, &error), 0);
+	for (i = 1; i <= cfg.account_lock_failures; i++) {
+		snprintf(addr, sizeof(addr), "100.67.%u.1", i);
+		snprintf(pw, sizeof(pw), "guess%u", i);
+		snprintf(sess, sizeof(sess), "lock-%u", i);
+		assert_int_equal(ab_attempt_init(tracker, &a, "grace", addr, "imap",
+						 pw, strlen(pw), &error), 0);
+		ab_attempt_set_session(&a, sess, strlen(sess));
+		ab_tracker_allow(tracker, &a, now, 0, &d);
+		assert_int_equal(d.verdict, AB_ALLOW);
+		ab_store_get_stats(ab_tracker_store(tracker), &before);
+		assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_FAILURE, now, &error), 0);
+		ab_store_get_stats(ab_tracker_store(tracker), &after);
+		/* under the threshold: one round trip; the one that locks: two */
+		assert_int_equal(after.requests - before.requests,
+				 i < cfg.account_lock_failures ? 1 : 2);
+	}
+	assert_int_equal(ab_tracker_account_status(tracker, "grace", now, &st, &error), 0);
+	assert_true(st.lock_left_s > 0);
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
 static void test_server_list(void **state)
 {
 	static const char *const good[] = {
@@ -981,6 +1022,7 @@ int main(void)
 		cmocka_unit_test(test_racing_creation_counts_every_increment),
 		cmocka_unit_test(test_lock_set_during_outage_survives_return),
 		cmocka_unit_test(test_hung_server_remembered_across_processes),
+		cmocka_unit_test(test_tracker_lock_costs_one_more_round_trip),
 		cmocka_unit_test(test_server_list),
 		cmocka_unit_test(test_evictions_read_by_stat),
 		cmocka_unit_test(test_hung_memcached_open),
