@@ -69,6 +69,40 @@ def measure(server, url, key, conns_list, seconds, m, rows, mc=None,
                    f"1 wrk thread, {m['nproc']} CPUs shared by wrk, server and memcached]")
 
 
+# The flood row: allows from addresses every server refuses. A warm-up of
+# failed reports, each address trying many accounts, makes them refused
+# everywhere (authbrake: ip_max_accounts, then a block; weakforced's
+# policy: its reject on distinct logins per address); then allows from
+# those addresses only. The reply counts show that they were refused.
+FLOOD_ADDRS = 64
+FLOOD = ("users=10000", f"addrs={FLOOD_ADDRS}", "home=0")
+
+
+def measure_flood(server, url, key, conns_list, seconds, m, rows, mc=None,
+                  header=None):
+    run_wrk(url, key, "report", 8, 3, extra=(*FLOOD, "fail=100", "seed=7"),
+            header=header)
+    for conns in conns_list:
+        before = mc_ops(mc) if mc else None
+        row, cmd = run_wrk(url, key, "allow", conns, seconds, extra=FLOOD,
+                           header=header)
+        row["server"] = server
+        row["mode"] = "flood"
+        row["mc_ops_per_req"] = ""
+        if mc and row["requests"]:
+            row["mc_ops_per_req"] = f"{(mc_ops(mc) - before) / int(row['requests']):.2f}"
+        rows.append(row)
+        replies = (f"allow {row['allow']}, tarpit {row['tarpit']}, reject {row['reject']}, "
+                   f"http errors {row['http_error']}")
+        if row["mc_ops_per_req"]:
+            replies += f"; memcached operations per request {row['mc_ops_per_req']}"
+        figure(PART, f"{server} flood  c={conns:<3d}",
+               f"{row['req_per_s']} req/s, p50 {row['p50_ms']} ms, "
+               f"p99 {row['p99_ms']} ms ({replies})",
+               f"{cmd}  [after a 3 s warm-up of failed reports from the same "
+               f"{FLOOD_ADDRS} addresses; {m['nproc']} CPUs shared]")
+
+
 def run(m, seconds=10, conns_list=(4, 50)):
     rows = []
     policy_bin = BUILD / "authbrake-policy"
@@ -86,6 +120,8 @@ def run(m, seconds=10, conns_list=(4, 50)):
                 "production thresholds (tracker defaults), 10000 users, 50000 addresses, "
                 "10 % wrong passwords")
             measure("authbrake", url, dv.api_key, conns_list, seconds, m, rows, mc=mc)
+            measure_flood("authbrake", url, dv.api_key, conns_list, seconds, m, rows,
+                          mc=mc)
             st = mc.stats()
             items, size = int(st.get("curr_items", 0)), int(st.get("bytes", 0))
             logins = {r["mode"]: r["mc_ops_per_req"] for r in rows
@@ -114,6 +150,8 @@ def run(m, seconds=10, conns_list=(4, 50)):
         name = os.environ.get("BENCH_POLICY_NAME", "other")
         measure(name, other, os.environ.get("BENCH_POLICY_KEY", ""), conns_list,
                 seconds, m, rows, header=os.environ.get("BENCH_POLICY_HEADER"))
+        measure_flood(name, other, os.environ.get("BENCH_POLICY_KEY", ""), conns_list,
+                      seconds, m, rows, header=os.environ.get("BENCH_POLICY_HEADER"))
     write_csv("policy.csv", rows, ["server", "mode", "connections", "threads",
                                    "duration_s", "requests", "req_per_s", "p50_ms",
                                    "p90_ms", "p99_ms", "max_ms", "allow", "tarpit",
