@@ -480,11 +480,6 @@ void ab_dnsbl_deinit(struct ab_dnsbl **dnsbl)
 	*dnsbl = NULL;
 }
 
-unsigned int ab_dnsbl_zone_count(const struct ab_dnsbl *dnsbl)
-{
-	return dnsbl->zone_count;
-}
-
 const char *ab_dnsbl_zone(const struct ab_dnsbl *dnsbl, unsigned int i)
 {
 	return i < dnsbl->zone_count ? dnsbl->zones[i] : "?";

@@ -54,7 +54,6 @@ int ab_dnsbl_zones_check(const char *zones, const char **error_r);
 int ab_dnsbl_init(const struct ab_config *cfg, struct ab_dnsbl **dnsbl_r,
 		  const char **error_r);
 void ab_dnsbl_deinit(struct ab_dnsbl **dnsbl);
-unsigned int ab_dnsbl_zone_count(const struct ab_dnsbl *dnsbl);
 const char *ab_dnsbl_zone(const struct ab_dnsbl *dnsbl, unsigned int i);
 /* The zones and the resolver in one string: part of the cache key, so a
    change of either forgets the answers of the old ones. */

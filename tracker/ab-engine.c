@@ -1,5 +1,6 @@
-/* The policy engine: DESIGN.md's policy model as arithmetic over a
-   snapshot of stored values. No I/O, no clock: both come in. */
+/* The policy engine: the policy model (README, "How it works") as
+   arithmetic over a snapshot of stored values. No I/O, no clock: both
+   come in. */
 #include <string.h>
 
 #include "ab-config.h"

@@ -1,4 +1,4 @@
-"""The attackers of DESIGN.md against a real Dovecot, counted in password
+"""The attackers authbrake is designed against (README, "How it works") against a real Dovecot, counted in password
 checks that REACHED THE PASSDB (harness.passdb_checks, from Dovecot's own
 passwd-file log lines), never only in refused logins.
 

@@ -482,8 +482,25 @@ static void test_escalate_blocks_and_locks(void **state)
 static void test_window_boundary_gives_no_fresh_budget(void **state)
 {
 	time_t end = (time_t)((NOW / cfg.account_window_s + 1) * cfg.account_window_s);
+	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_decision d;
+	struct ab_snapshot s;
+	struct ab_ops ops;
 
 	(void)state;
+	/* just after the boundary: 9 failures in the bucket before, none yet
+	   in this one, then 1 */
+	memset(&s, 0, sizeof(s));
+	set(&s, AB_SLOT_ACCT_FAIL_PREV, cfg.account_lock_failures - 1);
+	ab_decide(&s, &a, &cfg, end, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	set(&s, AB_SLOT_ACCT_FAIL, 1);
+	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, end, &ops);
+	assert_non_null(find_op(&ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK));
+	ab_decide(&s, &a, &cfg, end, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_int_equal(d.refused, AB_REFUSED_ACCOUNT);
+
 	assert_int_equal(ab_slot_bucket(AB_SLOT_ACCT_FAIL, &cfg, end - 1) + 1,
 			 ab_slot_bucket(AB_SLOT_ACCT_FAIL, &cfg, end));
 	assert_int_equal(ab_slot_bucket(AB_SLOT_ACCT_FAIL_PREV, &cfg, end),
