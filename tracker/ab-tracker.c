@@ -47,7 +47,8 @@ struct job {
 	/* allow: decided by a refusal this process remembers (ab-verdict.h) */
 	bool remembered;
 	/* report: the increment of `authbrake list`'s ring index sent with
-	   the block or lock (-1: none), and the slot it gave (0: none) */
+	   the blocks and locks (-1: none), and the last of the slots it took,
+	   one per op (0: none) */
 	int ring_req;
 	uint64_t ring_index;
 	/* the session record's request: allow, its add; report, its delete
@@ -744,8 +745,10 @@ static void log_escalation(struct ab_tracker *tracker,
 		if (!marked[i])
 			continue;	/* another node set it first */
 		tracker_observe_block(tracker, op, now);	/* observer hook */
-		ab_recent_escalation(&tracker->secret, tracker->store, attempt,
-				     after, op, ring_index, now);	/* authbrake list */
+		/* authbrake list: op i's own slot of those ring_index ends */
+		ab_recent_escalation(&tracker->secret, tracker->store, attempt, after,
+				     op, ring_index > ops->count - 1 - i ?
+				     ring_index - (ops->count - 1 - i) : 0, now);
 		ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur));
 		switch (op->slot) {
 		case AB_SLOT_IP_BLOCK:
@@ -797,9 +800,10 @@ static int run_ops(struct ab_tracker *tracker, size_t n, time_t now,
 		plan_init(&job->plan);
 		plan_ops(tracker, &job->plan, r, job->attempt, &job->spec,
 			 job->keys, now, NULL);
+		/* a slot for each block or lock it may set */
 		job->ring_req = ring && job->spec.count > 0 ?
-			request_add(r, AB_STORE_INCR, tracker->ring_key, 1,
-				    AB_RECENT_INDEX_TTL) : -1;
+			request_add(r, AB_STORE_INCR, tracker->ring_key,
+				    job->spec.count, AB_RECENT_INDEX_TTL) : -1;
 		job->ring_index = 0;
 	}
 	if (r->n == 0)

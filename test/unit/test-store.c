@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "ab-recent.h"
 #include "ab-tracker.h"
 
 static pid_t mc_pid;
@@ -926,6 +927,55 @@ static void test_tracker_lock_costs_one_more_round_trip(void **state)
 	ab_config_free(&cfg);
 }
 
+/* One report that sets two blocks (the address's and its subnet's) takes
+   a slot of `authbrake list`'s ring for each: both are listed. */
+static void test_tracker_two_blocks_two_list_entries(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *tracker;
+	struct ab_attempt a;
+	struct ab_recent_list *list = calloc(1, sizeof(*list));
+	struct ab_store_stats before, after;
+	const char *error;
+	time_t now = time(NULL);
+	unsigned int i, kinds = 0;
+
+	(void)state;
+	assert_non_null(list);
+	make_config(&cfg);
+	assert_int_equal(ab_config_set(&cfg, "ip_block_failures", "2", "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "net_block_failures", "2", "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "net_free_failures", "0", "test", &error), 0);
+	assert_int_equal(ab_config_set(&cfg, "ip_free_failures", "0", "test", &error), 0);
+	assert_int_equal(ab_tracker_init(&cfg, NULL, NULL, &tracker, &error), 0);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(ab_attempt_init(tracker, &a, i == 0 ? "henry" : "iris",
+						 "100.68.1.1", "imap", NULL, 0, &error), 0);
+		ab_store_get_stats(ab_tracker_store(tracker), &before);
+		assert_int_equal(ab_tracker_report(tracker, &a, AB_OUTCOME_FAILURE, now, &error), 0);
+		ab_store_get_stats(ab_tracker_store(tracker), &after);
+	}
+	/* the second report set both blocks: one round trip more, not two */
+	assert_int_equal(after.requests - before.requests, 3);
+	assert_int_equal(ab_recent_list(tracker, now, list, &error), 0);
+	/* (the ring also holds what the tests before set) */
+	for (i = 0; i < list->count; i++) {
+		const struct ab_recent_entry *e = &list->items[i].entry;
+		char addr[AB_ADDR_STRLEN];
+
+		if (e->kind == AB_RECENT_ACCOUNT)
+			continue;
+		ab_addr_str(&e->net.net, e->net.prefix, addr);
+		if (strcmp(addr, e->kind == AB_RECENT_ADDRESS ? "100.68.1.1" :
+			   "100.68.1.0/24") == 0)
+			kinds |= 1U << e->kind;
+	}
+	assert_int_equal(kinds, (1U << AB_RECENT_ADDRESS) | (1U << AB_RECENT_SUBNET));
+	free(list);
+	ab_tracker_deinit(&tracker);
+	ab_config_free(&cfg);
+}
+
 static void test_server_list(void **state)
 {
 	static const char *const good[] = {
@@ -1042,6 +1092,7 @@ int main(void)
 		cmocka_unit_test(test_lock_set_during_outage_survives_return),
 		cmocka_unit_test(test_hung_server_remembered_across_processes),
 		cmocka_unit_test(test_tracker_lock_costs_one_more_round_trip),
+		cmocka_unit_test(test_tracker_two_blocks_two_list_entries),
 		cmocka_unit_test(test_server_list),
 		cmocka_unit_test(test_evictions_read_by_stat),
 		cmocka_unit_test(test_hung_memcached_open),
