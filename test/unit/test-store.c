@@ -61,21 +61,29 @@ static bool port_open(int port)
 	return ok;
 }
 
-static void mc_start(void)
+/* A memcached on 127.0.0.1:port, up when this returns (or failed). */
+static pid_t mc_spawn(int port)
 {
-	char port[16];
+	char arg[16];
+	pid_t pid;
 	int i;
 
-	snprintf(port, sizeof(port), "%d", mc_port);
-	mc_pid = fork();
-	assert_true(mc_pid >= 0);
-	if (mc_pid == 0) {
-		execlp("memcached", "memcached", "-l", "127.0.0.1", "-p", port,
+	snprintf(arg, sizeof(arg), "%d", port);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execlp("memcached", "memcached", "-l", "127.0.0.1", "-p", arg,
 		       "-U", "0", "-m", "16", "-u", "root", (char *)NULL);
 		_exit(127);
 	}
-	for (i = 0; i < 200 && !port_open(mc_port); i++)
+	for (i = 0; i < 200 && !port_open(port); i++)
 		usleep(10000);
+	return pid;
+}
+
+static void mc_start(void)
+{
+	mc_pid = mc_spawn(mc_port);
 	if (!port_open(mc_port))
 		fail_msg("memcached did not start on port %d (is the memcached package installed?)",
 			 mc_port);
@@ -255,23 +263,14 @@ static void test_mget_is_one_request(void **state)
 	struct ab_store *store;
 	struct ab_store_stats before, after;
 	const char *error;
-	char names[24][32], servers[64], port2[16];
+	char names[24][32], servers[64];
 	const char *keys[24];
 	uint64_t values[24];
 	bool found[24];
 	int i, mc2_port = free_port();
 
 	(void)state;
-	snprintf(port2, sizeof(port2), "%d", mc2_port);
-	mc2_pid = fork();
-	assert_true(mc2_pid >= 0);
-	if (mc2_pid == 0) {
-		execlp("memcached", "memcached", "-l", "127.0.0.1", "-p", port2,
-		       "-U", "0", "-m", "16", "-u", "root", (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 200 && !port_open(mc2_port); i++)
-		usleep(10000);
+	mc2_pid = mc_spawn(mc2_port);
 	make_config(&cfg);
 	snprintf(servers, sizeof(servers), "127.0.0.1:%d,127.0.0.1:%d", mc_port, mc2_port);
 	assert_int_equal(ab_config_set(&cfg, "memcached_servers", servers, "test", &error), 0);
@@ -784,13 +783,12 @@ static void test_lock_set_during_outage_survives_return(void **state)
 	struct ab_decision d;
 	struct ab_account_status st;
 	const char *error;
-	char servers[64], port2[16], addr[32], pw[16], user[16];
-	int mc2_port = free_port(), i;
+	char servers[64], addr[32], pw[16], user[16];
+	int mc2_port = free_port();
 	time_t now = time(NULL);
 	unsigned int u, f, locked = 0;
 
 	(void)state;
-	snprintf(port2, sizeof(port2), "%d", mc2_port);
 	make_config(&cfg);
 	snprintf(servers, sizeof(servers), "127.0.0.1:%d,127.0.0.1:%d", mc_port, mc2_port);
 	assert_int_equal(ab_config_set(&cfg, "memcached_servers", servers, "test", &error), 0);
@@ -815,15 +813,7 @@ static void test_lock_set_during_outage_survives_return(void **state)
 	}
 
 	/* the server comes (back) on its port, empty, and rejoins the pool */
-	mc2_pid = fork();
-	assert_true(mc2_pid >= 0);
-	if (mc2_pid == 0) {
-		execlp("memcached", "memcached", "-l", "127.0.0.1", "-p", port2,
-		       "-U", "0", "-m", "16", "-u", "root", (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 200 && !port_open(mc2_port); i++)
-		usleep(10000);
+	mc2_pid = mc_spawn(mc2_port);
 	usleep(1100 * 1000);	/* dead_timeout */
 
 	for (u = 0; u < 8; u++) {
