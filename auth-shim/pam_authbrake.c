@@ -378,6 +378,9 @@ static struct pam_shared *shared_get(struct pam_call *call, int argc,
 		shared_free(shared);
 		return NULL;
 	}
+	/* a login is a process of its own: a refusal remembered would be
+	   forgotten with it (verdict_cache is for the Dovecot service) */
+	shared->cfg.verdict_cache_s = 0;
 	if (ab_tracker_init(&shared->cfg, pam_log, call->pamh, &shared->tracker,
 			    &error) < 0) {
 		pam_syslog(call->pamh, LOG_ERR, "configuration error: %s; fail_mode=%s: %s",
