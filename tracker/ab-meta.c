@@ -129,6 +129,8 @@ long ab_meta_parse(const unsigned char *buf, size_t len,
 	bool known = false;
 
 	memset(reply_r, 0, sizeof(*reply_r));
+	if (len == 0)
+		return 0;
 	end = memchr(buf, '\n', len < AB_META_LINE_MAX ? len : AB_META_LINE_MAX);
 	if (end == NULL)
 		return len >= AB_META_LINE_MAX ?

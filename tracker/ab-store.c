@@ -1309,7 +1309,7 @@ static bool server_evictions(struct ab_store *store, struct server *s,
 		unsigned char *nl;
 		ssize_t r;
 
-		while ((nl = memchr(s->in, '\n', s->in_len)) != NULL) {
+		while (s->in_len > 0 && (nl = memchr(s->in, '\n', s->in_len)) != NULL) {
 			size_t line = (size_t)(nl - s->in) + 1;
 
 			if (line == 5 && memcmp(s->in, "END\r\n", 5) == 0) {
