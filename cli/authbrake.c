@@ -358,6 +358,8 @@ static int status_account(struct cli *cli, const char *login)
 		json_uint(&out, "lock_left_s", st.lock_left_s);
 		json_uint(&out, "locks", st.strikes);
 		json_uint(&out, "familiar_failures", st.familiar_failures);
+		json_bool(&out, "familiar_refused", st.familiar_refused);
+		json_uint(&out, "familiar_left_s", st.familiar_left_s);
 		json_uint(&out, "familiar_subnets", st.familiar_subnets);
 		json_decision(&out, "allow", &d);
 		json_end(&out);
@@ -365,11 +367,9 @@ static int status_account(struct cli *cli, const char *login)
 		printf("account:          %s\n", attempt.account);
 		printf("failures:         %llu from unfamiliar origins (lock at %u)\n",
 		       st.failures, cli->cfg.account_lock_failures);
-		if (st.lock_left_s > 0)
+		if (st.locked)
 			printf("lock:             locked, %s left\n",
 			       human_duration(st.lock_left_s, dur, sizeof(dur)));
-		else if (st.locked)
-			printf("lock:             locked while its failures stay at the threshold\n");
 		else
 			printf("lock:             not locked\n");
 		printf("locks so far:     %llu (the next lasts %s)\n", st.strikes,
@@ -377,7 +377,13 @@ static int status_account(struct cli *cli, const char *login)
 							    cli->cfg.block_max_s,
 							    st.strikes),
 				      dur, sizeof(dur)));
-		printf("familiar subnets: %llu\n", st.familiar_subnets);
+		printf("familiar subnets: %llu, %llu failures from them (refused at %u)",
+		       st.familiar_subnets, st.familiar_failures,
+		       cli->cfg.familiar_failures);
+		if (st.familiar_refused)
+			printf(": refused, %s left",
+			       human_duration(st.familiar_left_s, dur, sizeof(dur)));
+		printf("\n");
 		printf("allow now:        %s\n", decision_str(&d, buf, sizeof(buf)));
 		if (st.locked)
 			printf("                  (from an unfamiliar origin; its familiar subnets are not locked)\n");
@@ -688,9 +694,6 @@ static int cmd_unlock(struct cli *cli, int argc, char **argv)
 		json_uint(&out, "lock_left_s", st.lock_left_s);
 		json_uint(&out, "failures_cleared", st.failures);
 		json_end(&out);
-	} else if (st.locked && st.lock_left_s == 0) {
-		printf("%s: unlocked (its failures were at the threshold); %llu failures cleared\n",
-		       attempt.account, st.failures);
 	} else if (st.locked) {
 		printf("%s: unlocked (the lock had %s left); %llu failures cleared\n",
 		       attempt.account, human_duration(st.lock_left_s, dur, sizeof(dur)),

@@ -99,39 +99,6 @@ void policy_events_deinit(void)
 		event_unref(&store_request_events[i]);
 }
 
-/* Dovecot 2.3 cuts a label value at 32 characters: the metric's reason is
-   a short name for the engine's sentence (which the log line keeps).
-   test_metrics.py checks that every reason tracker/ can give is here. */
-static const struct {
-	const char *reason, *label;
-} policy_reason_labels[] = {
-	{ "ok", "ok" },
-	{ "address outside restrict_networks", "restrict_networks" },
-	{ "address blocked", "address_blocked" },
-	{ "subnet blocked", "subnet_blocked" },
-	{ "too many failures for account from its familiar network",
-	  "familiar_failures" },
-	{ "account locked for unfamiliar origins", "account_locked" },
-	{ "too many attempts in flight from address", "inflight" },
-	{ "address failures over ip_free_failures", "address_tarpit" },
-	{ "subnet failures over net_free_failures", "subnet_tarpit" },
-	{ "address listed in a DNSBL", "dnsbl" },
-	{ "store unavailable, fail_mode=open", "fail_mode_open" },
-	{ "store unavailable, fail_mode=closed", "fail_mode_closed" },
-	{ "store partly unavailable, fail_mode=closed", "fail_mode_closed" },
-};
-
-static const char *policy_reason_label(const char *reason)
-{
-	unsigned int i;
-
-	for (i = 0; i < N_ELEMENTS(policy_reason_labels); i++) {
-		if (strcmp(policy_reason_labels[i].reason, reason) == 0)
-			return policy_reason_labels[i].label;
-	}
-	return "other";
-}
-
 struct event *policy_decision_event_begin(void)
 {
 	return policy_event_create("authbrake_decision");
@@ -149,7 +116,7 @@ void policy_decision_event_send(struct event **_event,
 	/* no account or address: those are the log's business, and a
 	   label per address would be a metric per attacker */
 	event_add_str(event, "verdict", verdicts[decision->verdict]);
-	event_add_str(event, "reason", policy_reason_label(decision->reason));
+	event_add_str(event, "reason", ab_reason_info(decision->why)->label);
 	event_add_str(event, "protocol", attempt->protocol);
 	event_add_str(event, "store_failed", decision->store_failed ? "yes" : "no");
 	if (decision->verdict == AB_TARPIT)

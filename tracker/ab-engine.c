@@ -28,7 +28,8 @@ static const struct ab_slot_info slot_info[AB_SLOT_COUNT] = {
 	[AB_SLOT_ACCT_LOCK] = { "account_lock", "al", AB_SCOPE_ACCT, AB_BUCKET_NONE, true, true },
 	[AB_SLOT_ACCT_STRIKES] = { "account_strikes", "ak", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, true },
 	[AB_SLOT_ACCT_FAM] = { "account_familiar", "fm", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, true, true },
-	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_NONE, true, false },
+	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_ACCT, true, false },
+	[AB_SLOT_ACCT_FAMFAIL_PREV] = { "account_familiar_fail_prev", "ff", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, true, false },
 	[AB_SLOT_ACCT_FAMCOUNT] = { "account_familiar_count", "fc", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, false },
 	[AB_SLOT_ACCT_PW] = { "account_password_seen", "pw", AB_SCOPE_ACCT_PW, AB_BUCKET_NONE, false, false },
 	/* written by allow, read by report */
@@ -155,11 +156,12 @@ static bool address_rules(const struct ab_attempt *attempt,
 	return attempt->has_addr && !ab_attempt_trusted(attempt, cfg);
 }
 
-static bool familiar(const struct ab_snapshot *snap,
-		     const struct ab_attempt *attempt)
+bool ab_familiar(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
+		 time_t now)
 {
 	return attempt->account[0] != '\0' && attempt->has_addr &&
-		snap->found[AB_SLOT_ACCT_FAM];
+		snap->found[AB_SLOT_ACCT_FAM] &&
+		snap->value[AB_SLOT_ACCT_FAM] > (uint64_t)now;
 }
 
 /* The count before this attempt took its own place. */
@@ -178,6 +180,7 @@ static enum ab_slot prev_bucket(enum ab_slot slot)
 	case AB_SLOT_NET_FAIL: return AB_SLOT_NET_FAIL_PREV;
 	case AB_SLOT_NET_ACCTS: return AB_SLOT_NET_ACCTS_PREV;
 	case AB_SLOT_ACCT_FAIL: return AB_SLOT_ACCT_FAIL_PREV;
+	case AB_SLOT_ACCT_FAMFAIL: return AB_SLOT_ACCT_FAMFAIL_PREV;
 	default: return slot;
 	}
 }
@@ -225,162 +228,243 @@ unsigned int ab_tarpit_delay(const struct ab_config *cfg, uint64_t failures,
 	return d > cfg->tarpit_max_s ? cfg->tarpit_max_s : (unsigned int)d;
 }
 
-static bool active_until(const struct ab_snapshot *snap, enum ab_slot slot,
-			 time_t now, unsigned int *left_r)
+static const struct ab_reason_info reasons[AB_REASON_COUNT] = {
+	[AB_REASON_OK] = { "ok", "ok", "" },
+	[AB_REASON_RESTRICTED] = { "address outside restrict_networks",
+		"restrict_networks", "Logins are not accepted from your network." },
+	[AB_REASON_ADDRESS_BLOCKED] = { "address blocked", "address_blocked",
+		"Too many failed logins from your address; try again later." },
+	[AB_REASON_SUBNET_BLOCKED] = { "subnet blocked", "subnet_blocked",
+		"Too many failed logins from your network; try again later." },
+	[AB_REASON_DNSBL_REJECT] = { "address listed in a DNSBL", "dnsbl",
+		"Your address is listed in a DNS blocklist; logins are not accepted from it." },
+	[AB_REASON_FAMILIAR_FAILURES] = {
+		"too many failures for account from its familiar network",
+		"familiar_failures",
+		"Too many failed logins for this account; try again later." },
+	[AB_REASON_ACCOUNT_LOCKED] = { "account locked for unfamiliar origins",
+		"account_locked",
+		"This account is temporarily locked for logins from new locations; "
+		"log in from your usual network or try again later." },
+	[AB_REASON_INFLIGHT] = { "too many attempts in flight from address",
+		"inflight",
+		"Too many simultaneous logins from your address; try again shortly." },
+	[AB_REASON_ADDRESS_TARPIT] = { "address failures over ip_free_failures",
+		"address_tarpit", "" },
+	[AB_REASON_DNSBL_TARPIT] = { "address listed in a DNSBL", "dnsbl", "" },
+	[AB_REASON_SUBNET_TARPIT] = { "subnet failures over net_free_failures",
+		"subnet_tarpit", "" },
+	[AB_REASON_FAIL_OPEN] = { "store unavailable, fail_mode=open",
+		"fail_mode_open", "" },
+	[AB_REASON_FAIL_CLOSED] = { "store unavailable, fail_mode=closed",
+		"fail_mode_closed",
+		"Login is temporarily unavailable; try again in a few minutes." },
+	[AB_REASON_FAIL_CLOSED_PARTLY] = {
+		"store partly unavailable, fail_mode=closed", "fail_mode_closed",
+		"Login is temporarily unavailable; try again in a few minutes." },
+};
+
+const struct ab_reason_info *ab_reason_info(enum ab_reason reason)
 {
-	if (!snap->found[slot] || snap->value[slot] <= (uint64_t)now)
-		return false;
-	*left_r = (unsigned int)(snap->value[slot] - (uint64_t)now);
-	return true;
+	return &reasons[reason < AB_REASON_COUNT ? reason : AB_REASON_OK];
 }
 
-static void reject(struct ab_decision *d, const char *reason,
-		   const char *user_msg, unsigned int retry_after)
+void ab_decision_set(struct ab_decision *d, enum ab_verdict verdict,
+		     enum ab_reason why)
 {
-	d->verdict = AB_REJECT;
-	d->delay_s = 0;
-	d->reason = reason;
-	d->user_msg = user_msg;
-	d->retry_after_s = retry_after;
+	d->verdict = verdict;
+	d->why = why;
+	d->reason = reasons[why].text;
+	d->user_msg = verdict == AB_REJECT ? reasons[why].user_msg : "";
 }
 
-#define MSG_ADDRESS "Too many failed logins from your address; try again later."
-#define MSG_SUBNET "Too many failed logins from your network; try again later."
-#define MSG_ACCOUNT "This account is temporarily locked for logins from new locations; " \
-	"log in from your usual network or try again later."
-
-/* Blocked, or over a block threshold with the places held in flight. */
-static bool over_block(const struct ab_snapshot *snap, enum ab_slot block,
-		       enum ab_slot fail, enum ab_slot accts,
-		       unsigned int block_failures, unsigned int max_accounts,
-		       const struct ab_config *cfg, time_t now,
-		       unsigned int *left_r)
+/* The first second the windowed count of slot is below threshold: now,
+   the end of the current bucket (the bucket before drops out), or the
+   end of the next one (the current one drops out too). */
+static time_t count_until(const struct ab_snapshot *snap, enum ab_slot slot,
+			  uint64_t threshold, unsigned int window_s, time_t now)
 {
-	if (active_until(snap, block, now, left_r))
-		return true;
-	if (window_prior(snap, fail) >= block_failures ||
-	    window_prior(snap, accts) >= max_accounts) {
-		*left_r = window_left(cfg->ip_window_s, now);
-		return true;
+	uint64_t cur = prior(snap, slot);
+	time_t next = now + (time_t)window_left(window_s, now);
+
+	if (window_prior(snap, slot) < threshold)
+		return now;
+	return cur < threshold ? next : next + (time_t)window_s;
+}
+
+static time_t later_of(time_t a, time_t b)
+{
+	return a > b ? a : b;
+}
+
+void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
+		enum ab_refused what, const struct ab_config *cfg, time_t now,
+		struct ab_refusal *r)
+{
+	enum ab_slot set_slot = AB_SLOT_COUNT;
+
+	memset(r, 0, sizeof(*r));
+	r->what = what;
+	r->until = r->counts_until = now;
+	switch (what) {
+	case AB_REFUSED_NOTHING:
+		return;
+	case AB_REFUSED_ADDRESS:
+		if (!address_rules(attempt, cfg))
+			return;
+		set_slot = AB_SLOT_IP_BLOCK;
+		r->counts_until = later_of(
+			count_until(snap, AB_SLOT_IP_FAIL, cfg->ip_block_failures,
+				    cfg->ip_window_s, now),
+			count_until(snap, AB_SLOT_IP_ACCTS, cfg->ip_max_accounts,
+				    cfg->ip_window_s, now));
+		break;
+	case AB_REFUSED_SUBNET:
+		if (!address_rules(attempt, cfg))
+			return;
+		set_slot = AB_SLOT_NET_BLOCK;
+		r->counts_until = later_of(
+			count_until(snap, AB_SLOT_NET_FAIL, cfg->net_block_failures,
+				    cfg->ip_window_s, now),
+			count_until(snap, AB_SLOT_NET_ACCTS, cfg->net_max_accounts,
+				    cfg->ip_window_s, now));
+		break;
+	case AB_REFUSED_ACCOUNT:
+		if (attempt->account[0] == '\0')
+			return;
+		set_slot = AB_SLOT_ACCT_LOCK;
+		r->counts_until = count_until(snap, AB_SLOT_ACCT_FAIL,
+					      cfg->account_lock_failures,
+					      cfg->account_window_s, now);
+		break;
+	case AB_REFUSED_FAMILIAR:
+		/* no lock: failures from familiar subnets refuse them while
+		   they are at familiar_failures */
+		if (attempt->account[0] == '\0')
+			return;
+		r->counts_until = count_until(snap, AB_SLOT_ACCT_FAMFAIL,
+					      cfg->familiar_failures,
+					      cfg->account_window_s, now);
+		break;
 	}
-	return false;
+	if (set_slot != AB_SLOT_COUNT && snap->found[set_slot] &&
+	    snap->value[set_slot] > (uint64_t)now) {
+		r->set = true;
+		r->until = (time_t)snap->value[set_slot];
+	}
+	r->until = later_of(r->until, r->counts_until);
+	r->refused = r->until > now;
+}
+
+static const enum ab_reason refused_reason[] = {
+	[AB_REFUSED_NOTHING] = AB_REASON_OK,
+	[AB_REFUSED_ADDRESS] = AB_REASON_ADDRESS_BLOCKED,
+	[AB_REFUSED_SUBNET] = AB_REASON_SUBNET_BLOCKED,
+	[AB_REFUSED_ACCOUNT] = AB_REASON_ACCOUNT_LOCKED,
+	[AB_REFUSED_FAMILIAR] = AB_REASON_FAMILIAR_FAILURES,
+};
+
+/* The account's rule for this attempt's origin: a familiar subnet has its
+   own allowance, so an attacker elsewhere cannot lock the user out of
+   their usual network. */
+static enum ab_refused account_rule(const struct ab_snapshot *snap,
+				    const struct ab_attempt *attempt,
+				    time_t now)
+{
+	return ab_familiar(snap, attempt, now) ? AB_REFUSED_FAMILIAR :
+		AB_REFUSED_ACCOUNT;
+}
+
+/* A listed address where dnsbl_action says so; not from a network
+   familiar to the account (a user whose home address is on a list of
+   dynamic ranges proved it is theirs). */
+static bool dnsbl_applies(const struct ab_snapshot *snap,
+			  const struct ab_attempt *attempt,
+			  const struct ab_config *cfg, time_t now)
+{
+	return attempt->dnsbl_listed && address_rules(attempt, cfg) &&
+		!ab_familiar(snap, attempt, now);
 }
 
 void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	       const struct ab_config *cfg, time_t now,
 	       struct ab_decision *d)
 {
-	unsigned int left = 0, delay;
+	const enum ab_refused rules[] = {
+		AB_REFUSED_ADDRESS, AB_REFUSED_SUBNET,
+		account_rule(snap, attempt, now),
+	};
+	struct ab_refusal r;
+	time_t until = now;
+	unsigned int i, left, delay;
 	uint64_t ip_failures, inflight;
 
 	memset(d, 0, sizeof(*d));
-	d->verdict = AB_ALLOW;
-	d->reason = "ok";
-	d->user_msg = "";
+	ab_decision_set(d, AB_ALLOW, AB_REASON_OK);
 
 	/* 1. restricted networks (the protocol's own, when it has them) */
 	if (ab_attempt_restricted_out(attempt, cfg)) {
-		reject(d, "address outside restrict_networks",
-		       "Logins are not accepted from your network.", 0);
+		ab_decision_set(d, AB_REJECT, AB_REASON_RESTRICTED);
 		return;
 	}
 
-	/* 2.–3. address rules, unless the network is trusted: a block, or
-	   failures plus places held at a block threshold */
-	if (address_rules(attempt, cfg)) {
-		if (over_block(snap, AB_SLOT_IP_BLOCK, AB_SLOT_IP_FAIL,
-			       AB_SLOT_IP_ACCTS, cfg->ip_block_failures,
-			       cfg->ip_max_accounts, cfg, now, &left)) {
-			reject(d, "address blocked", MSG_ADDRESS, left);
-			d->refused = AB_REFUSED_ADDRESS;
-			return;
+	/* 2. blocks, locks and counts at a threshold (ab_refusal()): the
+	   first one's reason, and the time every one of them lets an
+	   attempt through */
+	for (i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+		ab_refusal(snap, attempt, rules[i], cfg, now, &r);
+		if (!r.refused)
+			continue;
+		if (d->verdict != AB_REJECT) {
+			ab_decision_set(d, AB_REJECT, refused_reason[rules[i]]);
+			d->refused = rules[i];
 		}
-		if (over_block(snap, AB_SLOT_NET_BLOCK, AB_SLOT_NET_FAIL,
-			       AB_SLOT_NET_ACCTS, cfg->net_block_failures,
-			       cfg->net_max_accounts, cfg, now, &left)) {
-			reject(d, "subnet blocked", MSG_SUBNET, left);
-			d->refused = AB_REFUSED_SUBNET;
-			return;
-		}
+		until = later_of(until, r.until);
 	}
-
-	/* A listed address is refused where dnsbl_action says so; an origin
-	   familiar to the account is not (a user whose home address is on a
-	   list of dynamic ranges proved it is theirs) */
-	if (attempt->dnsbl_listed && address_rules(attempt, cfg) &&
-	    ab_config_dnsbl_action(cfg, attempt->protocol) == AB_DNSBL_REJECT &&
-	    !(attempt->account[0] != '\0' && familiar(snap, attempt))) {
-		reject(d, "address listed in a DNSBL",
-		       "Your address is listed in a DNS blocklist; logins are not accepted from it.",
-		       0);
+	if (dnsbl_applies(snap, attempt, cfg, now) &&
+	    ab_config_dnsbl_action(cfg, attempt->protocol) == AB_DNSBL_REJECT) {
+		if (d->verdict != AB_REJECT)
+			ab_decision_set(d, AB_REJECT, AB_REASON_DNSBL_REJECT);
+		return;		/* listed for as long as the list says: unknown */
+	}
+	if (d->verdict == AB_REJECT) {
+		d->retry_after_s = (unsigned int)(until - now);
 		return;
-	}
-
-	/* 4. account lockout: unfamiliar origins are locked out; familiar
-	   subnets have their own allowance, so an attacker elsewhere cannot
-	   lock the user out of their usual network */
-	if (attempt->account[0] != '\0') {
-		if (familiar(snap, attempt)) {
-			if (prior(snap, AB_SLOT_ACCT_FAMFAIL) >= cfg->familiar_failures) {
-				reject(d, "too many failures for account from its familiar network",
-				       "Too many failed logins for this account; try again later.",
-				       0);
-				return;
-			}
-		} else if (active_until(snap, AB_SLOT_ACCT_LOCK, now, &left)) {
-			reject(d, "account locked for unfamiliar origins",
-			       MSG_ACCOUNT, left);
-			d->refused = AB_REFUSED_ACCOUNT;
-			return;
-		} else if (window_prior(snap, AB_SLOT_ACCT_FAIL) >=
-			   cfg->account_lock_failures) {
-			reject(d, "account locked for unfamiliar origins",
-			       MSG_ACCOUNT, window_left(cfg->account_window_s, now));
-			d->refused = AB_REFUSED_ACCOUNT;
-			return;
-		}
 	}
 
 	if (!address_rules(attempt, cfg))
 		return;
 
-	/* 5. attempts in flight from one address */
+	/* 3. attempts in flight from one address */
 	inflight = prior(snap, AB_SLOT_IP_INFLIGHT);
 	if (inflight >= cfg->max_inflight) {
-		reject(d, "too many attempts in flight from address",
-		       "Too many simultaneous logins from your address; try again shortly.",
-		       0);
+		ab_decision_set(d, AB_REJECT, AB_REASON_INFLIGHT);
 		return;
 	}
 
-	/* 3. tarpit: the larger of the address's and the subnet's, counted on
+	/* 4. tarpit: the larger of the address's and the subnet's, counted on
 	   failures only (places held in flight may yet be successes) */
 	ip_failures = window_prior(snap, AB_SLOT_IP_FAIL);
 	ip_failures -= inflight < ip_failures ? inflight : ip_failures;
 	delay = ab_tarpit_delay(cfg, ip_failures, cfg->ip_free_failures);
 	if (delay > 0)
-		d->reason = "address failures over ip_free_failures";
+		ab_decision_set(d, AB_TARPIT, AB_REASON_ADDRESS_TARPIT);
 	/* a listed address (dnsbl_action = tarpit) has no free failures and
-	   waits from its first attempt: 1 s, then doubling per failure; not
-	   from a network familiar to the account */
-	if (attempt->dnsbl_listed &&
-	    !(attempt->account[0] != '\0' && familiar(snap, attempt))) {
+	   waits from its first attempt: 1 s, then doubling per failure */
+	if (dnsbl_applies(snap, attempt, cfg, now)) {
 		left = ab_tarpit_delay(cfg, ip_failures + 1, 0);
 		if (left > delay) {
 			delay = left;
-			d->reason = "address listed in a DNSBL";
+			ab_decision_set(d, AB_TARPIT, AB_REASON_DNSBL_TARPIT);
 		}
 	}
 	left = ab_tarpit_delay(cfg, window_prior(snap, AB_SLOT_NET_FAIL),
 			       cfg->net_free_failures);
 	if (left > delay) {
 		delay = left;
-		d->reason = "subnet failures over net_free_failures";
+		ab_decision_set(d, AB_TARPIT, AB_REASON_SUBNET_TARPIT);
 	}
-	if (delay > 0) {
-		d->verdict = AB_TARPIT;
-		d->delay_s = delay;
-	}
+	d->delay_s = delay;
 }
 
 static void add_op(struct ab_ops *ops, enum ab_op_kind kind,
@@ -412,7 +496,8 @@ static void add_paired(struct ab_ops *ops, enum ab_op_kind kind,
    familiar subnets). */
 static void count_failure(const struct ab_snapshot *snap,
 			  const struct ab_attempt *attempt,
-			  const struct ab_config *cfg, struct ab_ops *ops)
+			  const struct ab_config *cfg, time_t now,
+			  struct ab_ops *ops)
 {
 	unsigned int ip_ttl = bucket_ttl(cfg->ip_window_s);
 	unsigned int acct_ttl = bucket_ttl(cfg->account_window_s);
@@ -430,9 +515,8 @@ static void count_failure(const struct ab_snapshot *snap,
 	}
 	if (!has_account)
 		return;
-	if (familiar(snap, attempt)) {
-		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAMFAIL, 1,
-		       cfg->account_window_s);
+	if (ab_familiar(snap, attempt, now)) {
+		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAMFAIL, 1, acct_ttl);
 	} else {
 		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL, 1, acct_ttl);
 		if (attempt->has_addr)
@@ -441,10 +525,10 @@ static void count_failure(const struct ab_snapshot *snap,
 }
 
 void ab_reserve(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
-		const struct ab_config *cfg, struct ab_ops *ops)
+		const struct ab_config *cfg, time_t now, struct ab_ops *ops)
 {
 	ops->count = 0;
-	count_failure(snap, attempt, cfg, ops);
+	count_failure(snap, attempt, cfg, now, ops);
 	if (address_rules(attempt, cfg))
 		add_op(ops, AB_OP_INCR, AB_SLOT_IP_INFLIGHT, 1, AB_HOLD_TTL);
 }
@@ -466,7 +550,7 @@ void ab_hold_presumed(const struct ab_snapshot *snap,
 {
 	struct ab_ops ops;
 
-	ab_reserve(snap, attempt, cfg, &ops);
+	ab_reserve(snap, attempt, cfg, now, &ops);
 	hold_r->at = now;
 	hold_r->slots = ab_ops_slots(&ops);
 }
@@ -512,7 +596,7 @@ static void record_success(const struct ab_snapshot *snap,
 	if (attempt->account[0] == '\0' || !attempt->has_addr)
 		return;
 	add_op(ops, AB_OP_SET, AB_SLOT_ACCT_FAM, (uint64_t)now + fam_ttl, fam_ttl);
-	if (!familiar(snap, attempt))
+	if (!ab_familiar(snap, attempt, now))
 		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAMCOUNT, 1, fam_ttl);
 	/* the account tried from this address was its owner's */
 	if (snap->found[AB_SLOT_IP_PAIR] && !held(hold, AB_SLOT_IP_ACCTS))
@@ -544,6 +628,8 @@ static void record_success(const struct ab_snapshot *snap,
 		add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_SFAIL, 0, 0);
 	if (snap->found[AB_SLOT_ACCT_FAMFAIL])
 		add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_FAMFAIL, 0, 0);
+	if (snap->found[AB_SLOT_ACCT_FAMFAIL_PREV])
+		add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_FAMFAIL_PREV, 0, 0);
 }
 
 bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
@@ -583,64 +669,60 @@ bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	if (has_account && attempt->has_pw && cfg->password_repeat_s > 0)
 		add_op(ops, AB_OP_SET, AB_SLOT_ACCT_PW, 1, cfg->password_repeat_s);
 	if (hold == NULL)
-		count_failure(snap, attempt, cfg, ops);
+		count_failure(snap, attempt, cfg, now, ops);
 	return true;
 }
 
-static unsigned int strike_ttl(unsigned int max_s)
+/* How long strikes are remembered: long enough that a returning attacker
+   meets a longer block. */
+static unsigned int strike_ttl(unsigned int base_s, unsigned int max_s)
 {
-	unsigned long long ttl = (unsigned long long)max_s * 4;
+	unsigned long long ttl = (unsigned long long)(max_s > base_s ? max_s : base_s) * 4;
 
 	return ttl > STRIKE_TTL_MAX ? STRIKE_TTL_MAX : (unsigned int)ttl;
 }
 
-static void escalate_block(const struct ab_snapshot *after,
-			   enum ab_slot fail, enum ab_slot accts,
-			   enum ab_slot block, enum ab_slot strikes,
-			   unsigned int block_failures, unsigned int max_accounts,
-			   const struct ab_config *cfg, time_t now,
-			   struct ab_ops *ops)
+/* Counts at a threshold and no block or lock set: set one, lasting the
+   escalated duration (base doubled per strike, up to max) and at least
+   until the counts let an attempt through (ab_refusal()), so that what
+   it says is what clients get. */
+static void escalate(const struct ab_snapshot *after,
+		     const struct ab_attempt *attempt, enum ab_refused what,
+		     enum ab_slot set_slot, enum ab_slot strikes,
+		     unsigned int base_s, unsigned int max_s,
+		     const struct ab_config *cfg, time_t now, struct ab_ops *ops)
 {
-	unsigned int left, duration;
+	struct ab_snapshot counted = *after;
+	struct ab_refusal r;
+	time_t until;
 
-	if (active_until(after, block, now, &left))
+	/* the failure just counted is in the counts now */
+	memset(counted.own, 0, sizeof(counted.own));
+	ab_refusal(&counted, attempt, what, cfg, now, &r);
+	if (!r.refused || r.set)
 		return;
-	if (ab_window_count(after, fail) < block_failures &&
-	    ab_window_count(after, accts) < max_accounts)
-		return;
-	duration = ab_escalated_duration(cfg->block_time_s, cfg->block_max_s,
-					 after->value[strikes]);
-	add_paired(ops, AB_OP_MARK, block, (uint64_t)now + duration, duration,
-		   strikes, strike_ttl(cfg->block_max_s));
+	until = later_of(now + (time_t)ab_escalated_duration(base_s, max_s,
+							     after->value[strikes]),
+			 r.counts_until);
+	add_paired(ops, AB_OP_MARK, set_slot, (uint64_t)until,
+		   (unsigned int)(until - now), strikes, strike_ttl(base_s, max_s));
 }
 
 void ab_escalate(const struct ab_snapshot *after,
 		 const struct ab_attempt *attempt, enum ab_outcome outcome,
 		 const struct ab_config *cfg, time_t now, struct ab_ops *ops)
 {
-	unsigned int left, duration, max;
-
 	ops->count = 0;
 	if (outcome != AB_OUTCOME_FAILURE)
 		return;
-	if (address_rules(attempt, cfg)) {
-		escalate_block(after, AB_SLOT_IP_FAIL, AB_SLOT_IP_ACCTS,
-			       AB_SLOT_IP_BLOCK, AB_SLOT_IP_STRIKES,
-			       cfg->ip_block_failures, cfg->ip_max_accounts,
-			       cfg, now, ops);
-		escalate_block(after, AB_SLOT_NET_FAIL, AB_SLOT_NET_ACCTS,
-			       AB_SLOT_NET_BLOCK, AB_SLOT_NET_STRIKES,
-			       cfg->net_block_failures, cfg->net_max_accounts,
-			       cfg, now, ops);
-	}
-	if (attempt->account[0] == '\0' || familiar(after, attempt) ||
-	    ab_window_count(after, AB_SLOT_ACCT_FAIL) < cfg->account_lock_failures ||
-	    active_until(after, AB_SLOT_ACCT_LOCK, now, &left))
-		return;
-	max = cfg->block_max_s > cfg->lock_time_s ? cfg->block_max_s :
-		cfg->lock_time_s;
-	duration = ab_escalated_duration(cfg->lock_time_s, max,
-					 after->value[AB_SLOT_ACCT_STRIKES]);
-	add_paired(ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK, (uint64_t)now + duration,
-		   duration, AB_SLOT_ACCT_STRIKES, strike_ttl(max));
+	escalate(after, attempt, AB_REFUSED_ADDRESS, AB_SLOT_IP_BLOCK,
+		 AB_SLOT_IP_STRIKES, cfg->block_time_s, cfg->block_max_s, cfg,
+		 now, ops);
+	escalate(after, attempt, AB_REFUSED_SUBNET, AB_SLOT_NET_BLOCK,
+		 AB_SLOT_NET_STRIKES, cfg->block_time_s, cfg->block_max_s, cfg,
+		 now, ops);
+	if (account_rule(after, attempt, now) == AB_REFUSED_ACCOUNT)
+		escalate(after, attempt, AB_REFUSED_ACCOUNT, AB_SLOT_ACCT_LOCK,
+			 AB_SLOT_ACCT_STRIKES, cfg->lock_time_s, cfg->block_max_s,
+			 cfg, now, ops);
 }

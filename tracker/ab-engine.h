@@ -38,10 +38,13 @@ enum ab_slot {
 	AB_SLOT_ACCT_LOCK,	/* lock expiry (unix time) */
 	AB_SLOT_ACCT_STRIKES,	/* locks so far: the next one is longer */
 	AB_SLOT_ACCT_FAM,	/* this subnet is familiar: expiry */
-	AB_SLOT_ACCT_FAMFAIL,	/* failures from familiar subnets */
+	AB_SLOT_ACCT_FAMFAIL,	/* failures from familiar subnets, this bucket */
 	AB_SLOT_ACCT_FAMCOUNT,	/* familiar subnets (approximate) */
 	AB_SLOT_ACCT_PW,	/* marker: this wrong password seen recently */
 	AB_SLOT_SESSION,	/* what an allowed attempt holds, until its report */
+	/* after the session: a hold's bits (struct ab_hold) keep their
+	   meaning across a rolling upgrade */
+	AB_SLOT_ACCT_FAMFAIL_PREV,
 
 	AB_SLOT_COUNT
 };
@@ -121,18 +124,78 @@ enum ab_refused {
 	AB_REFUSED_NOTHING,
 	AB_REFUSED_ADDRESS,	/* the address (IPv6: its /64) is blocked */
 	AB_REFUSED_SUBNET,	/* its subnet is blocked */
-	AB_REFUSED_ACCOUNT,	/* the account is locked for this subnet */
+	AB_REFUSED_ACCOUNT,	/* the account is locked for unfamiliar origins */
+	AB_REFUSED_FAMILIAR,	/* the account's familiar subnets have failed too often */
 };
+
+/* Why a decision is what it is: one sentence for logs, a short label for
+   metrics (Dovecot 2.3 cuts a label at 32 characters), and what the
+   client reads. */
+enum ab_reason {
+	AB_REASON_OK,
+	AB_REASON_RESTRICTED,
+	AB_REASON_ADDRESS_BLOCKED,
+	AB_REASON_SUBNET_BLOCKED,
+	AB_REASON_DNSBL_REJECT,
+	AB_REASON_FAMILIAR_FAILURES,
+	AB_REASON_ACCOUNT_LOCKED,
+	AB_REASON_INFLIGHT,
+	AB_REASON_ADDRESS_TARPIT,
+	AB_REASON_DNSBL_TARPIT,
+	AB_REASON_SUBNET_TARPIT,
+	AB_REASON_FAIL_OPEN,
+	AB_REASON_FAIL_CLOSED,
+	AB_REASON_FAIL_CLOSED_PARTLY,
+
+	AB_REASON_COUNT
+};
+struct ab_reason_info {
+	const char *text, *label, *user_msg;
+};
+const struct ab_reason_info *ab_reason_info(enum ab_reason reason);
+
+/* Whether one identity of an attempt is refused now, and until when: the
+   one rule behind decide, escalate, `authbrake status` and `list`,
+   retry_after, the log lines and the metrics. Refused while a block or
+   lock is set, and while the counts in the window are at its threshold
+   (failures and places held; for an address or subnet, also distinct
+   accounts). */
+struct ab_refusal {
+	bool refused;
+	enum ab_refused what;
+	/* refused: the first second an attempt is let through again, given
+	   what is counted now (counts only leave the window, so it is exact
+	   until something new is counted) */
+	time_t until;
+	/* refused: by a block or lock set in the store (else by counts at
+	   a threshold, which no block has been set for yet) */
+	bool set;
+	/* the counts alone would refuse until then (now: they do not) */
+	time_t counts_until;
+};
+void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
+		enum ab_refused what, const struct ab_config *cfg, time_t now,
+		struct ab_refusal *refusal_r);
+/* Is the attempt's subnet familiar to its account? */
+bool ab_familiar(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
+		 time_t now);
 
 struct ab_decision {
 	enum ab_verdict verdict;
-	enum ab_refused refused;	/* AB_REJECT of a block or lock */
+	enum ab_refused refused;	/* AB_REJECT of a block, a lock or counts */
 	unsigned int delay_s;		/* AB_TARPIT */
-	unsigned int retry_after_s;	/* AB_REJECT: when it may pass again, 0 unknown */
-	const char *reason;		/* short, for logs: "address blocked" */
+	/* AB_REJECT: seconds until an attempt is let through again, as far
+	   as what is counted now says (ab_refusal()); 0 unknown */
+	unsigned int retry_after_s;
+	enum ab_reason why;
+	const char *reason;		/* ab_reason_info(why)->text */
 	const char *user_msg;		/* for the client: what to do */
 	bool store_failed;		/* decided by fail_mode */
 };
+
+/* Set a decision's verdict and its reason (text, user message). */
+void ab_decision_set(struct ab_decision *d, enum ab_verdict verdict,
+		     enum ab_reason why);
 
 enum ab_outcome {
 	AB_OUTCOME_FAILURE,
@@ -211,7 +274,7 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 /* The places an attempt let through holds: a count in every budget its
    failure would spend. */
 void ab_reserve(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
-		const struct ab_config *cfg, struct ab_ops *ops_r);
+		const struct ab_config *cfg, time_t now, struct ab_ops *ops_r);
 /* What an allow would have held for this attempt: for a success whose
    session record was lost (a server gone, an eviction), so that a real
    user's places do not stay behind as failures. */

@@ -506,16 +506,11 @@ static void fail_mode_decision(const struct ab_config *cfg, bool partly,
 {
 	memset(d, 0, sizeof(*d));
 	d->store_failed = true;
-	if (cfg->fail_mode == AB_FAIL_OPEN) {
-		d->verdict = AB_ALLOW;
-		d->reason = "store unavailable, fail_mode=open";
-		d->user_msg = "";
-	} else {
-		d->verdict = AB_REJECT;
-		d->reason = partly ? "store partly unavailable, fail_mode=closed" :
-			"store unavailable, fail_mode=closed";
-		d->user_msg = "Login is temporarily unavailable; try again in a few minutes.";
-	}
+	if (cfg->fail_mode == AB_FAIL_OPEN)
+		ab_decision_set(d, AB_ALLOW, AB_REASON_FAIL_OPEN);
+	else
+		ab_decision_set(d, AB_REJECT, partly ? AB_REASON_FAIL_CLOSED_PARTLY :
+				AB_REASON_FAIL_CLOSED);
 }
 
 /* Is op in ops (the same kind on the same slot)? */
@@ -533,7 +528,7 @@ static bool ops_have(const struct ab_ops *ops, const struct ab_op *op)
 /* ab_reserve() of the state as it was before this attempt's own
    requests: the markers it added were not there. */
 static void reserve_as_read(const struct job *job, const struct ab_config *cfg,
-			    struct ab_ops *keep_r)
+			    time_t now, struct ab_ops *keep_r)
 {
 	struct ab_snapshot before = job->snap;
 	unsigned int i;
@@ -542,7 +537,7 @@ static void reserve_as_read(const struct job *job, const struct ab_config *cfg,
 		if (job->spec.op[i].kind == AB_OP_MARK && job->marked[i])
 			before.found[job->spec.op[i].slot] = false;
 	}
-	ab_reserve(&before, job->attempt, cfg, keep_r);
+	ab_reserve(&before, job->attempt, cfg, now, keep_r);
 }
 
 /* After an allow's round trip: of the places taken (spec), those the
@@ -630,7 +625,7 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		   attempts in parallel, only those within the limits go on),
 		   and settled below. */
 		if ((flags & AB_ALLOW_DRY_RUN) == 0 && job->attempt->has_session) {
-			ab_reserve(&job->snap, job->attempt, cfg, &job->spec);
+			ab_reserve(&job->snap, job->attempt, cfg, now, &job->spec);
 			plan_ops(tracker, &job->plan, r, job->attempt, &job->spec,
 				 job->keys, now, written);
 		}
@@ -678,7 +673,7 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 			   is away) holds nothing, or a second allow would hold
 			   again what one report settles once */
 			if (d->verdict != AB_REJECT && recorded)
-				reserve_as_read(job, cfg, &job->keep);
+				reserve_as_read(job, cfg, now, &job->keep);
 		}
 		settle_places(job, r, later);
 		/* the record says what a report settles; should it be lost, a
@@ -1120,12 +1115,16 @@ void ab_tracker_dnsbl_check(struct ab_tracker *tracker,
 
 /* --- administration --- */
 
-static unsigned long long time_left(const struct ab_snapshot *snap,
-				    enum ab_slot slot, time_t now)
+static void status_refusal(const struct ab_snapshot *snap,
+			   const struct ab_attempt *attempt, enum ab_refused what,
+			   const struct ab_config *cfg, time_t now,
+			   bool *refused_r, unsigned long long *left_r)
 {
-	if (!snap->found[slot] || snap->value[slot] <= (uint64_t)now)
-		return 0;
-	return snap->value[slot] - (uint64_t)now;
+	struct ab_refusal r;
+
+	ab_refusal(snap, attempt, what, cfg, now, &r);
+	*refused_r = r.refused;
+	*left_r = r.refused ? (unsigned long long)(r.until - now) : 0;
 }
 
 int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
@@ -1135,6 +1134,7 @@ int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
 	struct ab_attempt attempt;
 	struct ab_snapshot snap;
 	ab_key keys[AB_SLOT_COUNT];
+	const struct ab_config *cfg = tracker->cfg;
 
 	memset(status_r, 0, sizeof(*status_r));
 	if (ab_attempt_init(tracker, &attempt, login, NULL, NULL, NULL, 0,
@@ -1143,11 +1143,12 @@ int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
 	if (read_snapshot(tracker, &attempt, now, &snap, keys, error_r) != 0)
 		return AB_ERR_STORE;
 	status_r->failures = ab_window_count(&snap, AB_SLOT_ACCT_FAIL);
-	status_r->familiar_failures = snap.value[AB_SLOT_ACCT_FAMFAIL];
+	status_r->familiar_failures = ab_window_count(&snap, AB_SLOT_ACCT_FAMFAIL);
 	status_r->strikes = snap.value[AB_SLOT_ACCT_STRIKES];
-	status_r->lock_left_s = time_left(&snap, AB_SLOT_ACCT_LOCK, now);
-	status_r->locked = status_r->lock_left_s > 0 ||
-		status_r->failures >= tracker->cfg->account_lock_failures;
+	status_refusal(&snap, &attempt, AB_REFUSED_ACCOUNT, cfg, now,
+		       &status_r->locked, &status_r->lock_left_s);
+	status_refusal(&snap, &attempt, AB_REFUSED_FAMILIAR, cfg, now,
+		       &status_r->familiar_refused, &status_r->familiar_left_s);
 	status_r->familiar_subnets = snap.value[AB_SLOT_ACCT_FAMCOUNT];
 	return 0;
 }
@@ -1173,13 +1174,13 @@ int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 	status_r->accounts = ab_window_count(&snap, AB_SLOT_IP_ACCTS);
 	status_r->inflight = snap.value[AB_SLOT_IP_INFLIGHT];
 	status_r->strikes = snap.value[AB_SLOT_IP_STRIKES];
-	status_r->block_left_s = time_left(&snap, AB_SLOT_IP_BLOCK, now);
-	status_r->blocked = status_r->block_left_s > 0;
+	status_refusal(&snap, &attempt, AB_REFUSED_ADDRESS, cfg, now,
+		       &status_r->blocked, &status_r->block_left_s);
 	status_r->net_failures = ab_window_count(&snap, AB_SLOT_NET_FAIL);
 	status_r->net_accounts = ab_window_count(&snap, AB_SLOT_NET_ACCTS);
 	status_r->net_strikes = snap.value[AB_SLOT_NET_STRIKES];
-	status_r->net_block_left_s = time_left(&snap, AB_SLOT_NET_BLOCK, now);
-	status_r->net_blocked = status_r->net_block_left_s > 0;
+	status_refusal(&snap, &attempt, AB_REFUSED_SUBNET, cfg, now,
+		       &status_r->net_blocked, &status_r->net_block_left_s);
 	status_r->trusted = ab_attempt_trusted(&attempt, cfg);
 	status_r->restricted_out = ab_attempt_restricted_out(&attempt, cfg);
 	return 0;
@@ -1212,6 +1213,7 @@ int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
 	static const enum ab_slot slots[] = {
 		AB_SLOT_ACCT_LOCK, AB_SLOT_ACCT_FAIL, AB_SLOT_ACCT_FAIL_PREV,
 		AB_SLOT_ACCT_STRIKES, AB_SLOT_ACCT_FAMFAIL,
+		AB_SLOT_ACCT_FAMFAIL_PREV,
 	};
 	struct ab_attempt attempt;
 

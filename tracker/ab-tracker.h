@@ -116,18 +116,22 @@ const char *ab_decision_log_line(const struct ab_attempt *attempt,
    AB_ERR_STORE when memcached could not answer. */
 #define AB_ERR_STORE (-2)
 
+/* What refuses and for how long is ab_refusal()'s answer, as for a
+   login: *_left_s is the time until one is let through again. */
 struct ab_account_status {
 	unsigned long long failures;	/* from unfamiliar origins, in the window */
 	unsigned long long familiar_failures;
 	unsigned long long strikes;	/* locks so far */
-	bool locked;			/* a lock, or failures at the threshold */
+	bool locked;			/* for unfamiliar origins */
 	unsigned long long lock_left_s;
+	bool familiar_refused;		/* familiar subnets: familiar_failures */
+	unsigned long long familiar_left_s;
 	unsigned long long familiar_subnets;
 };
 
 struct ab_address_status {
 	unsigned long long failures, accounts, inflight, strikes;
-	bool blocked;
+	bool blocked;			/* address rules refuse it */
 	unsigned long long block_left_s;
 	unsigned long long net_failures, net_accounts, net_strikes;
 	bool net_blocked;

@@ -115,8 +115,11 @@ void ab_verdicts_remember(struct ab_verdicts *v, const struct ab_attempt *attemp
 	unsigned int ttl;
 	uint64_t id;
 
+	/* a familiar subnet's refusal is rare and ends with a success: not
+	   remembered */
 	if (v == NULL || v->ttl_s == 0 || decision->verdict != AB_REJECT ||
-	    decision->refused == AB_REFUSED_NOTHING || decision->store_failed ||
+	    decision->refused == AB_REFUSED_NOTHING ||
+	    decision->refused == AB_REFUSED_FAMILIAR || decision->store_failed ||
 	    !attempt->has_addr)
 		return;
 	/* never past the refusal's own end */

@@ -235,7 +235,7 @@ static void test_reserve_takes_every_budget(void **state)
 
 	(void)state;
 	memset(&s, 0, sizeof(s));
-	ab_reserve(&s, &a, &cfg, &ops);
+	ab_reserve(&s, &a, &cfg, NOW, &ops);
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_IP_FAIL));
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_NET_FAIL));
 	assert_non_null(find_op(&ops, AB_OP_MARK, AB_SLOT_IP_PAIR));
@@ -246,7 +246,7 @@ static void test_reserve_takes_every_budget(void **state)
 
 	/* a familiar subnet spends its own allowance */
 	set(&s, AB_SLOT_ACCT_FAM, FUT(86400));
-	ab_reserve(&s, &a, &cfg, &ops);
+	ab_reserve(&s, &a, &cfg, NOW, &ops);
 	assert_non_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAMFAIL));
 	assert_null(find_op(&ops, AB_OP_INCR, AB_SLOT_ACCT_FAIL));
 }
@@ -422,6 +422,8 @@ static void test_policy_reject_is_not_a_failure(void **state)
 
 static void test_escalate_blocks_and_locks(void **state)
 {
+	time_t bucket_end = (time_t)((NOW / cfg.account_window_s + 1) *
+				     cfg.account_window_s);
 	struct ab_attempt a = attempt("alice", "198.51.100.7");
 	struct ab_snapshot s;
 	struct ab_ops ops;
@@ -461,11 +463,22 @@ static void test_escalate_blocks_and_locks(void **state)
 
 	/* account locks grow like blocks, up to block_max */
 	memset(&s, 0, sizeof(s));
-	set(&s, AB_SLOT_ACCT_FAIL_PREV, cfg.account_lock_failures);
-	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	set(&s, AB_SLOT_ACCT_FAIL, cfg.account_lock_failures);
+	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, bucket_end - 1, &ops);
 	op = find_op(&ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK);
 	assert_non_null(op);
-	assert_int_equal(op->value, (uint64_t)NOW + cfg.lock_time_s);
+	/* a lock lasts lock_time, and at least until its failures have
+	   left the window: all in the current bucket, that is the end of
+	   the next one */
+	assert_int_equal(op->value, (uint64_t)bucket_end + cfg.account_window_s);
+	memset(&s, 0, sizeof(s));
+	set(&s, AB_SLOT_ACCT_FAIL_PREV, cfg.account_lock_failures);
+	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, bucket_end - 1, &ops);
+	op = find_op(&ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK);
+	assert_non_null(op);
+	/* failures in the bucket before: they leave the window in a second,
+	   so the lock's own time decides */
+	assert_int_equal(op->value, (uint64_t)bucket_end - 1 + cfg.lock_time_s);
 	assert_int_equal(op->pair_slot, AB_SLOT_ACCT_STRIKES);
 	set(&s, AB_SLOT_ACCT_STRIKES, 3);
 	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
@@ -508,6 +521,106 @@ static void test_window_boundary_gives_no_fresh_budget(void **state)
 	assert_int_equal(ab_slot_bucket(AB_SLOT_IP_FAIL_PREV, &cfg, end + 5),
 			 ab_slot_bucket(AB_SLOT_IP_FAIL, &cfg, end - 1));
 	assert_int_equal(ab_slot_bucket(AB_SLOT_ACCT_LOCK, &cfg, end), 0);
+}
+
+/* ab_refusal(): until when each identity is refused, from blocks and
+   from counts; decide's retry_after is the latest of every refusal. */
+static void test_refusal_until(void **state)
+{
+	/* 10 s into an hour's bucket */
+	time_t t = (time_t)((NOW / cfg.ip_window_s + 1) * cfg.ip_window_s + 10);
+	time_t next = t - 10 + (time_t)cfg.ip_window_s;
+	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_refusal r;
+	struct ab_decision d;
+	struct ab_snapshot s;
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	ab_refusal(&s, &a, AB_REFUSED_ADDRESS, &cfg, t, &r);
+	assert_false(r.refused);
+
+	/* the threshold reached in the bucket before: through when it
+	   drops out */
+	set(&s, AB_SLOT_IP_FAIL_PREV, cfg.ip_block_failures - 2);
+	set(&s, AB_SLOT_IP_FAIL, 2);
+	ab_refusal(&s, &a, AB_REFUSED_ADDRESS, &cfg, t, &r);
+	assert_true(r.refused);
+	assert_false(r.set);
+	assert_int_equal(r.until, next);
+	/* reached in this bucket: through when this one drops out too */
+	set(&s, AB_SLOT_IP_FAIL, cfg.ip_block_failures);
+	ab_refusal(&s, &a, AB_REFUSED_ADDRESS, &cfg, t, &r);
+	assert_int_equal(r.until, next + (time_t)cfg.ip_window_s);
+	/* a block that ends later decides; one that ends earlier does not */
+	set(&s, AB_SLOT_IP_BLOCK, (uint64_t)next + 3 * cfg.ip_window_s);
+	ab_refusal(&s, &a, AB_REFUSED_ADDRESS, &cfg, t, &r);
+	assert_true(r.set);
+	assert_int_equal(r.until, next + 3 * (time_t)cfg.ip_window_s);
+	set(&s, AB_SLOT_IP_BLOCK, (uint64_t)t + 5);
+	ab_refusal(&s, &a, AB_REFUSED_ADDRESS, &cfg, t, &r);
+	assert_int_equal(r.until, next + (time_t)cfg.ip_window_s);
+	/* its own place is not counted against an attempt */
+	memset(&s, 0, sizeof(s));
+	set(&s, AB_SLOT_IP_FAIL, cfg.ip_block_failures);
+	s.own[AB_SLOT_IP_FAIL] = true;
+	ab_refusal(&s, &a, AB_REFUSED_ADDRESS, &cfg, t, &r);
+	assert_false(r.refused);
+	/* a trusted address has no address rules */
+	s.own[AB_SLOT_IP_FAIL] = false;
+	ab_refusal(&s, &a, AB_REFUSED_ADDRESS, &cfg, t, &r);
+	assert_true(r.refused);
+	{
+		struct ab_config trusting;
+		const char *error;
+
+		ab_config_defaults(&trusting);
+		assert_int_equal(ab_config_set(&trusting, "trusted_networks",
+					       "198.51.100.0/24", "test", &error), 0);
+		ab_refusal(&s, &a, AB_REFUSED_ADDRESS, &trusting, t, &r);
+		assert_false(r.refused);
+		ab_config_free(&trusting);
+	}
+
+	/* decide: the first refusal's reason, the latest one's time */
+	memset(&s, 0, sizeof(s));
+	set(&s, AB_SLOT_IP_BLOCK, (uint64_t)t + 600);
+	set(&s, AB_SLOT_ACCT_LOCK, (uint64_t)t + 900);
+	ab_decide(&s, &a, &cfg, t, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_int_equal(d.refused, AB_REFUSED_ADDRESS);
+	assert_int_equal(d.retry_after_s, 900);
+	assert_string_equal(d.reason, "address blocked");
+	/* a familiar subnet: the lock spares it, its own failures count */
+	set(&s, AB_SLOT_ACCT_FAM, (uint64_t)t + 86400);
+	ab_decide(&s, &a, &cfg, t, &d);
+	assert_int_equal(d.retry_after_s, 600);
+	set(&s, AB_SLOT_ACCT_FAMFAIL, cfg.familiar_failures);
+	ab_decide(&s, &a, &cfg, t, &d);
+	assert_int_equal(d.retry_after_s,
+			 (time_t)((t / cfg.account_window_s + 2) * cfg.account_window_s) - t);
+	/* a familiar mark past its time is not familiar */
+	set(&s, AB_SLOT_ACCT_FAM, (uint64_t)t);
+	assert_false(ab_familiar(&s, &a, t));
+}
+
+/* Every reason has a sentence and a metric label Dovecot keeps whole
+   (2.3 cuts a label at 32 characters); refusals tell the client what to
+   do. */
+static void test_reasons_have_labels(void **state)
+{
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < AB_REASON_COUNT; i++) {
+		const struct ab_reason_info *info = ab_reason_info((enum ab_reason)i);
+
+		assert_non_null(info->text);
+		assert_true(info->text[0] != '\0');
+		assert_true(info->label[0] != '\0');
+		assert_true(strlen(info->label) < 32);
+		assert_non_null(info->user_msg);
+	}
 }
 
 static void test_hold_round_trips(void **state)
@@ -748,6 +861,8 @@ int main(void)
 		cmocka_unit_test(test_held_failure_keeps_its_places),
 		cmocka_unit_test(test_window_boundary_gives_no_fresh_budget),
 		cmocka_unit_test(test_hold_round_trips),
+		cmocka_unit_test(test_refusal_until),
+		cmocka_unit_test(test_reasons_have_labels),
 		cmocka_unit_test(test_repeated_wrong_password_not_counted),
 		cmocka_unit_test(test_familiar_failures_have_own_allowance),
 		cmocka_unit_test(test_success_clears_own_failures_not_lock),
