@@ -103,6 +103,11 @@ static bool parse_uint(const unsigned char *p, size_t len, uint64_t max,
 
 bool ab_meta_number(const unsigned char *value, size_t len, uint64_t *n_r)
 {
+	/* a decrement that loses a digit may leave the value padded with
+	   spaces ("10" - 1 is "9 "): memcached's protocol.txt allows it,
+	   and 1.6 does it */
+	while (len > 1 && value[len - 1] == ' ')
+		len--;
 	return parse_uint(value, len, UINT64_MAX, n_r);
 }
 

@@ -72,7 +72,7 @@ long ab_meta_parse(const unsigned char *buf, size_t len,
 bool ab_meta_fits(enum ab_meta_cmd cmd, enum ab_meta_status status);
 
 /* A value as memcached keeps a counter: 1 to 20 decimal digits, no more
-   than UINT64_MAX. */
+   than UINT64_MAX, perhaps padded with spaces after a decrement. */
 bool ab_meta_number(const unsigned char *value, size_t len, uint64_t *n_r);
 
 #endif

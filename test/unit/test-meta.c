@@ -353,8 +353,8 @@ static void test_number(void **state)
 {
 	static const char *const bad[] = {
 		"", "18446744073709551616", "99999999999999999999",
-		"000000000000000000001", "-1", "+1", " 1", "1 ", "1a", "0x10",
-		"\r\n",
+		"000000000000000000001", "-1", "+1", " 1", "1a", "0x10",
+		"\r\n", " ", "  ", "1 2", "1 a",
 	};
 	uint64_t n;
 	size_t i;
@@ -369,6 +369,12 @@ static void test_number(void **state)
 	assert_true(n == UINT64_MAX - 1);
 	assert_true(ab_meta_number((const unsigned char *)"00000000000000000042", 20, &n));
 	assert_int_equal(n, 42);
+	/* memcached pads a counter a decrement shortened: 10 - 1 is "9 ",
+	   100 - 91 is "9  " */
+	assert_true(ab_meta_number((const unsigned char *)"9 ", 2, &n));
+	assert_int_equal(n, 9);
+	assert_true(ab_meta_number((const unsigned char *)"9  ", 3, &n));
+	assert_int_equal(n, 9);
 	/* the length given, not the NUL */
 	assert_true(ab_meta_number((const unsigned char *)"123\r\n", 3, &n));
 	assert_int_equal(n, 123);
