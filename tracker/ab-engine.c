@@ -24,7 +24,9 @@ static const struct ab_slot_info slot_info[AB_SLOT_COUNT] = {
 	[AB_SLOT_NET_STRIKES] = { "net_strikes", "ns", AB_SCOPE_NET, AB_BUCKET_NONE, false, true },
 	[AB_SLOT_ACCT_FAIL] = { "account_fail", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT, true, false },
 	[AB_SLOT_ACCT_FAIL_PREV] = { "account_fail_prev", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, true, false },
-	[AB_SLOT_ACCT_SFAIL] = { "account_subnet_fail", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, false, false },
+	[AB_SLOT_ACCT_SFAIL] = { "account_subnet_fail", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_ACCT, false, false },
+	[AB_SLOT_ACCT_SFAIL_PREV] = { "account_subnet_fail_prev", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_ACCT_PREV, false, false },
+	[AB_SLOT_ACCT_UNLOCKED] = { "account_unlocked", "au", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, false },
 	[AB_SLOT_ACCT_LOCK] = { "account_lock", "al", AB_SCOPE_ACCT, AB_BUCKET_NONE, true, true },
 	[AB_SLOT_ACCT_STRIKES] = { "account_strikes", "ak", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, true },
 	[AB_SLOT_ACCT_FAM] = { "account_familiar", "fm", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, true, true },
@@ -150,8 +152,8 @@ bool ab_attempt_restricted_out(const struct ab_attempt *attempt,
 		!ab_cidr_list_match(restrict_networks, &attempt->addr);
 }
 
-static bool address_rules(const struct ab_attempt *attempt,
-			  const struct ab_config *cfg)
+bool ab_address_rules(const struct ab_attempt *attempt,
+		      const struct ab_config *cfg)
 {
 	return attempt->has_addr && !ab_attempt_trusted(attempt, cfg);
 }
@@ -310,7 +312,7 @@ void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 	case AB_REFUSED_NOTHING:
 		return;
 	case AB_REFUSED_ADDRESS:
-		if (!address_rules(attempt, cfg))
+		if (!ab_address_rules(attempt, cfg))
 			return;
 		set_slot = AB_SLOT_IP_BLOCK;
 		r->counts_until = later_of(
@@ -320,7 +322,7 @@ void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 				    cfg->ip_window_s, now));
 		break;
 	case AB_REFUSED_SUBNET:
-		if (!address_rules(attempt, cfg))
+		if (!ab_address_rules(attempt, cfg))
 			return;
 		set_slot = AB_SLOT_NET_BLOCK;
 		r->counts_until = later_of(
@@ -382,7 +384,7 @@ static bool dnsbl_applies(const struct ab_snapshot *snap,
 			  const struct ab_attempt *attempt,
 			  const struct ab_config *cfg, time_t now)
 {
-	return attempt->dnsbl_listed && address_rules(attempt, cfg) &&
+	return attempt->dnsbl_listed && ab_address_rules(attempt, cfg) &&
 		!ab_familiar(snap, attempt, now);
 }
 
@@ -432,7 +434,7 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 		return;
 	}
 
-	if (!address_rules(attempt, cfg))
+	if (!ab_address_rules(attempt, cfg))
 		return;
 
 	/* 3. attempts in flight from one address */
@@ -491,6 +493,48 @@ static void add_paired(struct ab_ops *ops, enum ab_op_kind kind,
 	}
 }
 
+/* Distinct accounts are counted through markers: the pair (address or
+   subnet, account) is marked once, and the count follows the marker. */
+static const struct {
+	enum ab_slot marker, count;
+} pairs[] = {
+	{ AB_SLOT_IP_PAIR, AB_SLOT_IP_ACCTS },
+	{ AB_SLOT_NET_PAIR, AB_SLOT_NET_ACCTS },
+};
+
+/* Count the account as tried from the address and from its subnet, where
+   it was not yet. */
+static void mark_pairs(const struct ab_snapshot *snap, const struct ab_config *cfg,
+		       struct ab_ops *ops)
+{
+	unsigned int ttl = bucket_ttl(cfg->ip_window_s), i;
+
+	for (i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		if (!snap->found[pairs[i].marker])
+			add_paired(ops, AB_OP_MARK, pairs[i].marker, 1, ttl,
+				   pairs[i].count, ttl);
+	}
+}
+
+/* The marker whose count this is (AB_SLOT_COUNT: none). */
+static enum ab_slot pair_marker(enum ab_slot count)
+{
+	unsigned int i;
+
+	for (i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		if (pairs[i].count == count)
+			return pairs[i].marker;
+	}
+	return AB_SLOT_COUNT;
+}
+
+/* Take the account back from a count: its marker goes, and the count
+   follows when the marker was there. */
+static void unmark_pair(enum ab_slot count, struct ab_ops *ops)
+{
+	add_paired(ops, AB_OP_UNMARK, pair_marker(count), 0, 0, count, 0);
+}
+
 /* A failure's counts: the address, its subnet, the distinct accounts
    they tried, and the account (from unfamiliar origins, or from its
    familiar subnets). */
@@ -503,15 +547,11 @@ static void count_failure(const struct ab_snapshot *snap,
 	unsigned int acct_ttl = bucket_ttl(cfg->account_window_s);
 	bool has_account = attempt->account[0] != '\0';
 
-	if (address_rules(attempt, cfg)) {
+	if (ab_address_rules(attempt, cfg)) {
 		add_op(ops, AB_OP_INCR, AB_SLOT_IP_FAIL, 1, ip_ttl);
 		add_op(ops, AB_OP_INCR, AB_SLOT_NET_FAIL, 1, ip_ttl);
-		if (has_account && !snap->found[AB_SLOT_IP_PAIR])
-			add_paired(ops, AB_OP_MARK, AB_SLOT_IP_PAIR, 1, ip_ttl,
-				   AB_SLOT_IP_ACCTS, ip_ttl);
-		if (has_account && !snap->found[AB_SLOT_NET_PAIR])
-			add_paired(ops, AB_OP_MARK, AB_SLOT_NET_PAIR, 1, ip_ttl,
-				   AB_SLOT_NET_ACCTS, ip_ttl);
+		if (has_account)
+			mark_pairs(snap, cfg, ops);
 	}
 	if (!has_account)
 		return;
@@ -529,7 +569,7 @@ void ab_reserve(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 {
 	ops->count = 0;
 	count_failure(snap, attempt, cfg, now, ops);
-	if (address_rules(attempt, cfg))
+	if (ab_address_rules(attempt, cfg))
 		add_op(ops, AB_OP_INCR, AB_SLOT_IP_INFLIGHT, 1, AB_HOLD_TTL);
 }
 
@@ -564,19 +604,10 @@ void ab_release(const struct ab_hold *hold, const struct ab_attempt *attempt,
 	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
 		if (!held(hold, (enum ab_slot)slot))
 			continue;
-		switch (slot) {
-		case AB_SLOT_IP_ACCTS:
-			add_paired(ops, AB_OP_UNMARK, AB_SLOT_IP_PAIR, 0, 0,
-				   AB_SLOT_IP_ACCTS, 0);
-			break;
-		case AB_SLOT_NET_ACCTS:
-			add_paired(ops, AB_OP_UNMARK, AB_SLOT_NET_PAIR, 0, 0,
-				   AB_SLOT_NET_ACCTS, 0);
-			break;
-		default:
+		if (pair_marker((enum ab_slot)slot) != AB_SLOT_COUNT)
+			unmark_pair((enum ab_slot)slot, ops);
+		else
 			add_op(ops, AB_OP_DECR, (enum ab_slot)slot, 1, 0);
-			break;
-		}
 		ops->op[ops->count - 1].at = hold->at;
 	}
 }
@@ -590,8 +621,7 @@ static void record_success(const struct ab_snapshot *snap,
 			   const struct ab_config *cfg, time_t now,
 			   struct ab_ops *ops)
 {
-	unsigned int fam_ttl = cfg->familiar_days * 86400U;
-	uint64_t rest, cur, from_cur;
+	unsigned int fam_ttl = cfg->familiar_days * 86400U, i;
 
 	if (attempt->account[0] == '\0' || !attempt->has_addr)
 		return;
@@ -599,33 +629,35 @@ static void record_success(const struct ab_snapshot *snap,
 	if (!ab_familiar(snap, attempt, now))
 		add_op(ops, AB_OP_INCR, AB_SLOT_ACCT_FAMCOUNT, 1, fam_ttl);
 	/* the account tried from this address was its owner's */
-	if (snap->found[AB_SLOT_IP_PAIR] && !held(hold, AB_SLOT_IP_ACCTS))
-		add_paired(ops, AB_OP_UNMARK, AB_SLOT_IP_PAIR, 0, 0,
-			   AB_SLOT_IP_ACCTS, 0);
-	if (snap->found[AB_SLOT_NET_PAIR] && !held(hold, AB_SLOT_NET_ACCTS))
-		add_paired(ops, AB_OP_UNMARK, AB_SLOT_NET_PAIR, 0, 0,
-			   AB_SLOT_NET_ACCTS, 0);
-	/* the subnet's earlier failures against the account, beyond the
-	   place this attempt held (released above), from the current bucket
-	   first */
-	rest = snap->value[AB_SLOT_ACCT_SFAIL];
-	if (held(hold, AB_SLOT_ACCT_SFAIL) && rest > 0)
-		rest--;
-	if (rest > 0) {
-		cur = snap->value[AB_SLOT_ACCT_FAIL];
-		if (held(hold, AB_SLOT_ACCT_FAIL) && cur > 0 &&
-		    ab_slot_bucket(AB_SLOT_ACCT_FAIL, cfg, hold->at) ==
-		    ab_slot_bucket(AB_SLOT_ACCT_FAIL, cfg, now))
-			cur--;
-		from_cur = rest < cur ? rest : cur;
-		if (from_cur > 0)
-			add_op(ops, AB_OP_DECR, AB_SLOT_ACCT_FAIL, from_cur, 0);
-		if (rest > from_cur)
-			add_op(ops, AB_OP_DECR, AB_SLOT_ACCT_FAIL_PREV,
-			       rest - from_cur, 0);
+	for (i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		if (snap->found[pairs[i].marker] && !held(hold, pairs[i].count))
+			unmark_pair(pairs[i].count, ops);
 	}
-	if (snap->found[AB_SLOT_ACCT_SFAIL])
-		add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_SFAIL, 0, 0);
+	/* the subnet's earlier failures against the account, bucket by
+	   bucket, beyond the place this attempt held (released above) */
+	for (i = 0; i < 2; i++) {
+		enum ab_slot sfail = i == 0 ? AB_SLOT_ACCT_SFAIL : AB_SLOT_ACCT_SFAIL_PREV;
+		enum ab_slot fail = i == 0 ? AB_SLOT_ACCT_FAIL : AB_SLOT_ACCT_FAIL_PREV;
+		uint64_t own = held(hold, AB_SLOT_ACCT_SFAIL) &&
+			ab_slot_bucket(AB_SLOT_ACCT_SFAIL, cfg, hold->at) ==
+			ab_slot_bucket(sfail, cfg, now) ? 1 : 0;
+		uint64_t theirs = snap->value[sfail], counted = snap->value[fail];
+
+		/* counted in the bucket of an unlock, or before it: cleared */
+		if (snap->found[AB_SLOT_ACCT_UNLOCKED] &&
+		    ab_slot_bucket(AB_SLOT_ACCT_FAIL, cfg,
+				   (time_t)snap->value[AB_SLOT_ACCT_UNLOCKED]) >=
+		    ab_slot_bucket(sfail, cfg, now))
+			theirs = 0;
+		theirs -= own < theirs ? own : theirs;
+		counted -= own < counted ? own : counted;
+		if (theirs > counted)
+			theirs = counted;
+		if (theirs > 0)
+			add_op(ops, AB_OP_DECR, fail, theirs, 0);
+		if (snap->found[sfail])
+			add_op(ops, AB_OP_DELETE, sfail, 0, 0);
+	}
 	if (snap->found[AB_SLOT_ACCT_FAMFAIL])
 		add_op(ops, AB_OP_DELETE, AB_SLOT_ACCT_FAMFAIL, 0, 0);
 	if (snap->found[AB_SLOT_ACCT_FAMFAIL_PREV])

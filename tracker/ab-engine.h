@@ -34,7 +34,7 @@ enum ab_slot {
 	AB_SLOT_NET_STRIKES,
 	AB_SLOT_ACCT_FAIL,	/* failures + places held from unfamiliar origins */
 	AB_SLOT_ACCT_FAIL_PREV,
-	AB_SLOT_ACCT_SFAIL,	/* of those, the ones from this subnet */
+	AB_SLOT_ACCT_SFAIL,	/* of those, the ones from this subnet, this bucket */
 	AB_SLOT_ACCT_LOCK,	/* lock expiry (unix time) */
 	AB_SLOT_ACCT_STRIKES,	/* locks so far: the next one is longer */
 	AB_SLOT_ACCT_FAM,	/* this subnet is familiar: expiry */
@@ -45,6 +45,10 @@ enum ab_slot {
 	/* after the session: a hold's bits (struct ab_hold) keep their
 	   meaning across a rolling upgrade */
 	AB_SLOT_ACCT_FAMFAIL_PREV,
+	AB_SLOT_ACCT_SFAIL_PREV,
+	/* when an administrator last unlocked the account: a subnet's
+	   failures counted before it were cleared with the account's */
+	AB_SLOT_ACCT_UNLOCKED,
 
 	AB_SLOT_COUNT
 };
@@ -258,6 +262,10 @@ bool ab_slot_applies(enum ab_slot slot, const struct ab_attempt *attempt);
    trusted_networks.PROTO for the attempt's protocol)? */
 bool ab_attempt_trusted(const struct ab_attempt *attempt,
 			const struct ab_config *cfg);
+/* Do the address rules (per address and per subnet) apply: an address,
+   not trusted? */
+bool ab_address_rules(const struct ab_attempt *attempt,
+		      const struct ab_config *cfg);
 /* Is the address outside restrict_networks (or restrict_networks.PROTO),
    so that every login from it is refused? */
 bool ab_attempt_restricted_out(const struct ab_attempt *attempt,

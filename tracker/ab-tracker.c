@@ -195,7 +195,7 @@ static void slot_key(struct ab_tracker *tracker, enum ab_slot slot,
 {
 	const struct ab_slot_info *info = ab_slot_info(slot);
 	struct ab_addr masked;
-	uint8_t addr[17], extra[8];
+	uint8_t addr[17 + 8], extra[8];
 	uint64_t bucket = ab_slot_bucket(slot, tracker->cfg, at);
 	size_t account_len = strlen(attempt->account), extra_len = 0, i;
 
@@ -213,12 +213,12 @@ static void slot_key(struct ab_tracker *tracker, enum ab_slot slot,
 	switch (info->scope) {
 	case AB_SCOPE_ADDR:
 	case AB_SCOPE_NET:
-		ab_hash_key(&tracker->secret, info->kind, addr, sizeof(addr),
+		ab_hash_key(&tracker->secret, info->kind, addr, 17,
 			    extra, extra_len, key_r);
 		break;
 	case AB_SCOPE_ADDR_ACCT:
 	case AB_SCOPE_NET_ACCT:
-		ab_hash_key(&tracker->secret, info->kind, addr, sizeof(addr),
+		ab_hash_key(&tracker->secret, info->kind, addr, 17,
 			    attempt->account, account_len, key_r);
 		break;
 	case AB_SCOPE_ACCT:
@@ -226,8 +226,10 @@ static void slot_key(struct ab_tracker *tracker, enum ab_slot slot,
 			    attempt->account, account_len, extra, extra_len, key_r);
 		break;
 	case AB_SCOPE_ACCT_NET:
-		ab_hash_key(&tracker->secret, info->kind,
-			    attempt->account, account_len, addr, sizeof(addr), key_r);
+		/* a windowed count of the pair: the bucket after the subnet */
+		memcpy(addr + 17, extra, extra_len);
+		ab_hash_key(&tracker->secret, info->kind, attempt->account,
+			    account_len, addr, 17 + extra_len, key_r);
 		break;
 	case AB_SCOPE_ACCT_PW:
 		extra[0] = (uint8_t)(attempt->pw_fp >> 8);
@@ -273,8 +275,10 @@ static void slot_keys(struct ab_tracker *tracker,
      allow held its places gives back its place in flight): that is
      posted. One more when a block or lock is set: its marker, its strike
      and the next slot of `authbrake list`'s ring together; the list's
-     entry is posted. test-store.c counts these against the store's own
-     stats. */
+     entry is posted.
+   What each costs, in round trips and operations, is tabled in
+   ab-cost.h; test-store.c checks the table against the store's own
+   counters. */
 
 static void plan_init(struct plan *p)
 {
@@ -1011,9 +1015,8 @@ bool ab_tracker_dnsbl_wanted(struct ab_tracker *tracker,
 			     const struct ab_attempt *attempt)
 {
 	return tracker->dnsbl != NULL && !attempt->dnsbl_checked &&
-		attempt->has_addr &&
-		!ab_attempt_restricted_out(attempt, tracker->cfg) &&
-		!ab_attempt_trusted(attempt, tracker->cfg);
+		ab_address_rules(attempt, tracker->cfg) &&
+		!ab_attempt_restricted_out(attempt, tracker->cfg);
 }
 
 static void dnsbl_key(struct ab_tracker *tracker,
@@ -1216,12 +1219,19 @@ int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
 		AB_SLOT_ACCT_FAMFAIL_PREV,
 	};
 	struct ab_attempt attempt;
+	ab_key key;
 
 	if (ab_attempt_init(tracker, &attempt, login, NULL, NULL, NULL, 0,
 			    error_r) < 0)
 		return -1;
 	if (delete_slots(tracker, &attempt, slots, N_ELEMENTS(slots), now,
 			 error_r) < 0)
+		return AB_ERR_STORE;
+	/* the failures each subnet counted against it are cleared too: a
+	   success gives back none counted up to now */
+	slot_key(tracker, AB_SLOT_ACCT_UNLOCKED, &attempt, now, key);
+	if (run_one(tracker, AB_STORE_SET, key, (uint64_t)now,
+		    2 * tracker->cfg->account_window_s + 60, error_r) < 0)
 		return AB_ERR_STORE;
 	tracker_log(tracker, AB_LOG_INFO, "account \"%s\" unlocked by an administrator",
 		    attempt.account);

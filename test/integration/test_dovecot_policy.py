@@ -706,3 +706,181 @@ def test_no_abort_on_reload_or_stop_with_connections_left_open(policy_dovecot, h
     bad = [line for line in log.splitlines()
            if "authbrake-policy" in line and re.search(r"Panic|Fatal|killed with signal|BUG", line)]
     assert not bad, bad
+
+
+def _cli_json(dc, *args):
+    """`authbrake -c CONF --json ARGS`: (exit code, document); exit 0 or 1."""
+    r = subprocess.run([str(harness.CLI_BIN), "-c", str(dc.policy_conf), "--json",
+                        *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, timeout=20)
+    assert r.returncode in (0, 1), (args, r.returncode, r.stdout, r.stderr)
+    lines = r.stdout.decode().splitlines()
+    assert len(lines) == 1, (args, r.stdout)
+    return r.returncode, json.loads(lines[0])
+
+
+def test_block_retry_after_status_and_list_agree_every_second(policy_dovecot):
+    """Issue 22: a block lasts until the failures behind it have left the
+    window (ip_window buckets, the previous bucket counting in full), and
+    the decision's retry_after, `authbrake status` and `authbrake list`
+    say the same thing every second of it. 3 failures in bucket n (W =
+    ip_window = 20 s) refuse until (n + 2) * W, longer than block_time
+    (4 s): the block is set to that, its end never moves, the address is
+    refused at end - 1 and let through at end.
+
+    Each CLI command reads the clock itself (time(NULL)); it ran at some
+    whole second between floor(before) and floor(after), so every reading
+    of "left" is checked against the one end E: floor(before) + left <= E
+    <= floor(after) + left, and equality between the commands is asserted
+    where a sample's three commands ran within one whole second."""
+    W, BLOCK_TIME, THRESHOLD = 20, 4, 3
+    dc = policy_dovecot(ip_window=f"{W}s", block_time=f"{BLOCK_TIME}s",
+                        block_max=f"{BLOCK_TIME}s", ip_block_failures=THRESHOLD,
+                        ip_free_failures=THRESHOLD - 1, tarpit_max=0,
+                        ip_max_accounts=50, net_free_failures=50,
+                        net_block_failures=100, account_lock_failures=50)
+    attacker = "127.95.0.1"
+
+    def status():
+        return _cli_json(dc, "status", attacker)
+
+    # All three failures in one bucket, early enough in it that the block
+    # outlives the next bucket boundary, where the current bucket becomes
+    # the previous one and still counts in full (retry_after must not move
+    # there): wait for the next bucket when fewer than 6 s are left.
+    if time.time() % W > W - 6:
+        time.sleep(W - time.time() % W + 0.2)
+    t_first = time.time()
+    for i in range(THRESHOLD):
+        ok, msg, _ = dc.imap_login(ALICE, f"wrong-{i}", attacker)
+        assert not ok and "AUTHENTICATIONFAILED" in msg, msg
+    # Dovecot's report of the last failure (which sets the block) may come
+    # just after the client's NO: wait until status sees the block
+    deadline = time.monotonic() + 5
+    while not status()[1]["blocked"]:
+        assert time.monotonic() < deadline, ("no block after %d failures: %s"
+                                             % (THRESHOLD, status()[1]))
+        time.sleep(0.05)
+    t_blocked = time.time()
+    n = int(t_first // W)
+    assert int(t_blocked // W) == n, (
+        f"the failures spanned buckets {n}..{int(t_blocked // W)} ({t_first:.2f}.."
+        f"{t_blocked:.2f}): the attack took more than the 6 s left in a bucket")
+    # every failure is in bucket n: the counts refuse until bucket n has
+    # left the window, the end of bucket n + 1; block_time ends earlier
+    end = max((n + 2) * W, int(t_blocked) + BLOCK_TIME)
+    assert end == (n + 2) * W
+
+    # Sample every whole second (just after it begins) until a few seconds
+    # past the end: check (a dry run: nothing counted, no place held),
+    # status, list; each reading with the seconds around it.
+    samples = []        # [(second_lo, second_hi, kind, refused, left, raw)]
+    same_second = []    # [(second, check, status, list entry)]
+    imap_probes = []    # [(second_lo, second_hi, ok, msg, mark)]
+    stop_at = end + 3
+    hard_stop = t_first + 50
+    probe_seconds = {int(t_blocked) + 1, (n + 1) * W + 1}
+    while True:
+        now = time.time()
+        if int(now) > stop_at or now > hard_stop:
+            break
+        t0 = time.time()
+        rc_c, chk = _cli_json(dc, "check", "--user", ALICE, "--address", attacker,
+                              "--protocol", "imap")
+        t1 = time.time()
+        rc_s, st = status()
+        t2 = time.time()
+        _, lst = _cli_json(dc, "list")
+        t3 = time.time()
+        entries = [e for e in lst["blocked"] if e.get("address") == attacker]
+        assert len(entries) <= 1, lst
+        entry = entries[0] if entries else None
+
+        assert chk["verdict"] in ("allow", "reject"), chk
+        assert rc_c == (1 if chk["verdict"] == "reject" else 0), (rc_c, chk)
+        if chk["verdict"] == "reject":
+            assert chk["reason"] == "address blocked", chk
+        assert rc_s == (1 if st["blocked"] else 0), (rc_s, st)
+        # status's own dry run says what check says
+        assert (st["allow"]["verdict"] == "reject") == st["blocked"], st
+        # asking counted nothing and held no place; the failures are in
+        # the window for as long as they refuse
+        assert st["inflight"] == 0, st
+        assert st["failures"] == (THRESHOLD if st["blocked"] else 0), st
+        assert st["subnet"]["blocked"] is False, st
+        if entry is not None:
+            # how it was set: until the end, not for block_time
+            assert entry["set_at"] + entry["duration_s"] == end, (entry, end)
+            assert entry["left_s"] > 0, entry
+        samples += [
+            (int(t0), int(t1), "check", chk["verdict"] == "reject",
+             chk["retry_after_s"], chk),
+            (int(t1), int(t2), "status", st["blocked"], st["block_left_s"], st),
+            (int(t2), int(t3), "list", entry is not None,
+             entry["left_s"] if entry else 0, entry),
+        ]
+        if int(t0) == int(t3):
+            same_second.append((int(t0), chk, st, entry))
+            # the same second: one answer
+            assert st["blocked"] == (chk["verdict"] == "reject"), (chk, st)
+            assert (entry is not None) == st["blocked"], (st, lst)
+            if st["blocked"]:
+                assert st["block_left_s"] == chk["retry_after_s"], (chk, st)
+                assert entry["left_s"] == chk["retry_after_s"], (chk, entry)
+            else:
+                assert st["block_left_s"] == chk["retry_after_s"] == 0, (chk, st)
+
+        # the live service through Dovecot: the right password from the
+        # blocked address is refused, its logged retry_after the same end
+        if int(t3) in probe_seconds and int(t3) < end - 2:
+            probe_seconds.discard(int(t3))
+            mark = dc.log_mark()
+            ta = time.time()
+            ok, msg, _ = dc.imap_login(ALICE, USERS[ALICE], attacker)
+            imap_probes.append((int(ta), int(time.time()), ok, msg, mark))
+
+        now = time.time()
+        time.sleep(max(0.0, int(now) + 1.05 - now))
+
+    table = "\n".join(f"{lo - end:+d}..{hi - end:+d} {kind:6} "
+                      f"{'refused' if refused else 'allowed'} left={left}"
+                      for lo, hi, kind, refused, left, _ in samples)
+    why = f"end E={end} (bucket {n}, failures at {t_first:.2f}..{t_blocked:.2f}); " \
+          f"seconds relative to E:\n{table}"
+
+    # every reading agrees with the one end E: refused with E - now left
+    # while now < E, let through from E on
+    for lo, hi, kind, refused, left, raw in samples:
+        if refused:
+            assert left >= 1 and lo + left <= end <= hi + left, \
+                f"{kind} at {lo - end:+d}..{hi - end:+d}: left={left} {raw}\n{why}"
+        else:
+            assert left == 0 and hi >= end, \
+                f"{kind} at {lo - end:+d}..{hi - end:+d}: not refused {raw}\n{why}"
+    # the end never moved: one absolute end for all refusing readings
+    ends = [(lo + left, hi + left) for lo, hi, _, refused, left, _ in samples if refused]
+    assert ends and max(a for a, _ in ends) <= min(b for _, b in ends), why
+    # refused in the last second, let through in the first one after, by
+    # every command (readings that ran within one second)
+    for kind in ("check", "status", "list"):
+        at = {lo: refused for lo, hi, k, refused, _, _ in samples if k == kind and lo == hi}
+        assert at.get(end - 1) is True, f"{kind}: no refusal read at E-1\n{why}"
+        assert at.get(end) is False, f"{kind}: not let through at E\n{why}"
+    # the bucket boundary inside the block was read too, and most samples
+    # ran within one second (their exact equalities are asserted above)
+    assert any(lo == hi == (n + 1) * W for lo, hi, _, _, _, _ in samples), why
+    assert len(same_second) >= (stop_at - int(t_blocked)) // 2, why
+
+    # Dovecot's own decisions said the same end
+    assert len(imap_probes) == 2, imap_probes
+    for lo, hi, ok, msg, mark in imap_probes:
+        assert not ok and "[ALERT]" in msg, msg
+        d = wait_decision(dc, mark, attacker, "address blocked")
+        assert d["decision"] == "reject", d
+        left = int(d["retry_after"])
+        assert lo + left <= end <= hi + left, (lo - end, hi - end, d, why)
+    # and lets the user in now
+    ok, msg, _ = dc.imap_login(ALICE, USERS[ALICE], attacker)
+    assert ok, msg
+    print(f"block of {attacker}: E - first failure = {end - t_first:.1f} s, "
+          f"{len(samples) // 3} samples, {len(same_second)} within one second")

@@ -349,11 +349,12 @@ static void test_success_clears_own_failures_not_lock(void **state)
 
 	(void)state;
 	memset(&s, 0, sizeof(s));
-	/* 2 failures in this bucket, 5 before; 3 from this subnet, one of
-	   them this attempt's place */
+	/* 2 failures in this bucket, 5 before; 3 from this subnet (2 in
+	   this bucket, one of them this attempt's place, 1 before) */
 	set(&s, AB_SLOT_ACCT_FAIL, 2);
 	set(&s, AB_SLOT_ACCT_FAIL_PREV, 5);
-	set(&s, AB_SLOT_ACCT_SFAIL, 3);
+	set(&s, AB_SLOT_ACCT_SFAIL, 2);
+	set(&s, AB_SLOT_ACCT_SFAIL_PREV, 1);
 	set(&s, AB_SLOT_ACCT_LOCK, FUT(600));
 	set(&s, AB_SLOT_IP_PAIR, 1);
 	assert_false(ab_record(&s, &a, AB_OUTCOME_SUCCESS, &hold, &cfg, NOW, &ops));
