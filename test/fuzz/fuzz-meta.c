@@ -37,7 +37,8 @@ static long parse(const unsigned char *buf, size_t len,
 }
 
 /* A counter read back as memcached wrote it: the same digits without
-   leading zeros. */
+   leading zeros (and without the spaces a decrement may leave after
+   them). */
 static void check_number(const unsigned char *value, size_t len)
 {
 	char printed[24];
@@ -46,6 +47,8 @@ static void check_number(const unsigned char *value, size_t len)
 
 	if (!ab_meta_number(value, len, &n))
 		return;
+	while (len > 1 && value[len - 1] == ' ')
+		len--;
 	CHECK(len >= 1 && len <= 20);
 	while (zeros + 1 < len && value[zeros] == '0')
 		zeros++;
