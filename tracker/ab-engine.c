@@ -312,25 +312,21 @@ void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 	case AB_REFUSED_NOTHING:
 		return;
 	case AB_REFUSED_ADDRESS:
+	case AB_REFUSED_SUBNET: {
+		bool net = what == AB_REFUSED_SUBNET;
+
 		if (!ab_address_rules(attempt, cfg))
 			return;
-		set_slot = AB_SLOT_IP_BLOCK;
+		set_slot = net ? AB_SLOT_NET_BLOCK : AB_SLOT_IP_BLOCK;
 		r->counts_until = later_of(
-			count_until(snap, AB_SLOT_IP_FAIL, cfg->ip_block_failures,
+			count_until(snap, net ? AB_SLOT_NET_FAIL : AB_SLOT_IP_FAIL,
+				    net ? cfg->net_block_failures : cfg->ip_block_failures,
 				    cfg->ip_window_s, now),
-			count_until(snap, AB_SLOT_IP_ACCTS, cfg->ip_max_accounts,
+			count_until(snap, net ? AB_SLOT_NET_ACCTS : AB_SLOT_IP_ACCTS,
+				    net ? cfg->net_max_accounts : cfg->ip_max_accounts,
 				    cfg->ip_window_s, now));
 		break;
-	case AB_REFUSED_SUBNET:
-		if (!ab_address_rules(attempt, cfg))
-			return;
-		set_slot = AB_SLOT_NET_BLOCK;
-		r->counts_until = later_of(
-			count_until(snap, AB_SLOT_NET_FAIL, cfg->net_block_failures,
-				    cfg->ip_window_s, now),
-			count_until(snap, AB_SLOT_NET_ACCTS, cfg->net_max_accounts,
-				    cfg->ip_window_s, now));
-		break;
+	}
 	case AB_REFUSED_ACCOUNT:
 		if (attempt->account[0] == '\0')
 			return;
