@@ -5,7 +5,6 @@
 #include "buffer.h"
 #include "str.h"
 #include "str-sanitize.h"
-#include "json-parser.h"
 #include "ioloop.h"
 #include "istream.h"
 #include "http-server.h"
@@ -16,8 +15,10 @@
 #include <sodium.h>
 
 #include "ab-config.h"
+#include "ab-json.h"
 #include "ab-dnsbl.h"
 #include "ab-tracker.h"
+#include "dovecot-compat.h"
 #include "policy-body.h"
 #include "policy-events.h"
 
@@ -100,6 +101,16 @@ static void policy_reply_json(struct http_server_request *req,
 	http_server_response_submit(resp);
 }
 
+/* s as a JSON string's contents (tracker/ab-json.c's escaping) */
+static void policy_json_append(string_t *dest, const char *s)
+{
+	size_t size = strlen(s) * 6 + 1;
+	char *buf = t_malloc0(size);
+
+	(void)ab_json_escape(buf, size, s);	/* 6 bytes per byte always fit */
+	str_append(dest, buf);
+}
+
 /* A client error: logged with its reason, answered with a JSON error,
    and nothing is recorded. close: the rest of the request cannot be
    skipped safely, so the connection ends after the answer. */
@@ -112,7 +123,7 @@ static void policy_reply_error_full(struct http_server_request *req,
 
 	i_warning("rejected policy request: %u %s: %s", status, reason, error);
 	str_append(json, "{\"error\":\"");
-	json_append_escaped(json, error);
+	policy_json_append(json, error);
 	str_append(json, "\"}");
 	resp = http_server_response_create(req, status, reason);
 	http_server_response_add_header(resp, "Content-Type",
@@ -151,7 +162,7 @@ static const char *policy_command(const struct http_request *hreq)
 	if (query == NULL)
 		return NULL;
 	for (args = t_strsplit(query + 1, "&"); *args != NULL; args++) {
-		if (str_begins(*args, "command="))
+		if (policy_str_begins(*args, "command="))
 			return *args + 8;
 	}
 	return NULL;
@@ -254,7 +265,7 @@ static void policy_reply_decision(struct policy_request *preq,
 		i_info("%s", ab_decision_log_line(&preq->attempt, decision,
 						  line, sizeof(line)));
 		str_append(json, "{\"status\":-1,\"msg\":\"");
-		json_append_escaped(json, decision->user_msg);
+		policy_json_append(json, decision->user_msg);
 		str_append(json, "\"}");
 		policy_reply_json(req, 200, "OK", str_c(json));
 		return;
@@ -614,14 +625,8 @@ static void policy_client_connected(struct master_service_connection *conn)
    targets (test/fuzz/fuzz-policy-http.c builds the same server). */
 static struct http_server *policy_http_server_init(void)
 {
-	struct http_server_settings http_set;
-
-	i_zero(&http_set);
-	http_set.max_client_idle_time_msecs = POLICY_CLIENT_IDLE_MSECS;
-	http_set.max_pipelined_requests = 1;
-	http_set.request_limits.max_payload_size = POLICY_BODY_MAX_SIZE;
-	http_set.request_limits.max_target_length = 1024;
-	return http_server_init(&http_set);
+	return policy_http_server_create(POLICY_CLIENT_IDLE_MSECS,
+					 POLICY_BODY_MAX_SIZE, 1024);
 }
 
 static void policy_init(const char *config_path)

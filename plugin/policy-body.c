@@ -1,23 +1,23 @@
-/* Parses Dovecot's auth-policy request body with Dovecot's own json-parser. */
+/* Parses Dovecot's auth-policy request body (tracker/ab-json.c: the same
+   reader on every Dovecot version). */
 #include "lib.h"
-#include "istream.h"
-#include "json-parser.h"
 
+#include "ab-json.h"
 #include "policy-body.h"
 
 static int body_string(pool_t pool, const char **field, const char *key,
-		       enum json_type type, const char *value,
+		       enum ab_json_type type, const char *value,
 		       const char **error_r)
 {
 	if (*field != NULL) {
 		*error_r = t_strdup_printf("duplicate key \"%s\"", key);
 		return -1;
 	}
-	if (type == JSON_TYPE_NULL) {
+	if (type == AB_JSON_NULL) {
 		*field = "";
 		return 0;
 	}
-	if (type != JSON_TYPE_STRING) {
+	if (type != AB_JSON_STRING) {
 		*error_r = t_strdup_printf("\"%s\" must be a string", key);
 		return -1;
 	}
@@ -26,23 +26,23 @@ static int body_string(pool_t pool, const char **field, const char *key,
 }
 
 static int body_bool(bool *seen, bool *field, const char *key,
-		     enum json_type type, const char **error_r)
+		     enum ab_json_type type, const char **error_r)
 {
 	if (*seen) {
 		*error_r = t_strdup_printf("duplicate key \"%s\"", key);
 		return -1;
 	}
-	if (type != JSON_TYPE_TRUE && type != JSON_TYPE_FALSE) {
+	if (type != AB_JSON_TRUE && type != AB_JSON_FALSE) {
 		*error_r = t_strdup_printf("\"%s\" must be true or false", key);
 		return -1;
 	}
 	*seen = TRUE;
-	*field = type == JSON_TYPE_TRUE;
+	*field = type == AB_JSON_TRUE;
 	return 0;
 }
 
 static int body_field(pool_t pool, struct policy_body *body, bool *seen_reject,
-		      const char *key, enum json_type type, const char *value,
+		      const char *key, enum ab_json_type type, const char *value,
 		      const char **error_r)
 {
 	if (strcmp(key, "login") == 0)
@@ -67,15 +67,26 @@ static int body_field(pool_t pool, struct policy_body *body, bool *seen_reject,
 	return 0;
 }
 
+struct body_context {
+	pool_t pool;
+	struct policy_body *body;
+	bool seen_reject;
+};
+
+static int body_member(void *context, const char *key, enum ab_json_type type,
+		       const char *value, const char **error_r)
+{
+	struct body_context *ctx = context;
+
+	return body_field(ctx->pool, ctx->body, &ctx->seen_reject, key, type,
+			  value, error_r);
+}
+
 int policy_body_parse(pool_t pool, const unsigned char *data, size_t size,
 		      struct policy_body *body_r, const char **error_r)
 {
-	struct istream *input;
-	struct json_parser *parser;
-	enum json_type type;
-	const char *key, *value, *error = NULL, *parse_error;
-	bool seen_reject = FALSE;
-	int ret;
+	struct body_context ctx = { .pool = pool, .body = body_r };
+	char *scratch, *error_buf;
 
 	i_zero(body_r);
 	if (size == 0) {
@@ -86,30 +97,8 @@ int policy_body_parse(pool_t pool, const unsigned char *data, size_t size,
 		*error_r = "NUL byte in body";
 		return -1;
 	}
-	input = i_stream_create_from_data(data, size);
-	parser = json_parser_init(input);
-	while ((ret = json_parse_next(parser, &type, &key)) > 0) {
-		if (type != JSON_TYPE_OBJECT_KEY) {
-			error = "expected a JSON object of key/value pairs";
-			break;
-		}
-		key = t_strdup(key);
-		if (json_parse_next(parser, &type, &value) <= 0) {
-			error = t_strdup_printf("no value for key \"%s\"", key);
-			break;
-		}
-		if (type == JSON_TYPE_OBJECT || type == JSON_TYPE_ARRAY)
-			json_parse_skip(parser);
-		if (body_field(pool, body_r, &seen_reject, key, type, value,
-			       &error) < 0)
-			break;
-	}
-	if (json_parser_deinit(&parser, &parse_error) < 0 && error == NULL)
-		error = t_strdup_printf("malformed JSON: %s", parse_error);
-	i_stream_unref(&input);
-	if (error != NULL) {
-		*error_r = error;
-		return -1;
-	}
-	return 0;
+	scratch = t_malloc_no0(size + 2);
+	error_buf = t_malloc_no0(128);
+	return ab_json_object(data, size, scratch, size + 2, body_member, &ctx,
+			      error_buf, 128, error_r);
 }

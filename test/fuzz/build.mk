@@ -65,9 +65,10 @@ $(FUZZ_B)/fuzz-identity $(FUZZ_B)/fuzz-config $(FUZZ_B)/fuzz-dnsbl \
 		$(FUZZ_B)/fuzz-meta: $(FUZZ_B)/fuzz-%: test/fuzz/fuzz-%.c test/fuzz/fuzz-check.h $(FUZZ_LIBAB)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBAB) $(AB_LIBS)
 
-$(FUZZ_B)/fuzz-policy-body: test/fuzz/fuzz-policy-body.c $(FUZZ_B)/plugin/policy-body.o
+$(FUZZ_B)/fuzz-policy-body: test/fuzz/fuzz-policy-body.c $(FUZZ_B)/plugin/policy-body.o \
+		$(FUZZ_LIBAB)
 	$(FUZZ_CC) $(FUZZ_POLICY_CFLAGS) -fsanitize=fuzzer -o $@ $< \
-		$(FUZZ_B)/plugin/policy-body.o $(POLICY_LIBS)
+		$(FUZZ_B)/plugin/policy-body.o $(FUZZ_LIBAB) $(AB_LIBS) $(POLICY_LIBS)
 
 # authbrake-policy.c is compiled into its harness as it is, its main()
 # renamed: the harness drives its request handler through lib-http.
