@@ -293,19 +293,32 @@ static int config_set_protocol(struct ab_config *cfg, const char *key,
 		return -1;
 	if ((i = protocol_index(cfg, protocol)) >= 0) {
 		proto = &cfg->protocols[i];
+		if (set_field(def, (char *)proto + pdef->field, key, value,
+			      where, error_r) < 0)
+			return -1;
 	} else {
+		struct ab_protocol_settings fresh;
+		unsigned int at = 0;
+
 		if (cfg->protocol_count == AB_PROTOCOL_NETWORKS_MAX)
 			return ab_error(error_r, "%s: '%s': settings for more than %d protocols",
 					where, key, AB_PROTOCOL_NETWORKS_MAX);
-		proto = &cfg->protocols[cfg->protocol_count];
-		memset(proto, 0, sizeof(*proto));
-		snprintf(proto->protocol, sizeof(proto->protocol), "%s", protocol);
-	}
-	if (set_field(def, (char *)proto + pdef->field, key, value, where,
-		      error_r) < 0)
-		return -1;
-	if (i < 0)
+		memset(&fresh, 0, sizeof(fresh));
+		snprintf(fresh.protocol, sizeof(fresh.protocol), "%s", protocol);
+		if (set_field(def, (char *)&fresh + pdef->field, key, value,
+			      where, error_r) < 0)
+			return -1;
+		/* kept in name order: the settings print the same, whatever
+		   order the file gave them in */
+		while (at < cfg->protocol_count &&
+		       strcmp(cfg->protocols[at].protocol, protocol) < 0)
+			at++;
+		memmove(&cfg->protocols[at + 1], &cfg->protocols[at],
+			(cfg->protocol_count - at) * sizeof(cfg->protocols[0]));
+		cfg->protocols[at] = fresh;
 		cfg->protocol_count++;
+		proto = &cfg->protocols[at];
+	}
 	*(bool *)((char *)proto + pdef->has) = true;
 	return 0;
 }

@@ -162,8 +162,9 @@ static void test_config_per_protocol_networks(void **state)
 		{ "trusted_networks", "" },
 		{ "trusted_networks.pop3", "198.51.100.0/24" },
 		{ "restrict_networks", "10.0.0.0/8" },
-		{ "restrict_networks.smtp", "192.0.2.0/24, 2001:db8::/32" },
+		/* in name order, not the file's */
 		{ "restrict_networks.imap", "" },
+		{ "restrict_networks.smtp", "192.0.2.0/24, 2001:db8::/32" },
 	};
 
 	(void)state;
@@ -447,6 +448,43 @@ static void test_keys_are_fixed_length_and_keyed(void **state)
 			     ab_pw_fingerprint(&s2, "alice", "pw", 2));
 }
 
+/* Per-protocol settings are listed in protocol-name order, whatever
+   order the file gave them in: printed settings read back the same
+   (found by fuzz-config). */
+static void test_protocols_listed_in_name_order(void **state)
+{
+	static const char *const order[2][3] = {
+		{ "restrict_networks.smtp", "restrict_networks.imap", "trusted_networks.imap" },
+		{ "trusted_networks.imap", "restrict_networks.imap", "restrict_networks.smtp" },
+	};
+	char names[2][512];
+	size_t run, i;
+
+	(void)state;
+	for (run = 0; run < 2; run++) {
+		struct ab_config cfg;
+		const char *error;
+		char name[64];
+
+		ab_config_defaults(&cfg);
+		for (i = 0; i < 3; i++)
+			assert_int_equal(ab_config_set(&cfg, order[run][i],
+						       "192.0.2.0/24", "test", &error), 0);
+		names[run][0] = '\0';
+		for (i = 0; i < ab_config_key_count(&cfg); i++) {
+			const char *key = ab_config_key_name(&cfg, i, name, sizeof(name));
+
+			if (strchr(key, '.') == NULL)
+				continue;
+			strcat(names[run], key);
+			strcat(names[run], " ");
+		}
+		ab_config_free(&cfg);
+	}
+	assert_string_equal(names[0], names[1]);
+	assert_non_null(strstr(names[0], "restrict_networks.imap restrict_networks.smtp"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -461,6 +499,7 @@ int main(void)
 		cmocka_unit_test(test_addresses),
 		cmocka_unit_test(test_secret_permissions),
 		cmocka_unit_test(test_keys_are_fixed_length_and_keyed),
+		cmocka_unit_test(test_protocols_listed_in_name_order),
 	};
 	return cmocka_run_group_tests_name("config-identity-hash", tests, setup, teardown);
 }
