@@ -36,9 +36,9 @@ struct ab_cost {
 
 static const struct ab_cost ab_costs[AB_COST_COUNT] = {
 	[AB_COST_ALLOW] = { "allow, let through", 1, 21 },
-	[AB_COST_REPORT_FAILURE] = { "report, wrong password", 1, 29 },
-	[AB_COST_REPORT_SUCCESS] = { "report, right password", 2, 40 },
-	[AB_COST_REPORT_LOCKS] = { "report, wrong password that locks", 2, 33 },
+	[AB_COST_REPORT_FAILURE] = { "report, wrong password", 1, 22 },
+	[AB_COST_REPORT_SUCCESS] = { "report, right password", 2, 24 },
+	[AB_COST_REPORT_LOCKS] = { "report, wrong password that locks", 2, 26 },
 	/* the places taken in the round trip are given back, posted */
 	[AB_COST_ALLOW_REFUSED] = { "allow, refused by a lock", 1, 31 },
 	[AB_COST_ALLOW_REMEMBERED] = { "allow, refusal remembered", 0, 0 },

@@ -703,6 +703,49 @@ bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 
 /* How long strikes are remembered: long enough that a returning attacker
    meets a longer block. */
+bool ab_report_reads(enum ab_slot slot, enum ab_outcome outcome)
+{
+	switch (outcome) {
+	case AB_OUTCOME_POLICY_REJECT:
+		/* gives back what its record says, reading nothing else */
+		return slot == AB_SLOT_SESSION;
+	case AB_OUTCOME_SUCCESS:
+		/* record_success(), and ab_reserve() for a lost record */
+		switch (slot) {
+		case AB_SLOT_IP_PAIR:
+		case AB_SLOT_NET_PAIR:
+		case AB_SLOT_ACCT_FAIL:
+		case AB_SLOT_ACCT_FAIL_PREV:
+		case AB_SLOT_ACCT_SFAIL:
+		case AB_SLOT_ACCT_SFAIL_PREV:
+		case AB_SLOT_ACCT_UNLOCKED:
+		case AB_SLOT_ACCT_FAM:
+		case AB_SLOT_ACCT_FAMFAIL:
+		case AB_SLOT_ACCT_FAMFAIL_PREV:
+		case AB_SLOT_SESSION:
+			return true;
+		default:
+			return false;
+		}
+	case AB_OUTCOME_FAILURE:
+		/* ab_record() and ab_escalate(): neither a success's
+		   give-backs nor the familiar subnets' own counts */
+		switch (slot) {
+		case AB_SLOT_ACCT_SFAIL:
+		case AB_SLOT_ACCT_SFAIL_PREV:
+		case AB_SLOT_ACCT_UNLOCKED:
+		case AB_SLOT_ACCT_FAMFAIL:
+		case AB_SLOT_ACCT_FAMFAIL_PREV:
+		case AB_SLOT_ACCT_FAMCOUNT:
+		case AB_SLOT_IP_INFLIGHT:
+			return false;
+		default:
+			return true;
+		}
+	}
+	return true;
+}
+
 static unsigned int strike_ttl(unsigned int base_s, unsigned int max_s)
 {
 	unsigned long long ttl = (unsigned long long)(max_s > base_s ? max_s : base_s) * 4;

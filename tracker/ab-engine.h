@@ -306,6 +306,10 @@ void ab_escalate(const struct ab_snapshot *after,
 		 const struct ab_attempt *attempt, enum ab_outcome outcome,
 		 const struct ab_config *cfg, time_t now, struct ab_ops *ops_r);
 
+/* What a report reads: the slots ab_record() and ab_escalate() look at
+   for its outcome (and ab_hold_presumed() for a success). */
+bool ab_report_reads(enum ab_slot slot, enum ab_outcome outcome);
+
 /* The n-th block or lock (strikes = those before it): base doubled per
    strike, never past max. */
 unsigned int ab_escalated_duration(unsigned int base_s, unsigned int max_s,

@@ -328,18 +328,27 @@ static int run_one(struct ab_tracker *tracker, enum ab_store_cmd cmd,
 	return 0;
 }
 
-/* Reads of the slots that apply: all of them, or only those ab_decide()
-   and ab_reserve() need; none that `written` says the plan writes. */
+/* Which of the slots that apply a round trip reads (none that `written`
+   says the plan writes). */
+enum reads {
+	READS_ALL,		/* status */
+	READS_ALLOW,		/* what ab_decide() and ab_reserve() need */
+	READS_REPORT,		/* ab_report_reads() of the outcome */
+};
+
 static void plan_reads(struct plan *p, struct requests *r,
 		       const struct ab_attempt *attempt,
-		       ab_key keys[AB_SLOT_COUNT], bool decides_only,
-		       const bool *written)
+		       ab_key keys[AB_SLOT_COUNT], enum reads reads,
+		       enum ab_outcome outcome, const bool *written)
 {
 	unsigned int slot;
 
 	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
 		if (!ab_slot_applies((enum ab_slot)slot, attempt) ||
-		    (decides_only && !ab_slot_info((enum ab_slot)slot)->decides) ||
+		    (reads == READS_ALLOW &&
+		     !ab_slot_info((enum ab_slot)slot)->decides) ||
+		    (reads == READS_REPORT &&
+		     !ab_report_reads((enum ab_slot)slot, outcome)) ||
 		    (written != NULL && written[slot]))
 			continue;
 		p->get[slot] = request_add(r, AB_STORE_GET, keys[slot], 0, 0);
@@ -474,7 +483,8 @@ static int read_snapshot(struct ab_tracker *tracker,
 	slot_keys(tracker, attempt, now, keys);
 	tracker->reqs.n = 0;
 	plan_init(&tracker->job[0].plan);
-	plan_reads(&tracker->job[0].plan, &tracker->reqs, attempt, keys, false, NULL);
+	plan_reads(&tracker->job[0].plan, &tracker->reqs, attempt, keys, READS_ALL,
+		   AB_OUTCOME_FAILURE, NULL);
 	if (tracker->reqs.n == 0)
 		return 0;
 	ret = ab_store_run(tracker->store, tracker->reqs.op, tracker->reqs.n, error_r);
@@ -642,7 +652,8 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 						  job->keys[AB_SLOT_SESSION],
 						  ab_hold_pack(&all), AB_HOLD_TTL);
 		}
-		plan_reads(&job->plan, r, job->attempt, job->keys, true, written);
+		plan_reads(&job->plan, r, job->attempt, job->keys, READS_ALLOW,
+			   AB_OUTCOME_FAILURE, written);
 	}
 	ret = r->n == 0 ? 0 : ab_store_run(tracker->store, r->op, r->n, &error);
 	if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED))
@@ -884,7 +895,8 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 		memset(&job->snap, 0, sizeof(job->snap));
 		slot_keys(tracker, job->attempt, now, job->keys);
 		plan_init(&job->plan);
-		plan_reads(&job->plan, r, job->attempt, job->keys, false, NULL);
+		plan_reads(&job->plan, r, job->attempt, job->keys, READS_REPORT,
+			   outcomes[i], NULL);
 		job->record = !job->attempt->has_session ? -1 :
 			request_add(r, AB_STORE_DELETE, job->keys[AB_SLOT_SESSION], 0, 0);
 	}
