@@ -306,7 +306,6 @@ void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 	enum ab_slot set_slot = AB_SLOT_COUNT;
 
 	memset(r, 0, sizeof(*r));
-	r->what = what;
 	r->until = r->counts_until = now;
 	switch (what) {
 	case AB_REFUSED_NOTHING:

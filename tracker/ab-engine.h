@@ -166,7 +166,6 @@ const struct ab_reason_info *ab_reason_info(enum ab_reason reason);
    accounts). */
 struct ab_refusal {
 	bool refused;
-	enum ab_refused what;
 	/* refused: the first second an attempt is let through again, given
 	   what is counted now (counts only leave the window, so it is exact
 	   until something new is counted) */
