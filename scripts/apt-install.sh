@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the named Debian packages that are not installed yet; the one
-# recipe behind `make deps`, `make deps-test` and scripts/bootstrap.sh.
+# recipe behind `make deps`, `make deps-demo`, `make deps-test`, `make
+# deps-deb` and scripts/bootstrap.sh.
 #
 #   sh scripts/apt-install.sh [--label NAME] [--advice TEXT] [--print|--simulate] PACKAGE...
 #
@@ -16,6 +17,18 @@
 # changes nothing, and this script says which packages conflict, with what,
 # and prints the advice. The one apt-get call here without --no-remove is
 # the simulation (-s) that asks apt what it would have removed.
+#
+# Nor does it add what was not asked for (--no-install-recommends), or leave
+# a new service running or enabled. The demo and the tests run Dovecot,
+# memcached, Postfix and the rest as instances of their own on loopback; the
+# system services their packages bring (Dovecot on every address, checking
+# system passwords through PAM; Prometheus and its node exporter on every
+# address) are not what was asked for. While apt-get runs, a policy-rc.d
+# (invoke-rc.d(8)) keeps the services that were not on this host before
+# from starting; afterwards the services of the packages this run added are
+# disabled, so they do not start at boot either, and the script names them.
+# A service that was here before is started and restarted as apt would; an
+# existing policy-rc.d is the admin's and is left as it is.
 #
 # Plain sh, dpkg-query, apt-get, apt-cache and awk: it runs on a fresh
 # Debian before anything else is installed.
@@ -41,7 +54,7 @@ if [ $# -eq 0 ]; then
 fi
 
 if [ $mode = print ]; then
-	echo "apt-get install -y -q --no-remove $*"
+	echo "apt-get install -y -q --no-install-recommends --no-remove $*"
 	exit 0
 fi
 
@@ -95,7 +108,7 @@ relations() {
 # which of the packages it would install conflict with them.
 explain() {
 	# simulation only (-s): without --no-remove, so the plan shows the removals
-	plan=$(apt-get install -s -q "$@" 2>/dev/null)
+	plan=$(apt-get install -s -q --no-install-recommends "$@" 2>/dev/null)
 	removed=$(printf '%s\n' "$plan" | awk '$1 == "Remv" { sub(/:.*/, "", $2); print $2 }' | sort -u)
 	inst=$(printf '%s\n' "$plan" | awk '$1 == "Inst" { sub(/:.*/, "", $2); print $2 }' | sort -u)
 	if [ -z "$removed" ]; then
@@ -138,20 +151,104 @@ explain() {
 }
 
 if [ $mode = install ] && [ "$(id -u)" != 0 ]; then
-	echo "$label: run as root:  apt-get install --no-remove $missing"
+	echo "$label: run as root:  apt-get install --no-install-recommends --no-remove $missing"
 	exit 2
 fi
+
+# the packages dpkg has installed, one a line, sorted
+installed() {
+	dpkg-query -W -f='${db:Status-Status} ${Package}\n' 2>/dev/null |
+		awk '$1 == "installed" { print $2 }' | sort -u
+}
+
+# The services on this host before apt-get runs: names of init scripts and
+# systemd units (without .service or .socket), which policy-rc.d lets start.
+POLICY_RC=/usr/sbin/policy-rc.d
+POLICY_MARK="# written by authbrake's scripts/apt-install.sh for one apt-get run"
+known_services() {
+	for f in /etc/init.d/* /lib/systemd/system/* /usr/lib/systemd/system/* \
+	         /etc/systemd/system/*; do
+		[ -e "$f" ] || continue
+		f=${f##*/}
+		case $f in *.service|*.socket) f=${f%.*} ;; *.*) continue ;; esac
+		echo "$f"
+	done | sort -u | tr '\n' ' '
+}
+hold_new_services() {
+	[ -e $POLICY_RC ] || [ -L $POLICY_RC ] && return 0
+	# noclobber: created only if still absent (a policy-rc.d of the admin's wins)
+	(set -C; cat >$POLICY_RC) 2>/dev/null <<-EOF || return 0
+	#!/bin/sh
+	$POLICY_MARK
+	# (removed after it): a service that was not on this host before does not start
+	[ "\$1" = --quiet ] && shift
+	id=\${1%.service}; id=\${id%.socket}
+	case " $(known_services)" in *" \$id "*) exit 0 ;; esac
+	exit 101
+	EOF
+	chmod 755 $POLICY_RC
+	held=yes
+}
+release_services() {
+	if [ "$held" = yes ] && grep -qxF "$POLICY_MARK" $POLICY_RC 2>/dev/null; then
+		rm -f $POLICY_RC
+	fi
+	held=
+}
+
+# The init scripts and systemd units of packages $*, disabled (the units
+# with systemctl where systemd is installed; deb-systemd-helper, which made
+# their links, where it is not: it serves only maintainer scripts, hence
+# DPKG_MAINTSCRIPT_PACKAGE).
+disable_services() {
+	off=
+	for p; do
+		for f in $(dpkg-query -L "$p" 2>/dev/null | grep -E \
+		    '^(/etc/init\.d/[^/]+|(/usr)?/lib/systemd/system/[^/@]+\.(service|socket))$'); do
+			[ -f "$f" ] || continue
+			name=${f##*/}
+			case $f in
+			/etc/init.d/*) update-rc.d "$name" disable ;;
+			*) if command -v systemctl >/dev/null 2>&1; then
+				systemctl disable --quiet "$name"
+			   else
+				DPKG_MAINTSCRIPT_PACKAGE=$p deb-systemd-helper disable "$name"
+			   fi ;;
+			esac >/dev/null 2>&1
+			name=${name%.service}; name=${name%.socket}
+			case " $off " in *" $name "*) ;; *) off="$off $name" ;; esac
+		done
+	done
+	[ -z "$off" ] ||
+		echo "$label: not started, and disabled at boot (the demo and the tests run their own):$off"
+}
 
 # shellcheck disable=SC2086
 if [ $mode = install ]; then
 	echo "$label: installing $missing"
 	apt-get update -q || exit
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-remove $missing
+	before=$(installed)
+	held=
+	trap release_services EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	trap 'exit 129' HUP
+	hold_new_services
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		--no-remove $missing
+	rc=$?
+	release_services
+	# the packages this run added, even if apt-get failed half-way
+	added=$(installed | awk -v before="$before" '
+		BEGIN { n = split(before, b, "\n"); for (i = 1; i <= n; i++) had[b[i]] = 1 }
+		!($0 in had)')
+	# shellcheck disable=SC2086
+	[ -z "$added" ] || disable_services $added
 else
 	echo "$label: simulating the installation of $missing"
-	apt-get install -s -q --no-remove $missing
+	apt-get install -s -q --no-install-recommends --no-remove $missing
+	rc=$?
 fi
-rc=$?
 [ $rc = 0 ] && exit 0
 # shellcheck disable=SC2086
 explain $missing
