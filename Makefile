@@ -25,27 +25,29 @@ CFLAGS      ?= -O2 -g
 AB_CFLAGS   := -std=gnu11 -fPIC -D_GNU_SOURCE $(WARN) -Itracker $(PKG_CFLAGS) $(CFLAGS)
 AB_LIBS     := $(PKG_LIBS)
 
-# Debian packages. `make deps` installs what BUILDING needs and nothing that
+# Debian packages, by names both Debian 12 and Debian 13 have (`clang`,
+# not `clang-14`). `make deps` installs what BUILDING needs and nothing that
 # could clash with a running mail server: a Courier host builds the PAM module
 # and the CLI. dovecot-dev (for authbrake-policy) comes only where Dovecot is
-# already installed. `make deps-test` installs what the tests, the benchmarks
-# and the demo need as well, Dovecot's IMAP and POP3 servers among them, which
-# conflict with Courier's.
+# already installed. `make deps-demo` (demo.sh) adds what the demo runs, and
+# `make deps-test` (check.sh) what the tests and the benchmarks need as well.
+# Dovecot's IMAP and POP3 servers, in both, conflict with Courier's.
 DEB_BUILD   := build-essential pkg-config libsodium-dev \
                libpam0g-dev
 DEB_DOVECOT := dovecot-dev
+# what scripts/demo.py runs (Dovecot and memcached, its own instances on
+# loopback), and curl and nc, which it tells you to try it by hand with
+DEB_DEMO    := dovecot-core dovecot-imapd dovecot-pop3d memcached python3 \
+               curl netcat-openbsd
 # postfix: test_postfix.py runs an instance of its own (the package's
 # system instance is left alone); like any MTA it conflicts with exim4.
-DEB_TEST    := libcmocka-dev memcached dovecot-core \
-               dovecot-imapd dovecot-pop3d python3 python3-pytest pamtester \
-               iproute2 util-linux passwd stress-ng clang-14 libclang-rt-14-dev \
+DEB_TEST    := libcmocka-dev python3-pytest pamtester \
+               iproute2 util-linux passwd stress-ng clang libclang-rt-dev \
                fail2ban nftables postfix openssl prometheus dnsmasq-base
 DEB_BENCH   := wrk gnuplot-nox hyperfine
 # what `make deb` needs besides DEB_BUILD and DEB_DOVECOT (debian/control's
 # Build-Depends), and lintian, which checks what it built
 DEB_PACKAGING := debhelper dpkg-dev fakeroot lintian
-# what `make demo` tells you to try by hand with
-DEB_DEMO    := curl netcat-openbsd
 DEB_EXTRA   ?=
 # yes when dovecot-core is on this host (unpacked at least); only `make deps`
 # asks, and `make deps DOVECOT_ON_HOST=no` shows what a Courier host gets
@@ -53,7 +55,7 @@ DOVECOT_ON_HOST ?= $(shell s=$$(dpkg-query -W -f='$${db:Status-Status}' dovecot-
                      [ -n "$$s" ] && [ "$$s" != not-installed ] && [ "$$s" != config-files ] && echo yes)
 
 .PHONY: all check check-unit check-integration check-sanitize install deps \
-        deps-test deps-deb deb bench demo demo-stop clean
+        deps-demo deps-test deps-deb deb bench demo demo-stop clean
 .DEFAULT_GOAL := all
 
 ALL_TARGETS     :=
@@ -132,10 +134,13 @@ install: all $(INSTALL_TARGETS)
 	test -e $(DESTDIR)$(SYSCONFDIR)/authbrake/authbrake.conf || \
 		install -m 0644 conf.d/authbrake.conf $(DESTDIR)$(SYSCONFDIR)/authbrake/authbrake.conf
 
-# Both install only what is missing (so check.sh can run deps-test every
-# time), never remove a package (--no-remove), and say what conflicts when
-# apt-get refuses: scripts/apt-install.sh. DEPS_MODE=print prints the
-# apt-get command and runs nothing; DEPS_MODE=simulate runs apt-get -s.
+# These and deps-deb below install only what is missing (so the scripts can
+# run them every time), never remove a package (--no-remove), leave
+# recommends out, and say what conflicts when apt-get refuses. The services
+# of the packages they add (Dovecot, memcached, Postfix, Prometheus, ...) are
+# neither started nor enabled: the demo and the tests run their own on
+# loopback. All of that is scripts/apt-install.sh. DEPS_MODE=print prints
+# the apt-get command and runs nothing; DEPS_MODE=simulate runs apt-get -s.
 APT_INSTALL = sh scripts/apt-install.sh $(if $(DEPS_MODE),--$(DEPS_MODE))
 DEB_ALL     = $(DEB_BUILD) $(DEB_DOVECOT) $(DEB_TEST) $(DEB_BENCH) $(DEB_DEMO) \
               $(DEB_PACKAGING) $(DEB_EXTRA)
@@ -147,6 +152,11 @@ deps:
 	$(APT_INSTALL) --label deps \
 		--advice 'remove the conflicting package yourself if this host can do without it, or build in a container' \
 		$(DEB_BUILD) $$dovecot
+
+deps-demo:
+	@$(APT_INSTALL) --label deps-demo \
+		--advice "authbrake's demo runs Dovecot, so it needs a host without the package(s) named above (a container or a VM will do); to only build and install the PAM module and the CLI here, run: make deps && make && make install" \
+		$(DEB_BUILD) $(DEB_DOVECOT) $(DEB_DEMO)
 
 deps-test:
 	@$(APT_INSTALL) --label deps-test \

@@ -1,8 +1,9 @@
-"""What `make deps`, `make deps-test` and `make` do on a host they must not
-harm: a Courier host (issue 15).
+"""What `make deps`, `make deps-demo`, `make deps-test` and `make` do on a
+host they must not harm: a Courier host (issue 15).
 
 * `make deps` lists only what building needs: no Dovecot server, no
-  memcached; dovecot-dev only where Dovecot is installed.
+  memcached; dovecot-dev only where Dovecot is installed. `make deps-demo`
+  lists what the demo runs and nothing of the test stack.
 * every apt-get install runs with --no-remove, and when apt refuses because
   of a conflict the project says which packages conflict and what to do
   (checked with a stubbed apt on a pretend Courier host, and with a real
@@ -108,9 +109,21 @@ def test_deps_deb_installs_debian_control_build_depends():
         "CI's deps-test installs what scripts/test-packages.sh builds with: " + line
 
 
-def test_bootstrap_installs_the_test_packages():
+def test_deps_demo_lists_only_what_the_demo_runs():
+    _, line = printed("deps-demo")
+    assert "--no-remove" in line.split() and "--no-install-recommends" in line.split(), line
+    pkgs = set(packages(line))
+    assert pkgs == BUILD_ONLY | {"dovecot-dev", "dovecot-core", "dovecot-imapd",
+                                 "dovecot-pop3d", "memcached", "python3", "curl",
+                                 "netcat-openbsd"}, line
+
+
+def test_scripts_install_what_they_run():
     text = (REPO_ROOT / "scripts" / "bootstrap.sh").read_text()
-    assert re.search(r"^make -s deps-test\b", text, re.M), text
+    assert re.search(r'^make -s "\$1"', text, re.M), text
+    for script, target in (("demo.sh", "deps-demo"), ("check.sh", "deps-test")):
+        text = (REPO_ROOT / script).read_text()
+        assert re.search(rf"^sh scripts/bootstrap.sh {target}$", text, re.M), text
 
 
 # --- (a) a conflict: apt refuses, the project explains ----------------------
