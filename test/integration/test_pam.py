@@ -1,21 +1,27 @@
 """pam_authbrake.so in a real PAM stack, driven by Debian's pamtester.
 
-Each test writes its own service file into /etc/pam.d (removed after):
-preauth -> pam_unix -> authfail / authsucc, against a local test user
-made with useradd/chpasswd and removed after. State lives in a private
-memcached; every test has its own secret, so its keys are its own.
+Nothing is written to /etc/pam.d or /dev on the host: pamtester runs in a
+private mount namespace where /etc/pam.d is a copy of the host's plus the
+test's service file, and /dev/log (for pam_syslog) is a socket of the
+test's (an overlay on /dev with the one symlink added, as courier.py does).
+The stacks are preauth -> pam_unix -> authfail / authsucc, against a local
+test user made with useradd/chpasswd, with a random password, and removed
+after. State lives in a private memcached; every test has its own secret,
+so its keys are its own.
+
+The test user is named USER_PREFIX + the PID of the pytest that made it
+and carries USER_MARK as its comment (GECOS), so a run killed before it
+removed its user is cleaned up at the next start (remove_leftover_users(),
+called by conftest.py), and no other account is ever touched.
 
 pam_unix prompts "Password:" only when it runs: a reply without the
 prompt was refused by preauth before the password was checked.
-
-pam_syslog writes to /dev/log. When /dev/log does not exist (no syslog
-daemon), a datagram listener is bound there for this module and removed
-after; when it exists, pamtester runs in a private mount namespace with
-the listener bind-mounted over it.
 """
 
 import os
+import pwd
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -32,29 +38,41 @@ from harness import (PAM_MODULE, Dnsmasq, Memcached, free_port, host_preload,
 
 MODULE = PAM_MODULE
 PAMTESTER = shutil.which("pamtester") or "/usr/bin/pamtester"
-PAM_D = Path("/etc/pam.d")
-DEV_LOG = "/dev/log"
 
-USER = f"abpam{os.getpid()}"
-PASSWORD = "Right-horse-battery-7"
+USER_PREFIX = "abtest-"
+USER_MARK = "authbrake test user (test_pam.py) removed after the tests"
+USER = f"{USER_PREFIX}{os.getpid()}"
+PASSWORD = secrets.token_urlsafe(18)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="needs root: /etc/pam.d, useradd")
+                                reason="needs root: useradd, mount namespaces")
+
+
+def remove_leftover_users():
+    """Remove the test users of runs that were killed: USER_PREFIX + a PID
+    no process has now (or this one's, which has made none yet), with
+    USER_MARK. A run still going keeps its user."""
+    for pw in pwd.getpwall():
+        pid = pw.pw_name[len(USER_PREFIX):]
+        if not (pw.pw_name.startswith(USER_PREFIX) and pw.pw_gecos == USER_MARK
+                and pid.isdigit()):
+            continue
+        if pid != str(os.getpid()) and os.path.exists(f"/proc/{pid}"):
+            continue
+        subprocess.run(["userdel", pw.pw_name], capture_output=True)
 
 
 # ------------------------------------------------------------------ syslog
 
 class SyslogListener:
-    """Collects datagrams sent to /dev/log (or to a socket mounted there)."""
+    """Collects the datagrams pam_syslog sends to /dev/log in pamtester's
+    namespace (a socket in a private directory; only root writes to it)."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="ab-pam-syslog-")
-        self.own_dev_log = not os.path.exists(DEV_LOG)
-        self.path = DEV_LOG if self.own_dev_log else os.path.join(self.dir, "log")
+        self.path = os.path.join(self.dir, "log")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
-        os.chmod(self.path, 0o666)
-        self.inode = os.stat(self.path).st_ino
         self.lines = []
         self.lock = threading.Lock()
         self.sock.settimeout(0.2)
@@ -86,12 +104,6 @@ class SyslogListener:
         self.running = False
         self.thread.join(2)
         self.sock.close()
-        # remove /dev/log only if it is still the socket this test bound
-        try:
-            if os.stat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        except OSError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -110,9 +122,9 @@ def syslog():
 def test_user():
     if not MODULE.exists():
         pytest.fail(f"{MODULE} is missing: run make first")
-    subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", USER],
-                   check=True, capture_output=True)
     try:
+        subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin",
+                        "-c", USER_MARK, USER], check=True, capture_output=True)
         subprocess.run(["chpasswd"], input=f"{USER}:{PASSWORD}\n", text=True,
                        check=True, capture_output=True)
         yield USER
@@ -121,22 +133,53 @@ def test_user():
 
 
 @pytest.fixture(scope="module")
+def pam_dir():
+    """A copy of /etc/pam.d (the files a stack includes) that pamtester sees
+    as /etc/pam.d, and the mount point of its /dev overlay."""
+    d = tempfile.mkdtemp(prefix="ab-pam-")
+    shutil.copytree("/etc/pam.d", os.path.join(d, "pam.d"), symlinks=True)
+    os.mkdir(os.path.join(d, "dev-overlay"))
+    try:
+        yield Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def memcached():
     with Memcached() as mc:
         yield mc
 
 
+# pamtester's namespace: the private /etc/pam.d, and /dev/log the test's
+# socket (an overlay on /dev with one symlink added, its upper layer on a
+# tmpfs: an upper dir cannot be on overlayfs itself)
+_NAMESPACE = r"""
+set -e
+D=$1; SOCK=$2; shift 2
+mount --bind "$D/pam.d" /etc/pam.d
+mount -t tmpfs -o size=1m,mode=0755 tmpfs "$D/dev-overlay"
+mkdir "$D/dev-overlay/upper" "$D/dev-overlay/work"
+mount -t overlay overlay \
+    -o "lowerdir=/dev,upperdir=$D/dev-overlay/upper,workdir=$D/dev-overlay/work" /dev
+ln -sf "$SOCK" /dev/log
+exec "$@"
+"""
+
+
 class PamStack:
-    """A service file in /etc/pam.d with the authbrake stack, and pamtester."""
+    """A service file with the authbrake stack in the test's /etc/pam.d,
+    and pamtester."""
 
     count = 0
 
-    def __init__(self, conf, syslog_listener, preauth_args="", common_args="",
-                 text=None):
+    def __init__(self, conf, syslog_listener, pam_dir, preauth_args="",
+                 common_args="", text=None):
         PamStack.count += 1
         # the service name is the protocol in logs, which keeps 15 bytes
         self.name = f"abtest{os.getpid() % 100000}-{PamStack.count}"
-        self.path = PAM_D / self.name
+        self.pam_dir = pam_dir
+        self.path = pam_dir / "pam.d" / self.name
         self.syslog = syslog_listener
         conf_arg = f"conf={conf}" if conf else ""
         mod = str(MODULE)
@@ -144,7 +187,7 @@ class PamStack:
             self.path.write_text(text)
             return
         self.path.write_text(
-            "# written by test/integration/test_pam.py; removed after the test\n"
+            "# written by test/integration/test_pam.py\n"
             f"auth requisite {mod} preauth {conf_arg} {common_args} {preauth_args}\n"
             "auth [success=1 default=bad] pam_unix.so nodelay\n"
             f"auth [default=die] {mod} authfail {conf_arg} {common_args}\n"
@@ -162,10 +205,8 @@ class PamStack:
             # a sanitizer build of the module: its runtimes must be loaded
             # first, into pamtester only (not unshare, sh or mount below)
             cmd = ["env", f"LD_PRELOAD={host_preload()}"] + cmd
-        if not self.syslog.own_dev_log:
-            # a real syslog owns /dev/log: hide it behind ours for this run
-            cmd = ["unshare", "-m", "sh", "-c",
-                   'mount --bind "$0" /dev/log && exec "$@"', self.syslog.path] + cmd
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", _NAMESPACE,
+               "sh", str(self.pam_dir), self.syslog.path] + cmd
         start = time.monotonic()
         proc = subprocess.run(cmd, input=password + "\n", text=True,
                               capture_output=True, timeout=timeout)
@@ -175,15 +216,9 @@ class PamStack:
         assert ok == ("successfully authenticated" in out), out
         return ok, out, elapsed
 
-    def remove(self):
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
 
 @pytest.fixture
-def make_stack(tmp_path, memcached, syslog, test_user):
+def make_stack(tmp_path, memcached, syslog, test_user, pam_dir):
     """make_stack(conf=None, preauth_args="", **conf_overrides) -> PamStack.
     Without conf, a fresh authbrake.conf with the harness's test thresholds
     and pam_max_delay = 0 (so the tarpit does not slow the test), and
@@ -203,7 +238,7 @@ def make_stack(tmp_path, memcached, syslog, test_user):
                 line if line.startswith("#") else
                 line.replace("pam_authbrake.so ", f"{MODULE} conf={conf} ")
                 for line in text.splitlines(keepends=True))
-        stack = PamStack(conf, syslog, preauth_args, common_args, text)
+        stack = PamStack(conf, syslog, pam_dir, preauth_args, common_args, text)
         stacks.append(stack)
         return stack
 
@@ -211,7 +246,7 @@ def make_stack(tmp_path, memcached, syslog, test_user):
         yield make
     finally:
         for stack in stacks:
-            stack.remove()
+            stack.path.unlink(missing_ok=True)
 
 
 def refused_before_password(out):
