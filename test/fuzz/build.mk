@@ -1,8 +1,8 @@
 # test/fuzz/: libFuzzer harnesses over the parsers that face attackers and
 # admins, built with clang's -fsanitize=fuzzer,address,undefined into
 # $(B)/fuzz/ (with their own sanitized copy of libauthbrake: the project's
-# objects keep the compiler and flags they have). clang-14 and its runtime
-# (libclang-rt-14-dev) come with `make deps-test`.
+# objects keep the compiler and flags they have). clang and its runtime
+# (libclang-rt-dev) come with `make deps-test`.
 #
 #   make fuzz                   every harness for FUZZ_SECONDS (60) each
 #   make fuzz FUZZ_SECONDS=20   what CI runs
@@ -13,7 +13,7 @@
 # of its reproducer ($(B)/fuzz/artifacts/NAME/). The two over libdovecot
 # (policy-body, policy-http) need what authbrake-policy needs and are left
 # out, with a notice, where it cannot be built.
-FUZZ_CC      ?= clang-14
+FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_B       := $(B)/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all \
@@ -33,11 +33,11 @@ FUZZ_TRACKER_OBJ := $(patsubst tracker/%.c,$(FUZZ_B)/tracker/%.o,$(TRACKER_SRC))
 
 .PHONY: fuzz fuzz-build need-fuzzer
 
-# libFuzzer's runtime is the one file a missing libclang-rt-14-dev leaves out
+# libFuzzer's runtime is the one file a missing libclang-rt-dev leaves out
 need-fuzzer:
 	@rt=$$($(FUZZ_CC) -print-runtime-dir 2>/dev/null) && \
 	ls "$$rt"/libclang_rt.fuzzer-*.a >/dev/null 2>&1 || { \
-		echo "make $(or $(MAKECMDGOALS),fuzz): needs $(FUZZ_CC) and libFuzzer's runtime: apt-get install --no-remove clang-14 libclang-rt-14-dev (make deps-test installs them)" >&2; \
+		echo "make $(or $(MAKECMDGOALS),fuzz): needs $(FUZZ_CC) and libFuzzer's runtime: apt-get install --no-remove clang libclang-rt-dev (make deps-test installs them)" >&2; \
 		exit 2; }
 
 fuzz-build: need-fuzzer $(FUZZ_BINS)
