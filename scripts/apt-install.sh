@@ -25,10 +25,10 @@
 # system passwords through PAM; Prometheus and its node exporter on every
 # address) are not what was asked for. While apt-get runs, a policy-rc.d
 # (invoke-rc.d(8)) keeps the services that were not on this host before
-# from starting; afterwards the services of the packages this run added are
-# disabled, so they do not start at boot either, and the script names them.
-# A service that was here before is started and restarted as apt would; an
-# existing policy-rc.d is the admin's and is left as it is.
+# from starting; afterwards those it kept are disabled, so they do not start
+# at boot either, and the script names them. A service that was here before
+# is started and restarted as apt would. An existing policy-rc.d is the
+# admin's: it is left as it is, and decides.
 #
 # Plain sh, dpkg-query, apt-get, apt-cache and awk: it runs on a fresh
 # Debian before anything else is installed.
@@ -155,12 +155,6 @@ if [ $mode = install ] && [ "$(id -u)" != 0 ]; then
 	exit 2
 fi
 
-# the packages dpkg has installed, one a line, sorted
-installed() {
-	dpkg-query -W -f='${db:Status-Status} ${Package}\n' 2>/dev/null |
-		awk '$1 == "installed" { print $2 }' | sort -u
-}
-
 # The services on this host before apt-get runs: names of init scripts and
 # systemd units (without .service or .socket), which policy-rc.d lets start.
 POLICY_RC=/usr/sbin/policy-rc.d
@@ -174,62 +168,57 @@ known_services() {
 		echo "$f"
 	done | sort -u | tr '\n' ' '
 }
+# Any other it keeps from starting, and names in $held_log.
+held_log=
 hold_new_services() {
 	[ -e $POLICY_RC ] || [ -L $POLICY_RC ] && return 0
+	held_log=$(mktemp) || return 0
 	# noclobber: created only if still absent (a policy-rc.d of the admin's wins)
-	(set -C; cat >$POLICY_RC) 2>/dev/null <<-EOF || return 0
+	(set -C; cat >$POLICY_RC) 2>/dev/null <<-EOF || { rm -f "$held_log"; held_log=; return 0; }
 	#!/bin/sh
 	$POLICY_MARK
 	# (removed after it): a service that was not on this host before does not start
 	[ "\$1" = --quiet ] && shift
 	id=\${1%.service}; id=\${id%.socket}
 	case " $(known_services)" in *" \$id "*) exit 0 ;; esac
+	echo "\$id" >>$held_log
 	exit 101
 	EOF
 	chmod 755 $POLICY_RC
-	held=yes
 }
 release_services() {
-	if [ "$held" = yes ] && grep -qxF "$POLICY_MARK" $POLICY_RC 2>/dev/null; then
+	if [ -n "$held_log" ] && grep -qxF "$POLICY_MARK" $POLICY_RC 2>/dev/null; then
 		rm -f $POLICY_RC
 	fi
-	held=
 }
 
-# The init scripts and systemd units of packages $*, disabled (the units
-# with systemctl where systemd is installed; deb-systemd-helper, which made
-# their links, where it is not: it serves only maintainer scripts, hence
-# DPKG_MAINTSCRIPT_PACKAGE).
-disable_services() {
-	off=
-	for p; do
-		for f in $(dpkg-query -L "$p" 2>/dev/null | grep -E \
-		    '^(/etc/init\.d/[^/]+|(/usr)?/lib/systemd/system/[^/@]+\.(service|socket))$'); do
-			[ -f "$f" ] || continue
-			name=${f##*/}
-			case $f in
-			/etc/init.d/*) update-rc.d "$name" disable ;;
-			*) if command -v systemctl >/dev/null 2>&1; then
-				systemctl disable --quiet "$name"
-			   else
-				DPKG_MAINTSCRIPT_PACKAGE=$p deb-systemd-helper disable "$name"
-			   fi ;;
-			esac >/dev/null 2>&1
-			name=${name%.service}; name=${name%.socket}
-			case " $off " in *" $name "*) ;; *) off="$off $name" ;; esac
+# The services policy-rc.d kept from starting, disabled at boot too: init
+# scripts with update-rc.d; systemd units with systemctl where systemd is
+# installed, else with deb-systemd-helper, which made their links (it serves
+# only maintainer scripts, hence DPKG_MAINTSCRIPT_PACKAGE).
+disable_held() {
+	[ -s "$held_log" ] || return 0
+	ids=$(sort -u "$held_log")
+	for id in $ids; do
+		[ -f "/etc/init.d/$id" ] && update-rc.d "$id" disable >/dev/null 2>&1
+		for u in "$id.service" "$id.socket"; do
+			[ -f "/lib/systemd/system/$u" ] || [ -f "/usr/lib/systemd/system/$u" ] || continue
+			if command -v systemctl >/dev/null 2>&1; then
+				systemctl disable --quiet "$u"
+			else
+				DPKG_MAINTSCRIPT_PACKAGE=authbrake deb-systemd-helper disable "$u"
+			fi >/dev/null 2>&1
 		done
 	done
-	[ -z "$off" ] ||
-		echo "$label: not started, and disabled at boot (the demo and the tests run their own):$off"
+	# shellcheck disable=SC2086
+	echo "$label: not started, and disabled at boot (the demo and the tests run their own):" $ids
 }
 
 # shellcheck disable=SC2086
 if [ $mode = install ]; then
 	echo "$label: installing $missing"
 	apt-get update -q || exit
-	before=$(installed)
-	held=
-	trap release_services EXIT
+	trap 'release_services; rm -f "$held_log"' EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
 	trap 'exit 129' HUP
@@ -238,12 +227,7 @@ if [ $mode = install ]; then
 		--no-remove $missing
 	rc=$?
 	release_services
-	# the packages this run added, even if apt-get failed half-way
-	added=$(installed | awk -v before="$before" '
-		BEGIN { n = split(before, b, "\n"); for (i = 1; i <= n; i++) had[b[i]] = 1 }
-		!($0 in had)')
-	# shellcheck disable=SC2086
-	[ -z "$added" ] || disable_services $added
+	disable_held	# even if apt-get failed half-way
 else
 	echo "$label: simulating the installation of $missing"
 	apt-get install -s -q --no-install-recommends --no-remove $missing
