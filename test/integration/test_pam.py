@@ -133,19 +133,6 @@ def test_user():
 
 
 @pytest.fixture(scope="module")
-def pam_dir():
-    """A copy of /etc/pam.d (the files a stack includes) that pamtester sees
-    as /etc/pam.d, and the mount point of its /dev overlay."""
-    d = tempfile.mkdtemp(prefix="ab-pam-")
-    shutil.copytree("/etc/pam.d", os.path.join(d, "pam.d"), symlinks=True)
-    os.mkdir(os.path.join(d, "dev-overlay"))
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def memcached():
     with Memcached() as mc:
         yield mc
@@ -168,18 +155,21 @@ exec "$@"
 
 
 class PamStack:
-    """A service file with the authbrake stack in the test's /etc/pam.d,
-    and pamtester."""
+    """A service file with the authbrake stack in a private copy of
+    /etc/pam.d (in self.dir, with the mount point of pamtester's /dev
+    overlay; remove() removes it), and pamtester."""
 
     count = 0
 
-    def __init__(self, conf, syslog_listener, pam_dir, preauth_args="",
-                 common_args="", text=None):
+    def __init__(self, conf, syslog_listener, preauth_args="", common_args="",
+                 text=None):
         PamStack.count += 1
         # the service name is the protocol in logs, which keeps 15 bytes
         self.name = f"abtest{os.getpid() % 100000}-{PamStack.count}"
-        self.pam_dir = pam_dir
-        self.path = pam_dir / "pam.d" / self.name
+        self.dir = Path(tempfile.mkdtemp(prefix="ab-pam-"))
+        shutil.copytree("/etc/pam.d", self.dir / "pam.d", symlinks=True)
+        (self.dir / "dev-overlay").mkdir()
+        self.path = self.dir / "pam.d" / self.name
         self.syslog = syslog_listener
         conf_arg = f"conf={conf}" if conf else ""
         mod = str(MODULE)
@@ -206,7 +196,7 @@ class PamStack:
             # first, into pamtester only (not unshare, sh or mount below)
             cmd = ["env", f"LD_PRELOAD={host_preload()}"] + cmd
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", _NAMESPACE,
-               "sh", str(self.pam_dir), self.syslog.path] + cmd
+               "sh", str(self.dir), self.syslog.path] + cmd
         start = time.monotonic()
         proc = subprocess.run(cmd, input=password + "\n", text=True,
                               capture_output=True, timeout=timeout)
@@ -216,9 +206,12 @@ class PamStack:
         assert ok == ("successfully authenticated" in out), out
         return ok, out, elapsed
 
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 @pytest.fixture
-def make_stack(tmp_path, memcached, syslog, test_user, pam_dir):
+def make_stack(tmp_path, memcached, syslog, test_user):
     """make_stack(conf=None, preauth_args="", **conf_overrides) -> PamStack.
     Without conf, a fresh authbrake.conf with the harness's test thresholds
     and pam_max_delay = 0 (so the tarpit does not slow the test), and
@@ -238,7 +231,7 @@ def make_stack(tmp_path, memcached, syslog, test_user, pam_dir):
                 line if line.startswith("#") else
                 line.replace("pam_authbrake.so ", f"{MODULE} conf={conf} ")
                 for line in text.splitlines(keepends=True))
-        stack = PamStack(conf, syslog, pam_dir, preauth_args, common_args, text)
+        stack = PamStack(conf, syslog, preauth_args, common_args, text)
         stacks.append(stack)
         return stack
 
@@ -246,7 +239,7 @@ def make_stack(tmp_path, memcached, syslog, test_user, pam_dir):
         yield make
     finally:
         for stack in stacks:
-            stack.path.unlink(missing_ok=True)
+            stack.remove()
 
 
 def refused_before_password(out):
