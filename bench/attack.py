@@ -539,7 +539,7 @@ def short_window_dovecot(users, mc):
     d = tempfile.mkdtemp(prefix="ab-bench-attack-slow-")
     atexit.register(shutil.rmtree, d, True)
     conf = harness.write_authbrake_conf(d, mc, **production_overrides(**SLOW_CONF))
-    with harness.Dovecot(users=users, policy_conf=conf, extra_conf="auth_debug = no\n",
+    with harness.Dovecot(users=users, policy_conf=conf, auth_debug=False,
                          anvil_penalty=True) as dv:
         yield dv
 

@@ -57,7 +57,7 @@ def run(m, n=2000):
             atexit.register(shutil.rmtree, d, True)
             conf = harness.write_authbrake_conf(d, mc, **production_overrides())
             floor = stack.enter_context(harness.Dovecot(
-                users=users, policy_conf=conf, extra_conf="auth_debug = no\n",
+                users=users, policy_conf=conf, auth_debug=False,
                 anvil_penalty=True, policy_bin=POLICY_FLOOR))
             say(PART, f"Dovecot with the lib-http floor pid {floor.pid}")
             clients["lib-http floor"] = AuthClient(

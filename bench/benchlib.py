@@ -168,8 +168,7 @@ def dovecot_pair(users, prefix):
         d = tempfile.mkdtemp(prefix=prefix)
         atexit.register(shutil.rmtree, d, True)
         conf = harness.write_authbrake_conf(d, mc, **production_overrides())
-        extra = "auth_debug = no\n"
-        with harness.Dovecot(users=users, extra_conf=extra, anvil_penalty=True) as plain, \
-                harness.Dovecot(users=users, policy_conf=conf, extra_conf=extra,
+        with harness.Dovecot(users=users, auth_debug=False, anvil_penalty=True) as plain, \
+                harness.Dovecot(users=users, policy_conf=conf, auth_debug=False,
                                 anvil_penalty=True) as pol:
             yield mc, plain, pol

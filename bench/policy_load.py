@@ -113,7 +113,7 @@ def run(m, seconds=10, conns_list=(4, 50)):
         atexit.register(shutil.rmtree, d, True)
         conf = harness.write_authbrake_conf(d, mc, **production_overrides())
         with harness.Dovecot(policy_conf=conf,
-                             extra_conf="auth_debug = no\n") as dv:
+                             auth_debug=False) as dv:
             url = f"http://127.0.0.1:{dv.policy_port}/"
             say(PART, f"authbrake-policy under Dovecot master pid {dv.pid} "
                 f"(4 processes, client_limit 32) at {url}, memcached {mc.address}, "
@@ -137,7 +137,7 @@ def run(m, seconds=10, conns_list=(4, 50)):
         # the floor: the same service with the HTTP side alone
         if POLICY_FLOOR.exists():
             with harness.Dovecot(policy_conf=conf, policy_bin=POLICY_FLOOR,
-                                 extra_conf="auth_debug = no\n") as dv:
+                                 auth_debug=False) as dv:
                 url = f"http://127.0.0.1:{dv.policy_port}/"
                 say(PART, f"the floor: {POLICY_FLOOR.name} (authbrake-policy built with "
                     "AB_BENCH_HTTP_FLOOR: each request read, parsed and answered "

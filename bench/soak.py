@@ -131,7 +131,7 @@ def run(seconds=600, interval=10, warmup=60, conns=50, users=200000,
         atexit.register(shutil.rmtree, d, True)
         conf = harness.write_authbrake_conf(d, mc, **production_overrides())
         with harness.Dovecot(policy_conf=conf,
-                             extra_conf="auth_debug = no\n") as dv:
+                             auth_debug=False) as dv:
             url = f"http://127.0.0.1:{dv.policy_port}/"
             cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
                    "--timeout", "10s", "-s", str(LUA), url, "--", "mode=mix",

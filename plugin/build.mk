@@ -21,6 +21,14 @@ else
 DOVECOT_MISSING :=
 endif
 
+# The Dovecot drop-in in the configuration language of the Dovecot built
+# against: 2.3's, or 2.4's (conf.d/dovecot-2.4/), which `make install`
+# puts in $(DROPIN_DIR) for the dovecot-authbrake package's include.
+DOVECOT_MINOR   := $(shell sed -n 's/^\#define DOVECOT_VERSION_MINOR \([0-9]*\)$$/\1/p' \
+                     $(DOVECOT_INCDIR)/config.h 2>/dev/null)
+DOVECOT_DROPIN  := conf.d/$(if $(filter-out 0 1 2 3,$(DOVECOT_MINOR)),dovecot-2.4/)95-authbrake.conf
+DROPIN_DIR      ?= $(PREFIX)/share/dovecot-authbrake
+
 POLICY_CFLAGS   := $(AB_CFLAGS) -DHAVE_CONFIG_H -isystem $(DOVECOT_INCDIR) -Iplugin
 POLICY_LIBS     := -L$(DOVECOT_LIBDIR) -Wl,-rpath,$(DOVECOT_LIBDIR) -ldovecot
 POLICY_SRC      := $(wildcard plugin/*.c)
@@ -60,3 +68,5 @@ install-policy: $(POLICY_BIN)
 	install -d $(DESTDIR)$(DOVECOT_LIBEXECDIR) $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(POLICY_BIN) $(DESTDIR)$(DOVECOT_LIBEXECDIR)/authbrake-policy
 	install -m 0644 man/authbrake-policy.8 $(DESTDIR)$(MANDIR)/man8/authbrake-policy.8
+	install -d $(DESTDIR)$(DROPIN_DIR)
+	install -m 0644 $(DOVECOT_DROPIN) $(DESTDIR)$(DROPIN_DIR)/95-authbrake.conf

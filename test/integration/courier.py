@@ -47,8 +47,10 @@ import time
 import harness
 
 REPO_ROOT = harness.REPO_ROOT
-DEB_DIR = harness.CACHE_DIR / "courier-debs"
-ROOT = harness.CACHE_DIR / "courier-root"
+# per Debian release: a tree shared by a Debian 12 and a Debian 13 root
+# keeps both
+DEB_DIR = harness.CACHE_DIR / f"courier-debs{harness.DEBIAN_SUFFIX}"
+ROOT = harness.CACHE_DIR / f"courier-root{harness.DEBIAN_SUFFIX}"
 PAM_MODULE = harness.PAM_MODULE
 PAM_CONF_DIR = REPO_ROOT / "conf.d" / "pam.d"
 
@@ -312,11 +314,14 @@ LD_PRELOAD="$AB_PRELOAD" \
 echo $! > "$T/authdaemond.pid"
 i=0
 while [ ! -S /run/courier/authdaemon/socket ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+# couriertcpd 5.2 (Debian 13) has dropped ident lookups and the option
+noident=
+grep -q noidentlookup "$R/usr/sbin/couriertcpd" && noident=-noidentlookup
 tcpd() {  # PORT LOGIN-BINARY SERVER-BINARY ENV-FILE LOG
     env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="$R/usr/lib" \
         sh -c 'set -a; . "$1"; shift; exec "$@"' sh "$4" \
         "$R/usr/sbin/couriertcpd" -address=127.0.0.1 -maxprocs=$MAXPROCS \
-        -maxperip=$MAXPROCS -nodnslookup -noidentlookup "$1" "$2" "$3" Maildir \
+        -maxperip=$MAXPROCS -nodnslookup $noident "$1" "$2" "$3" Maildir \
         </dev/null >>"$5" 2>&1 &
 }
 tcpd "$IMAP_PORT" /usr/lib/courier/courier/imaplogin "$R/usr/bin/imapd" \

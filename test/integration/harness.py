@@ -39,15 +39,18 @@ write_authbrake_conf(dir, memcached_servers, **overrides) -> AuthbrakeConf
 class Dovecot(dir=None, users=None, policy_conf=None, trusted_networks=None,
               extra_conf="", policy_user="root", anvil_penalty=False,
               policy_after_auth=False, settings=None, max_clients=None,
-              postfix_listener=None)
+              postfix_listener=None, stats_http=False, policy_bin=None,
+              auth_debug=True)
                                                               context manager
-    Self-contained dovecot.conf (base_dir, state_dir, log file in its own dir),
-    `dovecot -F -c CONF`, IMAP and POP3 listeners on free 127.0.0.1 ports,
-    ssl = no, disable_plaintext_auth = no, auth_failure_delay = 0,
-    auth_verbose + auth_debug (every password check shows in the log),
+    Self-contained dovecot.conf in the host Dovecot's configuration
+    language (2.3 or 2.4: DOVECOT_LANG) (base_dir, state_dir, log file in
+    its own dir), `dovecot -F -c CONF`, IMAP and POP3 listeners on free
+    127.0.0.1 ports, ssl = no, cleartext auth allowed, auth_failure_delay = 0,
+    auth_verbose + the auth process's debug lines (every password check
+    shows in the log; auth_debug=False leaves them out),
     passwd-file passdb/userdb ({PLAIN} passwords; users = {name: password},
     default DEFAULT_USERS). With policy_conf (a path from write_authbrake_conf)
-    the config `!include`s the shipped conf.d/95-authbrake.conf (DROPIN_CONF)
+    the config `!include`s the shipped drop-in for the host's Dovecot (DROPIN_CONF)
     and then overrides only the service's executable (POLICY_BIN, or
     policy_bin, -C policy_conf),
     its port (.policy_port), its user, auth_policy_server_url, the API header
@@ -176,7 +179,40 @@ PAM_MODULE = BUILD_DIR / "pam_authbrake.so"
 # stay in build/ (a sanitizer run need not fetch Courier again).
 CACHE_DIR = REPO_ROOT / "build"
 
+
+def _debian_codename():
+    try:
+        with open("/etc/os-release") as f:
+            m = re.search(r"^VERSION_CODENAME=(\w+)", f.read(), re.M)
+            return m.group(1) if m else ""
+    except OSError:
+        return ""
+
+
+# What is cached per Debian release is named with this suffix, except on
+# Debian 12 where it was cached before (build/courier-debs).
+DEBIAN_CODENAME = _debian_codename()
+DEBIAN_SUFFIX = "" if DEBIAN_CODENAME in ("", "bookworm") else "-" + DEBIAN_CODENAME
+
 DOVECOT_BIN = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+
+def _dovecot_version():
+    """(major, minor) of the Dovecot on this host, or None without one."""
+    try:
+        out = subprocess.run([DOVECOT_BIN, "--version"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except OSError:
+        return None
+    m = re.match(r"(\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+# Dovecot 2.4 (Debian 13) speaks another configuration language than 2.3
+# (Debian 12): Dovecot writes its config in the host's language, and
+# every Dovecot with a policy includes the drop-in written in it.
+DOVECOT_VERSION = _dovecot_version()
+DOVECOT_24 = DOVECOT_VERSION is not None and DOVECOT_VERSION >= (2, 4)
 POSTFIX_BIN = shutil.which("postfix") or "/usr/sbin/postfix"
 # Debian's postfix: the daemons live in daemon_directory
 POSTFIX_MASTER_BIN = "/usr/lib/postfix/sbin/master"
@@ -224,8 +260,54 @@ TEST_DEFAULTS = {
     "password_repeat": 0,
 }
 
+# What the harness's dovecot.conf says differently in each configuration
+# language, keyed by DOVECOT_24; every other line is the same in both.
+DOVECOT_LANG = {
+    False: {
+        "version": "",
+        "cleartext": "disable_plaintext_auth = no",
+        "mail": "mail_location = maildir:~/Maildir",
+        "login_log": "user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>",
+        "passdb": """passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {path}
+}}
+userdb {{
+  driver = passwd-file
+  args = {path}
+}}
+""",
+        "address": "address",
+        "debug": "auth_debug = yes",
+        "service_count": "service_count = 0",
+        "internal_user": "$default_internal_user",
+    },
+    True: {
+        # must be the first setting
+        "version": "dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\n",
+        "cleartext": "auth_allow_cleartext = yes",
+        "mail": "mail_driver = maildir\nmail_path = ~/Maildir",
+        "login_log": ("user=<%{user}> method=%{mechanism} rip=%{remote_ip} "
+                      "lip=%{local_ip} mpid=%{mail_pid} %{secured} session=<%{session}>"),
+        "passdb": """passdb passwd-file {{
+  passwd_file_path = {path}
+  default_password_scheme = PLAIN
+}}
+userdb passwd-file {{
+  passwd_file_path = {path}
+}}
+""",
+        "address": "listen",
+        # 2.4's auth_debug no longer logs the passdb's lookups
+        "debug": "log_debug = category=auth",
+        "service_count": "restart_request_count = unlimited",
+        "internal_user": "$SET:default_internal_user",
+    },
+}
+
 # The Dovecot drop-in users install: every Dovecot with a policy includes it.
-DROPIN_CONF = REPO_ROOT / "conf.d" / "95-authbrake.conf"
+DROPIN_CONF = REPO_ROOT / "conf.d" / ("dovecot-2.4/95-authbrake.conf" if DOVECOT_24
+                                     else "95-authbrake.conf")
 
 
 # Ports free_port() has handed out in this process. Asking the kernel for
@@ -1196,8 +1278,11 @@ class Dovecot(_ServerInDir):
                  trusted_networks=None, extra_conf="", policy_user="root",
                  anvil_penalty=False, policy_after_auth=False, settings=None,
                  max_clients=None, postfix_listener=None, stats_http=False,
-                 policy_bin=None):
+                 policy_bin=None, auth_debug=True):
         self.anvil_penalty = anvil_penalty
+        # the auth process's debug lines: every password check in the log
+        # (the benchmarks turn them off)
+        self.auth_debug = auth_debug
         # the service's executable: the build's authbrake-policy, or
         # another (bench/: the HTTP-only floor build)
         self.policy_bin = policy_bin or POLICY_BIN
@@ -1270,8 +1355,9 @@ class Dovecot(_ServerInDir):
         else:
             internal_user = login_user = pwd.getpwuid(os.geteuid()).pw_name
         self._write_users()
+        v = DOVECOT_LANG[DOVECOT_24]
         c = f"""# dovecot.conf written by test/integration/harness.py
-base_dir = {self.base_dir}
+{v["version"]}base_dir = {self.base_dir}
 state_dir = {self.state_dir}
 instance_name = ab-test-{os.path.basename(self.dir)}
 log_path = {self.log_path}
@@ -1280,36 +1366,27 @@ debug_log_path = {self.log_path}
 protocols = imap pop3
 listen = 127.0.0.1
 ssl = no
-disable_plaintext_auth = no
+{v["cleartext"]}
 default_internal_user = {internal_user}
 default_login_user = {login_user}
 first_valid_uid = 1
-mail_location = maildir:~/Maildir
+{v["mail"]}
 auth_mechanisms = plain login
 auth_failure_delay = 0
 auth_verbose = yes
-auth_debug = yes
+{v["debug"] if self.auth_debug else ""}
 auth_cache_size = 0
-login_log_format_elements = user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{{session}}>
+login_log_format_elements = {v["login_log"]}
 """
         if self.trusted_networks:
             nets = self.trusted_networks
             if isinstance(nets, (list, tuple)):
                 nets = " ".join(nets)
             c += f"login_trusted_networks = {nets}\n"
-        c += f"""
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {self.passwd_path}
-}}
-userdb {{
-  driver = passwd-file
-  args = {self.passwd_path}
-}}
-
+        c += "\n" + v["passdb"].format(path=self.passwd_path) + f"""
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    {v["address"]} = 127.0.0.1
     port = {self.imap_port}
   }}
   inet_listener imaps {{
@@ -1318,7 +1395,7 @@ service imap-login {{
 }}
 service pop3-login {{
   inet_listener pop3 {{
-    address = 127.0.0.1
+    {v["address"]} = 127.0.0.1
     port = {self.pop3_port}
   }}
   inet_listener pop3s {{
@@ -1345,7 +1422,7 @@ service pop3-login {{
             n = int(self.max_clients)
             for svc in ("imap-login", "pop3-login"):
                 c += f"""service {svc} {{
-  service_count = 0
+  {v["service_count"]}
   process_min_avail = 2
   process_limit = 4
   client_limit = {max(n, 100)}
@@ -1356,7 +1433,7 @@ service pop3-login {{
             # The shipped drop-in, as an administrator installs it; below
             # it only what a test must change (later settings and a later
             # service block override earlier ones: see doveconf -n).
-            user = self.policy_user or "$default_internal_user"
+            user = self.policy_user or v["internal_user"]
             c += f"""
 !include {DROPIN_CONF}
 service authbrake-policy {{
@@ -1377,7 +1454,7 @@ auth_policy_hash_nonce = {secrets.token_hex(16)}
             c += f"""
 service stats {{
   inet_listener http {{
-    address = 127.0.0.1
+    {v["address"]} = 127.0.0.1
     port = {self.stats_port}
   }}
 }}
@@ -1895,24 +1972,46 @@ def cli_status(conf, target):
 
 # ------------------------------------------------- reading Dovecot's log
 
-# What Dovecot 2.3.19's passwd-file passdb logs for each password check
-# (auth_verbose + auth_debug, as the harness configures it):
+# What Dovecot's passwd-file passdb logs for each password check
+# (auth_verbose + debug logging of the auth category, as the harness
+# configures it). Dovecot 2.3.19:
 #   auth: Debug: passwd-file(alice,127.0.0.3,<SESSION>): Performing passdb lookup
 #   auth: Info: passwd-file(alice,127.0.0.3,<SESSION>): Password mismatch
 #   auth: Info: passwd-file(nobody,127.0.0.4,<SESSION>): unknown user
 #   auth: Debug: passwd-file(alice,127.0.0.3,<SESSION>): Finished passdb lookup
+# Dovecot 2.4.1 says the same after another prefix:
+#   auth(alice,127.0.0.3,sasl:plain)<SESSION>: Debug: passwd-file: Performing passdb lookup
 # A right password has no line of its own: it is a lookup that finished
 # with neither "Password mismatch" nor "unknown user". The prefix is
-# (user,rip[,master][,<session>]); doveadm auth test has no session, a
-# master passdb adds ",master"; a long user name is cut with "...".
-# passwd-file looks up synchronously in the single auth process, so a
-# check's lines follow each other in the log.
+# (user,rip[,master][,<session>]) on 2.3, (user,rip,mechanism)<session>
+# on 2.4; doveadm auth test has no session, a master passdb adds
+# ",master"; a long user name is cut with "...". passwd-file looks up
+# synchronously in the single auth process, so a check's lines follow
+# each other in the log.
+_PASSDB_WHAT = (r"(?P<what>Performing passdb lookup|Password mismatch|unknown user|"
+                r"Finished passdb lookup)$")
+_LOG_STAMP = r"^(?P<stamp>\w{3} [ \d]\d \d\d:\d\d:\d\d) "
 PASSDB_LINE_RE = re.compile(
-    r"^(?P<stamp>\w{3} [ \d]\d \d\d:\d\d:\d\d) auth: (?:Debug|Info): "
+    _LOG_STAMP + r"auth\((?P<user>.*?),(?P<address>[0-9a-fA-F.:]*)(?:,[^()<>]*)?\)"
+    r"(?:<(?P<session>[^>]*)>)?: (?:Debug|Info): passwd-file: " + _PASSDB_WHAT
+    if DOVECOT_24 else
+    _LOG_STAMP + r"auth: (?:Debug|Info): "
     r"passwd-file\((?P<user>.*?),(?P<address>[0-9a-fA-F.:]*)(?:,master)?"
-    r"(?:,<(?P<session>[^>]*)>)?\): "
-    r"(?P<what>Performing passdb lookup|Password mismatch|unknown user|"
-    r"Finished passdb lookup)$", re.M)
+    r"(?:,<(?P<session>[^>]*)>)?\): " + _PASSDB_WHAT, re.M)
+
+
+def auth_log_re(user, address, what="", component=None):
+    """A regex (text) for a line of Dovecot's auth process about user
+    from address (both regexes) from component ("passwd-file", "policy";
+    None: any) saying what (a regex): in 2.3's words
+    "auth: Info: passwd-file(user,address...): what", in 2.4's
+    "auth(user,address,...)<session>: Info: passwd-file: what"."""
+    if DOVECOT_24:
+        return r"auth\(%s,%s[,)]\S*: \w+: %s.*%s" % (
+            user, address, component + ": " if component else "", what)
+    return r"auth: \w+: %s\(%s,%s[,)].*%s" % (
+        component or r"[\w-]+", user, address, what)
+
 
 # The user name settle_log() looks up; passdb_checks() leaves it out.
 LOG_SENTINEL_USER = "ab-log-sentinel"
@@ -1982,8 +2081,7 @@ def settle_log(dovecot, sentinel_ip=None, timeout=10):
         sentinel_ip = f"127.254.{n // 250 % 250}.{n % 250 + 1}"
     mark = dovecot.log_mark()
     dovecot.auth_test(LOG_SENTINEL_USER, "x", sentinel_ip)
-    if not dovecot.wait_log(r"auth: .*\(%s,%s[,)]" % (LOG_SENTINEL_USER,
-                                                    re.escape(sentinel_ip)),
+    if not dovecot.wait_log(auth_log_re(LOG_SENTINEL_USER, re.escape(sentinel_ip)),
                             since=mark, timeout=timeout):
         raise AssertionError("the log sentinel lookup never showed in the log")
     time.sleep(0.2)   # authbrake-policy's lines come through another pipe
@@ -2007,7 +2105,7 @@ FAIL_MODE_RE = re.compile(
 # Dovecot's own side giving up on the policy service (it then goes on
 # without a decision: auth_policy_reject_on_fail = no)
 POLICY_FAILURE_RE = re.compile(
-    r"auth: (?:Error|Warning): .*(?:[Pp]olicy server|policy\().*")
+    r"auth(?:\([^)]*\)\S*)?: (?:Error|Warning): .*(?:[Pp]olicy server|policy[(:]).*")
 
 
 def parse_duration(text):

@@ -35,9 +35,7 @@ def policy_dovecot(memcached, authbrake_conf, dovecot_factory, policy_binary):
 
 def password_checks(dc, ip, since=0):
     """User names whose password Dovecot's passdb looked up for address ip."""
-    pat = re.compile(r"passwd-file\(([^,()]*),%s[,)].*Performing passdb lookup"
-                     % re.escape(ip))
-    return pat.findall(dc.log_since(since))
+    return [c.user for c in harness.passdb_check_list(dc, since=since, address=ip)]
 
 
 # authbrake-policy's tarpit/reject log lines, parsed (one parser: harness's)
@@ -46,20 +44,12 @@ decisions = harness.policy_decisions
 
 def tarpits_seen_by_dovecot(dc, ip, since=0):
     """Delays (seconds, as strings) Dovecot's auth process applied to ip."""
-    pat = re.compile(r"policy\([^,()]*,%s[,)].*Policy check action is tarpit (\d+)"
-                     % re.escape(ip))
+    pat = re.compile(harness.auth_log_re(r"[^,()]*", re.escape(ip),
+                                         r"Policy check action is tarpit (\d+)", "policy"))
     return pat.findall(dc.log_since(since))
 
 
-def settle_log(dc, sentinel_ip):
-    """Make sure earlier auth lines are in the log: one more lookup, waited for."""
-    mark = dc.log_mark()
-    dc.auth_test("sentinel-user", "x", sentinel_ip)
-    # the auth process logs in order: its first line about the sentinel
-    # comes after every line about the requests that finished before
-    assert dc.wait_log(r"auth: .*\(sentinel-user,%s\)" % re.escape(sentinel_ip),
-                       since=mark, timeout=5), "sentinel request never logged"
-    time.sleep(0.2)   # authbrake-policy's lines come through another pipe
+settle_log = harness.settle_log
 
 
 def wait_decision(dc, since, address, reason, timeout=5):
@@ -86,7 +76,7 @@ def test_baseline_dovecot_without_policy(dovecot_factory):
     assert not dc.pop3_login(ALICE, "wrong", "127.0.0.5")[0]
     assert dc.auth_test(ALICE, pw, "127.0.0.6")[0]
     assert not dc.auth_test(ALICE, "wrong", "127.0.0.7")[0]
-    assert dc.wait_log(r"passwd-file\(alice,127\.0\.0\.7\b.*Password mismatch")
+    assert dc.wait_log(harness.auth_log_re("alice", r"127\.0\.0\.7", "Password mismatch"))
 
 
 def test_dictionary_run_from_one_address_is_blocked(policy_dovecot):
@@ -525,7 +515,7 @@ def test_memcached_down_follows_fail_mode(memcached, authbrake_conf, dovecot_fac
     ok, out, _ = dc_open.auth_test(ALICE, "wrong", "127.81.0.4")
     assert not ok and "reason=" not in out
     assert dc_open.wait_log(r"authbrake-policy: Error: .*fail_mode=open", since=mark_open)
-    assert dc_open.wait_log(r"passwd-file\(alice,127\.81\.0\.4\): Password mismatch",
+    assert dc_open.wait_log(harness.auth_log_re("alice", r"127\.81\.0\.4", "Password mismatch"),
                             since=mark_open)
 
     ok, msg, _ = dc_closed.imap_login(ALICE, USERS[ALICE], "127.81.0.5")

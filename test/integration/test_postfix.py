@@ -66,10 +66,11 @@ def show(label, reply):
     print(f"{label}: {reply}")
 
 
-# Dovecot's auth_debug line for each policy request ("allow" before the
+# Dovecot's debug line for each policy request ("allow" before the
 # check; the report adds "success")
 POLICY_REQUEST_RE = re.compile(
-    r"auth: Debug: policy\([^)]*\): Policy server request JSON: (\{.*\})$", re.M)
+    harness.auth_log_re(r"[^,()]*", r"[^,()]*", r"Policy server request JSON: (\{.*\})$",
+                        "policy"), re.M)
 
 
 def request_protocols(dc, since, login):
@@ -237,7 +238,7 @@ def test_tarpit_delays_auth_then_postfix_gives_up_at_10s(mail):
     8 s); each AUTH answer waits for it and the password is still checked
     (535). Postfix waits at most 10 s for Dovecot: a 12 s tarpit reaches
     the client as a 454 temporary failure, and the password check happens
-    after Postfix has gone. The delays are read from authbrake's log, not
+    after Postfix has gone (Dovecot 2.3) or never (2.4). The delays are read from authbrake's log, not
     timed."""
     dc, pf = mail(ip_free_failures=0, ip_block_failures=50, tarpit_max="12s",
                   account_lock_failures=50, familiar_failures=50)
@@ -263,12 +264,14 @@ def test_tarpit_delays_auth_then_postfix_gives_up_at_10s(mail):
     show("tarpit 12s", replies[5])
     assert replies[5] == (454, "4.7.0 Temporary authentication failure: "
                           "Connection lost to authentication server"), replies[5]
-    # Dovecot goes on after Postfix stopped waiting: the sixth password is
-    # checked when the tarpit ends
+    # Dovecot 2.3 goes on after Postfix stopped waiting: the sixth password
+    # is checked when the tarpit ends. 2.4 drops the request of a client
+    # that has gone: it is never checked (waited for as long).
+    checks = 5 if harness.DOVECOT_24 else 6
     deadline = time.monotonic() + 20
     while passdb_checks(dc, ALICE, since=mark) < 6 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert passdb_checks(dc, ALICE, since=mark) == 6
+    assert passdb_checks(dc, ALICE, since=mark) == checks
     assert "Connection lost to authentication server" in pf.log_text()
     # Postfix's smtpd processes recover: the next logins are answered
     for i in range(3):
