@@ -8,7 +8,9 @@ SBINDIR     ?= $(PREFIX)/sbin
 MANDIR      ?= $(PREFIX)/share/man
 SYSCONFDIR  ?= /etc
 # Debian's paths for PAM modules and Dovecot services, whatever PREFIX is.
-PAMDIR      ?= /lib/x86_64-linux-gnu/security
+# PAM modules go where libpam's pam.pc says: /lib/<multiarch>/security on
+# Debian 12, /usr/lib/<multiarch>/security on 13 (merged /usr).
+PAMDIR      ?= $(or $(shell pkg-config --variable=libdir pam 2>/dev/null),/lib/x86_64-linux-gnu)/security
 DOVECOT_LIBEXECDIR ?= /usr/lib/dovecot
 
 CC      ?= cc

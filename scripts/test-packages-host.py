@@ -217,11 +217,14 @@ class DovecotHost:
             say("admin: no /etc/dovecot/private/dovecot.pem here: ssl_cert and ssl_key "
                 "commented out in 10-ssl.conf")
             ssl = Path("/etc/dovecot/conf.d/10-ssl.conf")
-            ssl.write_text(re.sub(r"(?m)^(ssl_(cert|key) *=)", r"#\1", ssl.read_text()))
+            # (2.4: ssl_server_cert_file and ssl_server_key_file)
+            ssl.write_text(re.sub(r"(?m)^(ssl_(server_)?(cert|key)(_file)? *=)", r"#\1",
+                                  ssl.read_text()))
+        # in the configuration language of the host's Dovecot (2.3 or 2.4)
+        lang = harness.DOVECOT_LANG[harness.DOVECOT_24]
         Path("/etc/dovecot/local.conf").write_text(
             "# test-packages: this test host's own settings\n"
-            "listen = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\n"
-            "mail_location = maildir:~/Maildir\n"
+            f"listen = 127.0.0.1\nssl = no\n{lang['cleartext']}\n{lang['mail']}\n"
             f"log_path = {self.log}\nauth_verbose = yes\n")
 
     def start(self):

@@ -251,7 +251,9 @@ def test_build_without_dovecot_dev(tmp_path):
     assert r.returncode == 0, out
     assert out.count(SKIP_NOTICE) == 1, out
     files = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
-    assert "lib/x86_64-linux-gnu/security/pam_authbrake.so" in files, files
+    pamdir = subprocess.run(["pkg-config", "--variable=libdir", "pam"], text=True,
+                            stdout=subprocess.PIPE).stdout.strip().lstrip("/")
+    assert f"{pamdir}/security/pam_authbrake.so" in files, files
     assert "usr/local/sbin/authbrake" in files, files
     assert "usr/local/share/man/man8/pam_authbrake.8" in files, files
     assert "usr/local/share/man/man8/authbrake.8" in files, files
