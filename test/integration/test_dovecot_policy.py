@@ -79,6 +79,27 @@ def test_baseline_dovecot_without_policy(dovecot_factory):
     assert dc.wait_log(harness.auth_log_re("alice", r"127\.0\.0\.7", "Password mismatch"))
 
 
+def test_shipped_dropin_is_clean_for_this_dovecot(policy_dovecot):
+    """The drop-in for this host's Dovecot (2.3's or 2.4's language), read
+    by its own doveconf: no error, no warning, no obsolete setting, and the
+    settings it ships are the ones in force."""
+    dc = policy_dovecot()
+    r = subprocess.run(["doveconf", "-n", "-c", dc.conf_path], text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == "", r.stderr
+    assert not re.search(r"(?i)obsolete|deprecated|warning", r.stdout), r.stdout
+    # in force (doveconf -n prints what differs from the defaults): 2.3
+    # prints auth_policy_X = ..., 2.4 X = ... inside its auth_policy { }
+    # filter (where the auth process reads them)
+    for setting, value in (("check_after_auth", "no"),
+                           ("server_url", r"http://127\.0\.0\.1:%d/" % dc.policy_port)):
+        assert re.search(r"(?m)^\s*(?:auth_policy_)?%s = %s$" % (setting, value),
+                         r.stdout), (setting, r.stdout)
+    assert str(harness.DROPIN_CONF).endswith(
+        "dovecot-2.4/95-authbrake.conf" if harness.DOVECOT_24 else "conf.d/95-authbrake.conf")
+
+
 def test_dictionary_run_from_one_address_is_blocked(policy_dovecot):
     """1: a run over user names from one address is blocked over IMAP, and
     from then on Dovecot no longer checks passwords for that address."""
