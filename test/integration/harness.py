@@ -28,6 +28,16 @@ class Memcached(port=None, memory_mb=64)          context manager
     .stats() -> {name: str}     memcached's `stats` counters
     .dump_keys() -> [str]       every key stored (lru_crawler metadump)
 
+class SystemUsers()                                 context manager
+    Real Unix accounts for PAM stacks (pam_unix checks /etc/shadow):
+    .add(password, tag="c") -> name   useradd -m + chpasswd; the name is
+        TEST_USER_PREFIX + tag + 8 hex digits, the comment TEST_USER_MARK +
+        this run's PID
+    .remove_all()   userdel -r -f (also when a test failed)
+remove_leftover_users()   at the start of a run: the marked users of runs
+    whose PID is gone (a run that was killed); nothing else
+random_password() -> str   letters, digits, "-", "_"; never a leading "-"
+
 write_authbrake_conf(dir, memcached_servers, **overrides) -> AuthbrakeConf
     Writes DIR/secret (64 hex digits, 0600), DIR/api-key (0600) and
     DIR/authbrake.conf with TEST_DEFAULTS updated by overrides
@@ -781,6 +791,94 @@ def _user_exists(name):
         return True
     except KeyError:
         return False
+
+
+# ------------------------------------------------------------- Unix users
+
+TEST_USER_PREFIX = "ab"
+TEST_USER_MARK = "authbrake test user, removed after the tests; pid"
+_TEST_USER_COMMENT_RE = re.compile(re.escape(TEST_USER_MARK) + r" ([0-9]+)")
+
+
+def random_password():
+    """A fresh password every client here sends as it is: an IMAP quoted
+    string, POP3 PASS, a doveadm argument, a passwd-file field (letters,
+    digits, '-' and '_'; never a leading '-', which doveadm would take for
+    an option)."""
+    return "pw-" + secrets.token_urlsafe(18)
+
+
+def _userdel(pw):
+    """userdel -f (a login may still be running as the user) with the home
+    directory (-r) only when the user owns it: "" when done, else why not."""
+    cmd = ["userdel", "-f"]
+    try:
+        if os.stat(pw.pw_dir).st_uid == pw.pw_uid:
+            cmd.append("-r")
+    except OSError:
+        pass
+    r = subprocess.run(cmd + [pw.pw_name], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # 6: gone already (the useradd that made it failed half-way)
+    if r.returncode in (0, 6):
+        return ""
+    return f"userdel {pw.pw_name}: " + r.stdout.decode(errors="replace")
+
+
+class SystemUsers:
+    """Real Unix accounts (pam_unix checks /etc/shadow), removed with their
+    home directories after. Each is named TEST_USER_PREFIX + tag + random
+    hex and carries TEST_USER_MARK + the PID of this run as its comment, so
+    remove_leftover_users() at the next start removes those of a run that
+    was killed, and no other account is ever touched."""
+
+    def __init__(self):
+        self.names = []
+
+    def add(self, password, tag="c"):
+        name = f"{TEST_USER_PREFIX}{tag}{secrets.token_hex(4)}"
+        self.names.append(name)          # before useradd: remove even half-made
+        for cmd, text in ((["useradd", "-m", "-s", "/usr/sbin/nologin", "-c",
+                            f"{TEST_USER_MARK} {os.getpid()}", name], None),
+                          (["chpasswd"], f"{name}:{password}\n")):
+            r = subprocess.run(cmd, input=text, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            if r.returncode != 0:
+                raise RuntimeError(f"{cmd[0]} {name}: {r.stdout}")
+        return name
+
+    def remove_all(self):
+        errors = []
+        while self.names:
+            name = self.names.pop()
+            try:
+                pw = pwd.getpwnam(name)
+            except KeyError:
+                continue
+            errors.append(_userdel(pw))
+        if any(errors):
+            raise RuntimeError("\n".join(e for e in errors if e))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove_all()
+
+
+def remove_leftover_users():
+    """Remove the SystemUsers of runs that were killed: named with
+    TEST_USER_PREFIX, marked with TEST_USER_MARK and a PID no process has
+    now (or this one's, which has made none yet). A run still going keeps
+    its users; an account without the mark is never touched."""
+    for pw in pwd.getpwall():
+        m = _TEST_USER_COMMENT_RE.fullmatch(pw.pw_gecos)
+        if not (m and pw.pw_name.startswith(TEST_USER_PREFIX)):
+            continue
+        pid = m.group(1)
+        if pid != str(os.getpid()) and os.path.exists(f"/proc/{pid}"):
+            continue
+        _userdel(pw)
 
 
 # ------------------------------------------------------------ authbrake.conf

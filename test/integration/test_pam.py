@@ -5,23 +5,17 @@ private mount namespace where /etc/pam.d is a copy of the host's plus the
 test's service file, and /dev/log (for pam_syslog) is a socket of the
 test's (an overlay on /dev with the one symlink added, as courier.py does).
 The stacks are preauth -> pam_unix -> authfail / authsucc, against a local
-test user made with useradd/chpasswd, with a random password, and removed
-after. State lives in a private memcached; every test has its own secret,
-so its keys are its own.
-
-The test user is named USER_PREFIX + the PID of the pytest that made it
-and carries USER_MARK as its comment (GECOS), so a run killed before it
-removed its user is cleaned up at the next start (remove_leftover_users(),
-called by conftest.py), and no other account is ever touched.
+test user with a random password (harness.SystemUsers: marked with this
+run's PID, removed after, or at the next start when this run was killed).
+State lives in a private memcached; every test has its own secret, so its
+keys are its own.
 
 pam_unix prompts "Password:" only when it runs: a reply without the
 prompt was refused by preauth before the password was checked.
 """
 
 import os
-import pwd
 import re
-import secrets
 import shutil
 import socket
 import subprocess
@@ -33,33 +27,16 @@ from pathlib import Path
 
 import pytest
 
-from harness import (PAM_MODULE, Dnsmasq, Memcached, free_port, host_preload,
-                     write_authbrake_conf)
+from harness import (PAM_MODULE, Dnsmasq, Memcached, SystemUsers, free_port,
+                     host_preload, random_password, write_authbrake_conf)
 
 MODULE = PAM_MODULE
 PAMTESTER = shutil.which("pamtester") or "/usr/bin/pamtester"
 
-USER_PREFIX = "abtest-"
-USER_MARK = "authbrake test user (test_pam.py) removed after the tests"
-USER = f"{USER_PREFIX}{os.getpid()}"
-PASSWORD = secrets.token_urlsafe(18)
+PASSWORD = random_password()
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root: useradd, mount namespaces")
-
-
-def remove_leftover_users():
-    """Remove the test users of runs that were killed: USER_PREFIX + a PID
-    no process has now (or this one's, which has made none yet), with
-    USER_MARK. A run still going keeps its user."""
-    for pw in pwd.getpwall():
-        pid = pw.pw_name[len(USER_PREFIX):]
-        if not (pw.pw_name.startswith(USER_PREFIX) and pw.pw_gecos == USER_MARK
-                and pid.isdigit()):
-            continue
-        if pid != str(os.getpid()) and os.path.exists(f"/proc/{pid}"):
-            continue
-        subprocess.run(["userdel", pw.pw_name], capture_output=True)
 
 
 # ------------------------------------------------------------------ syslog
@@ -122,14 +99,8 @@ def syslog():
 def test_user():
     if not MODULE.exists():
         pytest.fail(f"{MODULE} is missing: run make first")
-    try:
-        subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin",
-                        "-c", USER_MARK, USER], check=True, capture_output=True)
-        subprocess.run(["chpasswd"], input=f"{USER}:{PASSWORD}\n", text=True,
-                       check=True, capture_output=True)
-        yield USER
-    finally:
-        subprocess.run(["userdel", USER], capture_output=True)
+    with SystemUsers() as users:
+        yield users.add(PASSWORD, tag="test")
 
 
 @pytest.fixture(scope="module")
