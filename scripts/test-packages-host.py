@@ -429,9 +429,11 @@ def main():
     users = courier.SystemUsers()
     host = DovecotHost() if kind == "dovecot" else CourierHost()
     try:
-        alice = users.add("alice-pw-1", prefix="alice")
-        bob = users.add("bob-pw-2", prefix="bob")
-        pw = {alice: "alice-pw-1", bob: "bob-pw-2"}
+        pw = {}
+        for tag in ("alice", "bob"):
+            password = harness.random_password()
+            pw[users.add(password, tag=tag)] = password
+        alice, bob = pw
         say(f"users (useradd, pam_unix): {alice}, {bob}")
         host.configure()
         host.start()

@@ -24,9 +24,9 @@ class Courier(dir=None, daemons=5)  context manager
     .imap_login(user, pw, src) / .pop3_login(user, pw, src) -> (ok, msg, seconds)
     .log_text() (authdaemond + couriertcpd stderr)  .syslog_text() / .syslog_mark()
 
-class SystemUsers()                 context manager: real Unix accounts
-    .add(password, prefix="abc") -> name   (useradd -m, chpasswd, ~/Maildir)
-    .remove_all()  (userdel -r -f; also on failure)
+class SystemUsers()                 harness.SystemUsers (marked, removed
+    after, or by the next run when this one was killed) with a ~/Maildir:
+    .add(password, tag="c") -> name   .remove_all()
 
 pam_unix_stack() -> str             the baseline stack: pam_unix only
 authbrake_stack(service, conf) -> str   conf.d/pam.d/SERVICE with the module
@@ -34,8 +34,8 @@ authbrake_stack(service, conf) -> str   conf.d/pam.d/SERVICE with the module
 """
 
 import os
+import pwd
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -209,27 +209,12 @@ class SyslogSink:
 
 # ------------------------------------------------------------------ users
 
-def _useradd(name, password):
-    r = _run(["useradd", "-m", "-s", "/usr/sbin/nologin", name])
-    if r.returncode != 0:
-        raise RuntimeError(f"useradd {name}: " + r.stdout.decode(errors="replace"))
-    r = subprocess.run(["chpasswd"], input=f"{name}:{password}\n".encode(),
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        raise RuntimeError(f"chpasswd {name}: " + r.stdout.decode(errors="replace"))
+class SystemUsers(harness.SystemUsers):
+    """harness.SystemUsers with a ~/Maildir each, which Courier's imapd and
+    pop3d open after the login."""
 
-
-class SystemUsers:
-    """Unix accounts for Courier (pam_unix checks /etc/shadow), removed after."""
-
-    def __init__(self):
-        self.names = []
-
-    def add(self, password, prefix="abc"):
-        name = f"{prefix}{secrets.token_hex(4)}"
-        self.names.append(name)          # before useradd: remove even half-made
-        _useradd(name, password)
-        import pwd
+    def add(self, password, tag="c"):
+        name = super().add(password, tag)
         pw = pwd.getpwnam(name)
         for sub in ("", "/cur", "/new", "/tmp"):
             path = os.path.join(pw.pw_dir, "Maildir" + sub)
@@ -237,23 +222,6 @@ class SystemUsers:
             os.chown(path, pw.pw_uid, pw.pw_gid)
             os.chmod(path, 0o700)
         return name
-
-    def remove_all(self):
-        errors = []
-        while self.names:
-            name = self.names.pop()
-            r = _run(["userdel", "-r", "-f", name])
-            # 6: no such user (useradd itself failed)
-            if r.returncode not in (0, 6, 12):
-                errors.append(f"userdel {name}: " + r.stdout.decode(errors="replace"))
-        if errors:
-            raise RuntimeError("\n".join(errors))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove_all()
 
 
 # ------------------------------------------------------------- PAM stacks

@@ -40,7 +40,7 @@ import harness
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root: useradd, mount namespaces")
 
-PASSWORD = "Stapler-orbit-42"
+PASSWORD = harness.random_password()
 
 # ip_max_accounts and account_lock_failures in the tests' authbrake.conf
 LIMIT = 5

@@ -44,7 +44,7 @@ FIGURES = harness.BUILD_DIR / "multinode-figures.txt"
 USERS = harness.DEFAULT_USERS
 ALICE = "alice"
 BOB = "bob"
-PASSWORD = "Kettle-planet-77"
+PASSWORD = harness.random_password()
 
 # Pool settings under test: short so a test sees ejection, breaker and
 # recovery within seconds. poll_timeout bounds each store call.
@@ -267,7 +267,7 @@ def cluster(request, courier_srv, sysusers):
         os.chmod(d, 0o755)
         c.conf_dir = d
         c.conf = harness.write_authbrake_conf(d, c.m, **settings)
-        c.user = sysusers.add(PASSWORD, prefix="abm")
+        c.user = sysusers.add(PASSWORD, tag="m")
         c.password = PASSWORD
         users = dict(USERS)
         users[c.user] = PASSWORD
