@@ -366,11 +366,11 @@ def check_installed(kind, names):
         key = Path(API_KEY).read_text().strip()
         expect(f"X-API-Key: {key}" in Path(API_INCLUDE).read_text(),
                f"{API_INCLUDE} holds the key of {API_KEY}")
-        r = run(["doveconf", "-h", "auth_policy_server_url"], show=None)
-        expect(r.stdout.strip() == f"http://127.0.0.1:{POLICY_PORT}/",
-               f"doveconf: auth_policy_server_url = {r.stdout.strip()}")
-        r = run(["doveconf", "-h", "auth_policy_hash_nonce"], show=None)
-        expect(re.fullmatch(r"[0-9a-f]{32}", r.stdout.strip()) is not None,
+        url = harness.dovecot_policy_setting("server_url")
+        expect(url == f"http://127.0.0.1:{POLICY_PORT}/",
+               f"doveconf: auth_policy_server_url = {url}")
+        nonce = harness.dovecot_policy_setting("hash_nonce")
+        expect(re.fullmatch(r"[0-9a-f]{32}", nonce) is not None,
                "doveconf: auth_policy_hash_nonce is the generated one, not the placeholder")
     else:
         expect(not os.path.exists(API_KEY) and not os.path.exists("/etc/dovecot/conf.d/95-authbrake.conf"),
@@ -486,8 +486,8 @@ def main():
         if kind == "dovecot":
             host.stop()
             host.start()      # raises if Dovecot's master does not start
-            r = run(["doveconf", "-h", "auth_policy_server_url"], show=None)
-            expect(os.path.exists("/etc/dovecot/conf.d/95-authbrake.conf") and r.stdout.strip() == "",
+            url = harness.dovecot_policy_setting("server_url")
+            expect(os.path.exists("/etc/dovecot/conf.d/95-authbrake.conf") and url == "",
                    "Dovecot starts with dovecot-authbrake removed: its conffile is left, "
                    "its settings went with the package")
         expect_login("imap", alice, pw[alice], "127.0.2.4", True,

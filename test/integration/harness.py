@@ -315,6 +315,20 @@ userdb passwd-file {{
     },
 }
 
+def dovecot_policy_setting(name, conf=None):
+    """auth_policy_<name> as in force for Dovecot's auth process, from
+    `doveconf -n -P` (conf: a dovecot.conf; default the system's): "" when
+    it is at its default. 2.3 prints "auth_policy_<name> = ...", 2.4
+    "<name> = ..." inside its auth_policy { } filter, where the auth
+    process reads it (2.4's `doveconf -h auth_policy_<name>` answers the
+    default or "Multiple settings matched" instead)."""
+    cmd = ["doveconf", "-n", "-P"] + (["-c", str(conf)] if conf else [])
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True, timeout=30).stdout
+    m = re.search(r"(?m)^\s*(?:auth_policy_)?%s = (.*)$" % re.escape(name), out)
+    return m.group(1).strip() if m else ""
+
+
 # The Dovecot drop-in users install: every Dovecot with a policy includes it.
 DROPIN_CONF = REPO_ROOT / "conf.d" / ("dovecot-2.4/95-authbrake.conf" if DOVECOT_24
                                      else "95-authbrake.conf")
