@@ -258,7 +258,7 @@ _INCLUDE_RE = re.compile(
 
 # ------------------------------------------------------------------ Courier
 
-_SCRIPT = r"""
+_SCRIPT = harness.DEV_LOG_SH + r"""
 set -eu
 T="$1"; R="$2"
 mount --bind "$T/etc-courier" /etc/courier
@@ -266,13 +266,7 @@ mount --bind "$T/pam.d" /etc/pam.d
 mount --bind "$T/run" /run/courier
 mount --bind "$R/usr/lib/courier" /usr/lib/courier
 mount --bind "$R/usr/lib/courier-authlib" /usr/lib/courier-authlib
-# /dev/log for pam_syslog: an overlay on /dev with one symlink added (its
-# upper layer on a tmpfs: an upper dir cannot be on overlayfs itself)
-mount -t tmpfs -o size=1m,mode=0755 tmpfs "$T/dev-overlay"
-mkdir "$T/dev-overlay/upper" "$T/dev-overlay/work"
-mount -t overlay overlay \
-    -o "lowerdir=/dev,upperdir=$T/dev-overlay/upper,workdir=$T/dev-overlay/work" /dev
-ln -sf "$T/syslog.sock" /dev/log
+dev_log "$T/dev-overlay" "$T/syslog.sock"
 mkdir -p /run/courier/authdaemon
 export LD_LIBRARY_PATH="$R/usr/lib"
 # AB_PRELOAD: the sanitizer runtimes, for authdaemond only (its PAM workers

@@ -315,6 +315,7 @@ userdb passwd-file {{
     },
 }
 
+
 def dovecot_policy_setting(name, conf=None):
     """auth_policy_<name> as in force for Dovecot's auth process, from
     `doveconf -n -P` (conf: a dovecot.conf; default the system's): "" when
@@ -805,6 +806,21 @@ def _user_exists(name):
         return True
     except KeyError:
         return False
+
+
+# A shell function for a script run in a private mount namespace
+# (unshare -m): `dev_log DIR SOCKET` makes /dev/log there a symlink to the
+# test's SOCKET (pam_syslog writes to it), the host's /dev untouched: an
+# overlay on /dev with that one symlink added, its upper layer on a tmpfs
+# mounted at DIR, an empty directory (an upper dir cannot be on overlayfs).
+DEV_LOG_SH = r"""
+dev_log() {
+    mount -t tmpfs -o size=1m,mode=0755 tmpfs "$1"
+    mkdir "$1/upper" "$1/work"
+    mount -t overlay overlay -o "lowerdir=/dev,upperdir=$1/upper,workdir=$1/work" /dev
+    ln -sf "$2" /dev/log
+}
+"""
 
 
 # ------------------------------------------------------------- Unix users

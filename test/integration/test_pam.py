@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import harness
 from harness import (PAM_MODULE, Dnsmasq, Memcached, SystemUsers, free_port,
                      host_preload, random_password, write_authbrake_conf)
 
@@ -110,17 +111,12 @@ def memcached():
 
 
 # pamtester's namespace: the private /etc/pam.d, and /dev/log the test's
-# socket (an overlay on /dev with one symlink added, its upper layer on a
-# tmpfs: an upper dir cannot be on overlayfs itself)
-_NAMESPACE = r"""
+# socket (harness.DEV_LOG_SH)
+_NAMESPACE = harness.DEV_LOG_SH + r"""
 set -e
 D=$1; SOCK=$2; shift 2
 mount --bind "$D/pam.d" /etc/pam.d
-mount -t tmpfs -o size=1m,mode=0755 tmpfs "$D/dev-overlay"
-mkdir "$D/dev-overlay/upper" "$D/dev-overlay/work"
-mount -t overlay overlay \
-    -o "lowerdir=/dev,upperdir=$D/dev-overlay/upper,workdir=$D/dev-overlay/work" /dev
-ln -sf "$SOCK" /dev/log
+dev_log "$D/dev-overlay" "$SOCK"
 exec "$@"
 """
 
