@@ -21,6 +21,9 @@ BUILD = REPO_ROOT / "build"
 # authbrake-policy with the HTTP side alone (make bench builds it, with
 # AB_BENCH_HTTP_FLOOR): what a Dovecot service answers at most here
 POLICY_FLOOR = BUILD / "bench" / "authbrake-policy-floor"
+# ... with the least a shared store costs: one memcached round trip per
+# batch, N reads per request (AB_BENCH_STORE_FLOOR=N)
+STORE_FLOORS = {n: BUILD / "bench" / f"authbrake-policy-store-floor-{n}" for n in (1, 6)}
 
 sys.path.insert(0, str(REPO_ROOT / "test" / "integration"))
 import harness  # noqa: E402  (the project's real-server harness)

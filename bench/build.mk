@@ -20,5 +20,14 @@ $(POLICY_FLOOR): plugin/authbrake-policy.c $(filter-out $(B)/plugin/authbrake-po
 		$(filter-out $(B)/plugin/authbrake-policy.o,$(POLICY_OBJ)) $(LIBAB) \
 		$(AB_LIBS) $(POLICY_LIBS)
 
-bench: need-dovecot all $(PAM_BENCH) $(POLICY_FLOOR)
+# ... and with the least a shared store can cost beside it: one memcached
+# round trip per batch, 1 or 6 reads per request (AB_BENCH_STORE_FLOOR)
+STORE_FLOORS := $(B)/bench/authbrake-policy-store-floor-1 $(B)/bench/authbrake-policy-store-floor-6
+
+$(B)/bench/authbrake-policy-store-floor-%: plugin/authbrake-policy.c $(filter-out $(B)/plugin/authbrake-policy.o,$(POLICY_OBJ)) $(LIBAB) | $(B)/bench
+	$(CC) $(POLICY_CFLAGS) -DAB_BENCH_HTTP_FLOOR -DAB_BENCH_STORE_FLOOR=$* $(LDFLAGS) -o $@ $< \
+		$(filter-out $(B)/plugin/authbrake-policy.o,$(POLICY_OBJ)) $(LIBAB) \
+		$(AB_LIBS) $(POLICY_LIBS)
+
+bench: need-dovecot all $(PAM_BENCH) $(POLICY_FLOOR) $(STORE_FLOORS)
 	$(PYTHON) bench/run.py $(if $(BENCH_PARTS),--parts $(BENCH_PARTS)) $(if $(BENCH_QUICK),--quick)

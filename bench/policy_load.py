@@ -18,8 +18,8 @@ import shutil
 import subprocess
 import tempfile
 
-from benchlib import (BENCH_DIR, BUILD, POLICY_FLOOR, figure, harness, mc_ops,
-                      production_overrides, say, write_csv, wrk_csv)
+from benchlib import (BENCH_DIR, BUILD, POLICY_FLOOR, STORE_FLOORS, figure, harness,
+                      mc_ops, production_overrides, say, write_csv, wrk_csv)
 
 PART = "policy"
 LUA = BENCH_DIR / "policy.lua"
@@ -43,12 +43,12 @@ def run_wrk(url, key, mode, conns, seconds, threads=1, extra=(), header=None):
 
 
 def measure(server, url, key, conns_list, seconds, m, rows, mc=None,
-            header=None):
+            header=None, allow_only=False):
     # warm-up: fill memcached with a realistic state before measuring
     run_wrk(url, key, "mix", 50, max(2, seconds // 2), extra=("seed=99",),
             header=header)
     for conns in conns_list:
-        for mode in MODES:
+        for mode in (("allow",) if allow_only else MODES):
             before = mc_ops(mc) if mc else None
             row, cmd = run_wrk(url, key, mode, conns, seconds, header=header)
             row["server"] = server
@@ -145,6 +145,20 @@ def run(m, seconds=10, conns_list=(4, 50)):
                 measure("lib-http floor", url, dv.api_key, conns_list, seconds, m, rows)
         else:
             say(PART, f"{POLICY_FLOOR} is missing (make bench builds it): no floor row")
+        # the store floor: the floor plus one memcached round trip per batch
+        # of N reads per request, nothing else: what any policy service that
+        # shares its state through memcached costs at least
+        for nops, binary in STORE_FLOORS.items():
+            if not binary.exists():
+                say(PART, f"{binary} is missing (make bench builds it): no store floor row")
+                continue
+            with harness.Dovecot(policy_conf=conf, policy_bin=binary,
+                                 auth_debug=False) as dv:
+                url = f"http://127.0.0.1:{dv.policy_port}/"
+                say(PART, f"the store floor: {binary.name} (the floor plus one memcached "
+                    f"round trip per batch, {nops} read(s) per request, answered status 0)")
+                measure(f"store floor {nops} op", url, dv.api_key, conns_list, seconds,
+                        m, rows, mc=mc, allow_only=True)
     other = os.environ.get("BENCH_POLICY_URL")
     if other:
         name = os.environ.get("BENCH_POLICY_NAME", "other")

@@ -363,6 +363,29 @@ static void policy_queue_run(void *context ATTR_UNUSED)
 	   alone: each request read, parsed and answered {"status":0}, nothing
 	   asked of memcached. What it serves is the most a Dovecot service
 	   can on that machine (bench/README.md, "The floor"). */
+#ifdef AB_BENCH_STORE_FLOOR
+	/* ... and once more with the least a shared store can cost: one
+	   round trip for the batch, AB_BENCH_STORE_FLOOR reads per request
+	   and nothing else (bench/README.md, "The store floor") */
+	{
+		static struct ab_store_op ops[AB_STORE_BATCH_MAX];
+		static char keys[AB_STORE_BATCH_MAX][32];
+		unsigned int n = 0, k;
+
+		for (i = 0; i < policy_queue_count; i++) {
+			for (k = 0; k < AB_BENCH_STORE_FLOOR &&
+			     n < N_ELEMENTS(ops); k++, n++) {
+				memset(&ops[n], 0, sizeof(ops[n]));
+				i_snprintf(keys[n], sizeof(keys[n]), "ab1:bf:%u",
+					   (i * AB_BENCH_STORE_FLOOR + k) % 1000);
+				ops[n].cmd = AB_STORE_GET;
+				ops[n].key = keys[n];
+			}
+		}
+		(void)ab_store_run(ab_tracker_store(policy_tracker), ops, n,
+				   &error);
+	}
+#endif
 	for (i = 0; i < policy_queue_count; i++) {
 		policy_queue[i]->queued = FALSE;
 		policy_reply_json(policy_queue[i]->req, 200, "OK", "{\"status\":0}");
