@@ -1,6 +1,7 @@
 /* What one login costs memcached, in one place: round trips waited for
-   and operations sent (posted ones too), on one server. Servers and
-   dual copies (ab-store.h) multiply requests, not round trips.
+   and operations sent (posted ones too), on one server: one operation
+   per identity's record (ab-record.h). Servers and dual copies
+   (ab-store.h) multiply requests, not round trips.
    test-store.c (test_costs_as_tabled) makes each case happen and checks
    the store's own counters against this table, so a change that costs
    more changes the table too. ab-tracker.c ("round trips") says why each
@@ -35,12 +36,18 @@ struct ab_cost {
 };
 
 static const struct ab_cost ab_costs[AB_COST_COUNT] = {
-	[AB_COST_ALLOW] = { "allow, let through", 1, 21 },
-	[AB_COST_REPORT_FAILURE] = { "report, wrong password", 1, 22 },
-	[AB_COST_REPORT_SUCCESS] = { "report, right password", 2, 24 },
-	[AB_COST_REPORT_LOCKS] = { "report, wrong password that locks", 2, 26 },
-	/* the places taken in the round trip are given back, posted */
-	[AB_COST_ALLOW_REFUSED] = { "allow, refused by a lock", 1, 31 },
+	/* the three records read; the three written back with its places */
+	[AB_COST_ALLOW] = { "allow, let through", 2, 6 },
+	/* the records read; the address's written: its place in flight and
+	   its session entry gone, the failure's counts held already */
+	[AB_COST_REPORT_FAILURE] = { "report, wrong password", 2, 4 },
+	/* places given back everywhere, the subnet familiar */
+	[AB_COST_REPORT_SUCCESS] = { "report, right password", 2, 6 },
+	/* the lock written with the counts; one more round trip for the
+	   slot of `authbrake list`'s ring, and its entry posted */
+	[AB_COST_REPORT_LOCKS] = { "report, wrong password that locks", 3, 7 },
+	/* the records read; a refusal writes nothing */
+	[AB_COST_ALLOW_REFUSED] = { "allow, refused by a lock", 1, 3 },
 	[AB_COST_ALLOW_REMEMBERED] = { "allow, refusal remembered", 0, 0 },
 };
 

@@ -44,6 +44,23 @@ size_t ab_meta_put(unsigned char *out, enum ab_meta_cmd cmd, const char *key,
 	case AB_META_GET:
 		len = sprintf(p, "mg %s v O%u%s\r\n", key, opaque, q);
 		break;
+	case AB_META_GETS:
+		len = sprintf(p, "mg %s v c O%u%s\r\n", key, opaque, q);
+		break;
+	case AB_META_CAS:
+		if (bytes == NULL || bytes_len > AB_META_VALUE_MAX)
+			return 0;
+		if (n == 0)
+			len = sprintf(p, "ms %s %zu T%u ME c O%u%s\r\n", key,
+				      bytes_len, ttl_s, opaque, q);
+		else
+			len = sprintf(p, "ms %s %zu T%u C%llu c O%u%s\r\n", key,
+				      bytes_len, ttl_s, n, opaque, q);
+		memcpy(p + len, bytes, bytes_len);
+		len += (int)bytes_len;
+		memcpy(p + len, "\r\n", 2);
+		len += 2;
+		break;
 	case AB_META_SET:
 	case AB_META_ADD:
 		if (bytes == NULL) {
@@ -188,7 +205,14 @@ long ab_meta_parse(const unsigned char *buf, size_t len,
 				return fail(error_r, "a control byte in a reply line");
 			p++;
 		}
-		if (*tok == 'O') {
+		if (*tok == 'c') {
+			if (reply_r->has_cas)
+				return fail(error_r, "two CAS tokens in one reply");
+			if (!parse_uint(tok + 1, (size_t)(p - tok - 1), UINT64_MAX, &n))
+				return fail(error_r, "a CAS token that is not a number");
+			reply_r->has_cas = true;
+			reply_r->cas = n;
+		} else if (*tok == 'O') {
 			if (reply_r->has_opaque)
 				return fail(error_r, "two opaque tokens in one reply");
 			if (!parse_uint(tok + 1, (size_t)(p - tok - 1), UINT32_MAX, &n))
@@ -228,6 +252,13 @@ bool ab_meta_fits(enum ab_meta_cmd cmd, enum ab_meta_status status)
 		return status == AB_META_HD || status == AB_META_NF;
 	case AB_META_NOOP:
 		return status == AB_META_MN;
+	case AB_META_GETS:
+		return status == AB_META_VA || status == AB_META_EN;
+	case AB_META_CAS:
+		/* EX: changed since it was read; NF: gone since; NS: there
+		   already when it was missing */
+		return status == AB_META_HD || status == AB_META_EX ||
+			status == AB_META_NF || status == AB_META_NS;
 	}
 	return false;
 }

@@ -17,6 +17,10 @@ enum ab_meta_cmd {
 	AB_META_DECR,		/* ma KEY v MD D: never below 0, never created */
 	AB_META_DELETE,		/* md KEY */
 	AB_META_NOOP,		/* mn: its MN closes a batch */
+	AB_META_GETS,		/* mg KEY v c: the value and its CAS token */
+	/* ms KEY LEN T C<cas> c: stored only when the item is still as read
+	   (cas 0: only when missing, ME); answers the new CAS token */
+	AB_META_CAS,
 };
 
 enum ab_meta_status {
@@ -31,9 +35,9 @@ enum ab_meta_status {
 };
 
 /* The largest value written or accepted: authbrake's values are a
-   number or a sealed `authbrake list` entry. A reply announcing more is
-   not a reply to us. */
-#define AB_META_VALUE_MAX 1024
+   number, a sealed `authbrake list` entry or an identity's record
+   (ab-record.h). A reply announcing more is not a reply to us. */
+#define AB_META_VALUE_MAX 2048
 /* The longest key memcached takes. */
 #define AB_META_KEY_MAX 250
 /* The longest request: the command line and a value. */
@@ -46,6 +50,9 @@ struct ab_meta_reply {
 	enum ab_meta_status status;
 	bool has_opaque;
 	uint32_t opaque;
+	/* the c flag: the item's CAS token */
+	bool has_cas;
+	uint64_t cas;
 	/* AB_META_VA: the value, pointing into the parsed buffer */
 	const unsigned char *value;
 	size_t value_len;
@@ -53,8 +60,8 @@ struct ab_meta_reply {
 
 /* Append one request to out (room for AB_META_REQUEST_MAX bytes).
    number: INCR/DECR's delta, or the value of a SET/ADD when bytes is
-   NULL (written in decimal, as memcached keeps counters); ttl_s: SET,
-   ADD, and INCR when it creates. quiet: memcached answers only what is
+   NULL (written in decimal, as memcached keeps counters), or CAS's
+   token; ttl_s: SET, ADD, CAS, and INCR when it creates. quiet: memcached answers only what is
    not a success (posted requests). Returns the bytes written, or 0 when
    the key or value cannot be sent (empty, too long, a space or control
    byte in the key, a value over AB_META_VALUE_MAX). */

@@ -677,6 +677,8 @@ static enum ab_meta_cmd meta_cmd(enum ab_store_cmd cmd)
 	case AB_STORE_SET: return AB_META_SET;
 	case AB_STORE_ADD: return AB_META_ADD;
 	case AB_STORE_DELETE: return AB_META_DELETE;
+	case AB_STORE_GETS: return AB_META_GETS;
+	case AB_STORE_CAS: return AB_META_CAS;
 	}
 	return AB_META_NOOP;
 }
@@ -693,10 +695,12 @@ static bool put_request(struct server *s, const struct ab_store_op *op,
 	if (!buffer_reserve(&s->out, &s->out_cap, s->out_len + AB_META_REQUEST_MAX,
 			    SIZE_MAX / 2, 1))
 		return false;
+	if (cmd == AB_META_CAS && copy == 1)
+		cmd = AB_META_SET;	/* the second copy: as it is */
 	len = ab_meta_put(s->out + s->out_len, cmd, op != NULL ? op->key : NULL,
 			  op != NULL ? op->bytes : NULL, op != NULL ? op->bytes_len : 0,
-			  op != NULL ? op->value : 0, op != NULL ? op->ttl_s : 0,
-			  opaque, quiet);
+			  op == NULL ? 0 : cmd == AB_META_CAS ? op->cas : op->value,
+			  op != NULL ? op->ttl_s : 0, opaque, quiet);
 	if (len == 0)
 		return false;
 	s->out_len += len;
@@ -714,12 +718,50 @@ static bool put_request(struct server *s, const struct ab_store_op *op,
 
 /* --- answers -------------------------------------------------------- */
 
+/* A record read (GETS): its bytes and token, or the second copy's
+   bytes. A record larger than the room given is none of ours. */
+static void take_record(struct ab_store_op *op, const struct expect *e,
+			const struct ab_meta_reply *reply)
+{
+	enum ab_store_result result = AB_STORE_MISS;
+	unsigned char *to = e->copy == 0 ? op->out_bytes : op->out_bytes2;
+	size_t cap = e->copy == 0 ? op->out_bytes_cap : op->out_bytes2_cap;
+
+	if (reply->status == AB_META_VA) {
+		if (reply->value_len > cap || to == NULL ||
+		    (e->copy == 0 && !reply->has_cas)) {
+			result = AB_STORE_FAILED;
+		} else {
+			memcpy(to, reply->value, reply->value_len);
+			result = AB_STORE_DONE;
+		}
+	}
+	if (e->copy == 0) {
+		op->result = result;
+		op->cas = result == AB_STORE_DONE ? reply->cas : 0;
+		op->out_bytes_len = result == AB_STORE_DONE ? reply->value_len : 0;
+	} else {
+		op->result2 = result;
+		op->out_bytes2_len = result == AB_STORE_DONE ? reply->value_len : 0;
+	}
+}
+
 static void take_answer(struct ab_store_op *op, struct second *second,
 			const struct expect *e, const struct ab_meta_reply *reply)
 {
 	enum ab_store_result result = AB_STORE_FAILED;
 	uint64_t out = 0;
 
+	if (e->cmd == AB_META_GETS) {
+		take_record(op, e, reply);
+		return;
+	}
+	if (e->cmd == AB_META_CAS) {
+		op->result = reply->status != AB_META_HD ? AB_STORE_MISS :
+			reply->has_cas ? AB_STORE_DONE : AB_STORE_FAILED;
+		op->cas = reply->cas;
+		return;
+	}
 	switch (reply->status) {
 	case AB_META_VA:
 		if (ab_meta_number(reply->value, reply->value_len, &out)) {
@@ -755,6 +797,7 @@ static void take_answer(struct ab_store_op *op, struct second *second,
 	} else {
 		second->result = result;
 		second->out = out;
+		op->result2 = result;	/* a record's second copy (CAS) */
 	}
 }
 
@@ -965,6 +1008,8 @@ static void merge_second(struct ab_store_op *op, const struct second *b)
 {
 	enum ab_store_result a = op->result;
 
+	if (op->cmd == AB_STORE_GETS || op->cmd == AB_STORE_CAS)
+		return;		/* the caller merges records; the check is the first copy's */
 	if (b->result == AB_STORE_FAILED)
 		return;
 	if (a == AB_STORE_FAILED) {
@@ -973,6 +1018,9 @@ static void merge_second(struct ab_store_op *op, const struct second *b)
 		return;
 	}
 	switch (op->cmd) {
+	case AB_STORE_GETS:
+	case AB_STORE_CAS:
+		break;
 	case AB_STORE_ADD:
 		/* there already on either: not added by this call */
 		if (b->result == AB_STORE_MISS)
@@ -1025,6 +1073,8 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		ops[j].result = AB_STORE_FAILED;
 		ops[j].out = 0;
 		ops[j].out_bytes_len = 0;
+		ops[j].out_bytes2_len = 0;
+		ops[j].result2 = AB_STORE_FAILED;
 		store->second[j].result = AB_STORE_FAILED;
 		copies = servers_of(store, ops[j].key != NULL ? ops[j].key : "",
 				    ops[j].dual, where);
@@ -1101,10 +1151,12 @@ int ab_store_run(struct ab_store *store, struct ab_store_op *ops, size_t n,
 		if (s->out_len == 0 || s->error == NULL)
 			continue;
 		for (j = 0; j < s->expect_count; j++) {
-			if (s->expect[j].copy == 0)
+			if (s->expect[j].copy == 0) {
 				ops[s->expect[j].op].result = AB_STORE_FAILED;
-			else
+			} else {
 				store->second[s->expect[j].op].result = AB_STORE_FAILED;
+				ops[s->expect[j].op].result2 = AB_STORE_FAILED;
+			}
 		}
 	}
 	for (j = 0; j < n; j++) {

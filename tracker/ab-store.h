@@ -41,6 +41,14 @@ enum ab_store_cmd {
 	AB_STORE_SET,
 	AB_STORE_ADD,		/* only when missing */
 	AB_STORE_DELETE,
+	/* GET of a record: its bytes into out_bytes, its CAS token into
+	   cas (dual: the second copy's bytes into out_bytes2) */
+	AB_STORE_GETS,
+	/* write bytes only when the item is as GETS read it (cas; 0: only
+	   when missing): DONE with the new token in cas, MISS when another
+	   writer came first. dual: the second copy is written as it is,
+	   without a check */
+	AB_STORE_CAS,
 };
 
 enum ab_store_result {
@@ -66,9 +74,16 @@ struct ab_store_op {
 	   (blocks, locks, strikes, familiar subnets); counters need not. */
 	bool dual;
 	/* GET: a value that is not a number is copied here (NULL: a value
-	   must be a number, anything else fails) */
+	   must be a number, anything else fails); GETS: the value */
 	unsigned char *out_bytes;
 	size_t out_bytes_cap;
+	/* GETS of a dual op: the second copy (out_bytes2_cap bytes of room),
+	   result2 whether it was found; CAS: whether it was written */
+	unsigned char *out_bytes2;
+	size_t out_bytes2_cap, out_bytes2_len;
+	enum ab_store_result result2;
+	/* GETS: the token read; CAS: the token expected, then the new one */
+	uint64_t cas;
 	/* filled in by ab_store_run() */
 	enum ab_store_result result;
 	uint64_t out;		/* GET: the value; INCR/DECR: the new value */

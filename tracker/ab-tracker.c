@@ -11,50 +11,83 @@
 #include "ab-dnsbl.h"
 #include "ab-error.h"
 #include "ab-observer.h"
+#include "ab-record.h"
 #include "ab-recent.h"
 #include "ab-tracker.h"
 #include "ab-verdict.h"
 
 typedef char ab_key[AB_KEY_LEN];
 
-/* Requests for one round trip, shared by the attempts decided together. */
-struct requests {
-	struct ab_store_op op[AB_STORE_BATCH_MAX];
-	unsigned int n;
+/* --- records -------------------------------------------------------------
+
+   What authbrake keeps about an address, its subnet and an account lives
+   in three items, one per identity (ab-record.h): an attempt reads them in
+   one round trip, the engine decides on the snapshot they make, and what
+   changes is written back in a second one, each item with a
+   compare-and-swap. A writer that finds an item changed since it read it
+   reads it again and does its changes over on what is there now (they
+   are increments and markers, as memcached's own commands were), and an
+   attempt that no longer fits gives back what it took. Blocks, locks,
+   strikes and familiar subnets are read from the two servers that rank
+   highest for an item and written to both (ab-store.h's dual), so that
+   what refuses outlives a server leaving and coming back. */
+
+enum rec_kind {
+	REC_ADDR,	/* the address (IPv6: its /64) */
+	REC_NET,	/* its subnet */
+	REC_ACCT,	/* the account */
+	REC_KINDS
 };
 
-/* One attempt's part of a round trip: which request does what. */
-struct plan {
-	int get[AB_SLOT_COUNT];		/* the request reading a slot, or -1 */
-	int op_req[AB_OPS_MAX];		/* an engine op's request */
-	int pair_req[AB_OPS_MAX];	/* MARK: its counter's increment */
-	const char *pair_key[AB_OPS_MAX];
-	ab_key other[AB_OPS_MAX][2];	/* keys of ops on an earlier bucket */
+static const char rec_kinds[REC_KINDS][3] = { "ra", "rn", "rc" };
+
+/* One identity's record in a round trip: read once, changed by every
+   attempt of the batch that is about it, written back once. */
+struct rec {
+	ab_key key;
+	struct ab_record r;
+	uint64_t cas;		/* 0: missing when read */
+	bool answered;		/* its server answered the last read */
+	bool dirty;		/* changed since it was read or written */
+	bool conflict;		/* another writer came first: read it again */
+	unsigned char in[AB_RECORD_BYTES_MAX], in2[AB_RECORD_BYTES_MAX];
+	unsigned char out[AB_RECORD_BYTES_MAX];
 };
 
-/* One attempt decided or reported with others: its keys, its part of
-   each round trip, and what came back. */
+/* An engine op as done to the records, to be done again on a record read
+   anew after a conflict. */
+struct applied {
+	struct ab_op op;
+	bool marked;		/* MARK: the marker was added; UNMARK: deleted */
+	bool took;		/* it took a place (an increment, a marked pair) */
+	bool given_back;	/* ... and gave it back since */
+	bool committed;		/* its record was written with it */
+};
+
+#define APPLIED_MAX (2 * AB_OPS_MAX + 2)
+
+/* One attempt decided or reported with others. */
 struct job {
 	const struct ab_attempt *attempt;
-	ab_key keys[AB_SLOT_COUNT];
-	struct plan plan;
+	int rec[REC_KINDS];		/* its records in the batch, or -1 */
+	uint32_t acct_tag, net_tag;
 	struct ab_snapshot snap, after;
-	struct ab_ops spec;		/* allow: the places taken; report: the ops */
-	struct ab_ops keep;		/* allow: the places it holds */
-	bool marked[AB_OPS_MAX];
+	struct ab_ops ops;
+	struct applied applied[APPLIED_MAX];
+	unsigned int applied_n;
 	struct ab_hold hold;
+	enum ab_outcome outcome;
 	bool counted, failed;
 	/* allow: decided by a refusal this process remembers (ab-verdict.h) */
 	bool remembered;
-	/* report: the increment of `authbrake list`'s ring index sent with
-	   the blocks and locks (-1: none), and the last of the slots it took,
-	   one per op (0: none) */
-	int ring_req;
-	uint64_t ring_index;
-	/* the session record's request: allow, its add; report, its delete
-	   (-1: none) */
-	int record;
+	/* allow: holds places (its session entry was added) */
+	bool holds;
+	/* allow: found over the limits after a conflict; its decision */
+	bool gave_back;
+	struct ab_decision redo;
 };
+
+#define CAS_TRIES 6
 
 struct ab_tracker {
 	const struct ab_config *cfg;
@@ -68,8 +101,10 @@ struct ab_tracker {
 	/* memcached's evictions, as last seen */
 	bool evictions_seen;
 	uint64_t evictions;
-	/* the round trips under way: allocated once, not per login */
-	struct requests reqs, later;
+	/* the records of the batch under way, grown to what a batch needs */
+	struct rec *rec;
+	unsigned int rec_n, rec_cap;
+	struct ab_store_op ops[AB_TRACKER_BATCH_MAX * REC_KINDS];
 	struct job job[AB_TRACKER_BATCH_MAX];
 	/* metrics hook (ab-observer.h), NULL when nobody watches */
 	const struct ab_observer *observer;
@@ -80,6 +115,8 @@ struct ab_tracker {
 	struct ab_verdicts *verdicts;
 	/* the key of `authbrake list`'s ring index */
 	ab_key ring_key;
+	/* entries dropped from full records, logged once per interval */
+	time_t dropped_logged;
 };
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
@@ -131,6 +168,7 @@ void ab_tracker_deinit(struct ab_tracker **_tracker)
 	if (tracker->dnsbl != NULL)
 		ab_dnsbl_deinit(&tracker->dnsbl);
 	ab_verdicts_deinit(&tracker->verdicts);
+	free(tracker->rec);
 	memset(&tracker->secret, 0, sizeof(tracker->secret));
 	free(tracker);
 }
@@ -189,307 +227,508 @@ static size_t addr_bytes(const struct ab_addr *addr, uint8_t buf[17])
 	return 17;
 }
 
-/* The key of a slot for this attempt, in the bucket current at `at`. */
-static void slot_key(struct ab_tracker *tracker, enum ab_slot slot,
-		     const struct ab_attempt *attempt, time_t at, ab_key key_r)
+/* The key of an identity's record: a keyed hash, never the name or
+   address itself. */
+static void rec_key(struct ab_tracker *tracker, enum rec_kind kind,
+		    const struct ab_attempt *attempt, ab_key key_r)
 {
-	const struct ab_slot_info *info = ab_slot_info(slot);
 	struct ab_addr masked;
-	uint8_t addr[17 + 8], extra[8];
-	uint64_t bucket = ab_slot_bucket(slot, tracker->cfg, at);
-	size_t account_len = strlen(attempt->account), extra_len = 0, i;
+	uint8_t addr[17];
 
-	if (info->bucket != AB_BUCKET_NONE) {
-		for (i = 0; i < sizeof(extra); i++)
-			extra[i] = (uint8_t)(bucket >> (56 - 8 * i));
-		extra_len = sizeof(extra);
+	if (kind == REC_ACCT) {
+		ab_hash_key(&tracker->secret, rec_kinds[kind], attempt->account,
+			    strlen(attempt->account), NULL, 0, key_r);
+		return;
 	}
-	if (info->scope == AB_SCOPE_ADDR || info->scope == AB_SCOPE_ADDR_ACCT)
+	if (kind == REC_ADDR)
 		ab_addr_origin(&attempt->addr, &masked);
 	else
 		ab_addr_subnet(&attempt->addr, &masked);
 	(void)addr_bytes(&masked, addr);
+	ab_hash_key(&tracker->secret, rec_kinds[kind], addr, sizeof(addr),
+		    NULL, 0, key_r);
+}
 
-	switch (info->scope) {
+/* A second identity as it is named inside a record: 32 bits of a keyed
+   hash of its own (not of the record key, so no record names another). */
+static uint32_t tag_of(struct ab_tracker *tracker, const char kind[2],
+		       const void *data, size_t len)
+{
+	ab_key key;
+	uint32_t tag = 0;
+	unsigned int i;
+
+	ab_hash_key(&tracker->secret, kind, data, len, NULL, 0, key);
+	for (i = 7; i < 15; i++) {
+		char c = key[i];
+
+		tag = (tag << 4) | (uint32_t)(c <= '9' ? c - '0' : c - 'a' + 10);
+	}
+	return tag;
+}
+
+/* Which record a slot lives in, for this attempt (-1: none applies). */
+static int slot_rec(const struct job *job, enum ab_slot slot)
+{
+	switch (ab_slot_info(slot)->scope) {
 	case AB_SCOPE_ADDR:
+	case AB_SCOPE_ADDR_ACCT:
+		return job->rec[REC_ADDR];
 	case AB_SCOPE_NET:
-		ab_hash_key(&tracker->secret, info->kind, addr, 17,
-			    extra, extra_len, key_r);
-		break;
+	case AB_SCOPE_NET_ACCT:
+		return job->rec[REC_NET];
+	case AB_SCOPE_ACCT:
+	case AB_SCOPE_ACCT_NET:
+	case AB_SCOPE_ACCT_PW:
+		return job->rec[REC_ACCT];
+	case AB_SCOPE_SESSION:
+		/* beside the place in flight it holds (its address's), so
+		   that a report gives both back in one write */
+		return job->rec[REC_ADDR] >= 0 ? job->rec[REC_ADDR] :
+			job->rec[REC_ACCT];
+	}
+	return -1;
+}
+
+/* The slot a count is filed under: a bucket before this one is the same
+   count, a bucket earlier (the first slot of its kind letters). */
+static uint8_t slot_id(enum ab_slot slot)
+{
+	const struct ab_slot_info *info = ab_slot_info(slot);
+	unsigned int s;
+
+	for (s = 0; s < (unsigned int)slot; s++) {
+		const struct ab_slot_info *other = ab_slot_info((enum ab_slot)s);
+
+		if (other->kind[0] == info->kind[0] && other->kind[1] == info->kind[1])
+			return (uint8_t)s;
+	}
+	return (uint8_t)slot;
+}
+
+/* A slot's entry in its record: the slot it is filed under (a bucket
+   before this one is the same count, a bucket earlier), the second
+   identity, the bucket current at `at`. */
+static void slot_entry(const struct ab_tracker *tracker, const struct job *job,
+		       enum ab_slot slot, time_t at, uint8_t *id_r,
+		       uint32_t *sub_r, uint32_t *bucket_r)
+{
+	const struct ab_slot_info *info = ab_slot_info(slot);
+
+	*id_r = slot_id(slot);
+	*bucket_r = (uint32_t)ab_slot_bucket(slot, tracker->cfg, at);
+	switch (info->scope) {
 	case AB_SCOPE_ADDR_ACCT:
 	case AB_SCOPE_NET_ACCT:
-		ab_hash_key(&tracker->secret, info->kind, addr, 17,
-			    attempt->account, account_len, key_r);
-		break;
-	case AB_SCOPE_ACCT:
-		ab_hash_key(&tracker->secret, info->kind,
-			    attempt->account, account_len, extra, extra_len, key_r);
+		*sub_r = job->acct_tag;
 		break;
 	case AB_SCOPE_ACCT_NET:
-		/* a windowed count of the pair: the bucket after the subnet */
-		memcpy(addr + 17, extra, extra_len);
-		ab_hash_key(&tracker->secret, info->kind, attempt->account,
-			    account_len, addr, 17 + extra_len, key_r);
+		*sub_r = job->net_tag;
 		break;
 	case AB_SCOPE_ACCT_PW:
-		extra[0] = (uint8_t)(attempt->pw_fp >> 8);
-		extra[1] = (uint8_t)attempt->pw_fp;
-		ab_hash_key(&tracker->secret, info->kind,
-			    attempt->account, account_len, extra, 2, key_r);
+		*sub_r = job->attempt->pw_fp;
 		break;
 	case AB_SCOPE_SESSION:
-		ab_hash_key(&tracker->secret, info->kind, attempt->session,
-			    sizeof(attempt->session), NULL, 0, key_r);
+		*sub_r = (uint32_t)job->attempt->session[0] << 24 |
+			(uint32_t)job->attempt->session[1] << 16 |
+			(uint32_t)job->attempt->session[2] << 8 |
+			job->attempt->session[3];
+		break;
+	default:
+		*sub_r = 0;
 		break;
 	}
 }
 
-/* The keys of every slot that applies, in the buckets current at now. */
-static void slot_keys(struct ab_tracker *tracker,
-		      const struct ab_attempt *attempt, time_t now,
-		      ab_key keys[AB_SLOT_COUNT])
+/* The batch's record of key, added when new. */
+static int recs_add(struct ab_tracker *tracker, const ab_key key)
 {
-	unsigned int slot;
-
-	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
-		if (ab_slot_applies((enum ab_slot)slot, attempt))
-			slot_key(tracker, (enum ab_slot)slot, attempt, now, keys[slot]);
-	}
-}
-
-/* --- round trips -------------------------------------------------------
-
-   What logins cost the store, in round trips (each one request per
-   server, pipelined), for one attempt or for many decided together:
-   - allow: 1. The reads ab_decide() needs, the places an unfamiliar
-     attempt holds (ab_reserve() of an empty snapshot) and the session
-     record saying so (an add: a record there already is the after-auth
-     allow's) go out together; the answers are judged, and only what the
-     attempt should not hold (it was refused, its subnet is familiar, a
-     marker was there) is given back, and its record corrected, by a
-     posted batch that waits for nothing. An attempt that holds what it
-     took posts nothing.
-     A refusal this process remembers (ab-verdict.h) costs none.
-   - report: 1 or 2. The reads and the session record's delete, then the
-     counts, unless all it has to do needs no answer (a failure whose
-     allow held its places gives back its place in flight): that is
-     posted. One more when a block or lock is set: its marker, its strike
-     and the next slot of `authbrake list`'s ring together; the list's
-     entry is posted.
-   What each costs, in round trips and operations, is tabled in
-   ab-cost.h; test-store.c checks the table against the store's own
-   counters. */
-
-static void plan_init(struct plan *p)
-{
+	struct rec *r;
 	unsigned int i;
 
-	for (i = 0; i < AB_SLOT_COUNT; i++)
-		p->get[i] = -1;
-	for (i = 0; i < AB_OPS_MAX; i++)
-		p->op_req[i] = p->pair_req[i] = -1;
+	for (i = 0; i < tracker->rec_n; i++) {
+		if (strcmp(tracker->rec[i].key, key) == 0)
+			return (int)i;
+	}
+	if (tracker->rec_n == tracker->rec_cap) {
+		/* a login's process (PAM) needs three; a busy service 48 */
+		unsigned int cap = tracker->rec_cap == 0 ? REC_KINDS :
+			tracker->rec_cap * 2;
+		struct rec *p;
+
+		if (cap > AB_TRACKER_BATCH_MAX * REC_KINDS)
+			cap = AB_TRACKER_BATCH_MAX * REC_KINDS;
+		p = realloc(tracker->rec, cap * sizeof(*p));
+		if (p == NULL)
+			return -1;
+		tracker->rec = p;
+		tracker->rec_cap = cap;
+	}
+	r = &tracker->rec[tracker->rec_n];
+	memcpy(r->key, key, AB_KEY_LEN);
+	r->r.n = 0;
+	r->r.dropped = 0;
+	r->cas = 0;
+	r->answered = r->dirty = r->conflict = false;
+	return (int)tracker->rec_n++;
 }
 
-/* State that refuses for long (blocks, locks, strikes, familiar
-   subnets) is kept on two servers; a key's kind letters ("ab1:KK:...",
-   ab_hash_key()) say which slot it is. */
-static void op_init(struct ab_store_op *op, enum ab_store_cmd cmd,
-		    const char *key, uint64_t value, unsigned int ttl_s)
+/* Set up a job: its records joined to the batch's, its tags. Without
+   memory for a record, the job has none of that kind (nothing read,
+   nothing held). */
+static void job_init(struct ab_tracker *tracker, struct job *job,
+		     const struct ab_attempt *attempt)
 {
-	memset(op, 0, sizeof(*op));
-	op->cmd = cmd;
-	op->key = key;
-	op->value = value;
-	op->ttl_s = ttl_s;
-	op->dual = strncmp(key, "ab1:", 4) == 0 && ab_slot_kind_dual(key + 4);
-}
+	bool has_account = attempt->account[0] != '\0';
+	ab_key key;
+	unsigned int k;
 
-static int request_add(struct requests *r, enum ab_store_cmd cmd,
-		       const char *key, uint64_t value, unsigned int ttl_s)
-{
-	/* cannot overflow: AB_TRACKER_BATCH_MAX attempts, each reading every
-	   slot and making two requests per op, fit */
-	op_init(&r->op[r->n], cmd, key, value, ttl_s);
-	return (int)r->n++;
-}
-
-/* One request, for the administration paths. */
-static int run_one(struct ab_tracker *tracker, enum ab_store_cmd cmd,
-		   const char *key, uint64_t value, unsigned int ttl_s,
-		   const char **error_r)
-{
-	struct ab_store_op op;
-
-	op_init(&op, cmd, key, value, ttl_s);
-	if (ab_store_run(tracker->store, &op, 1, error_r) < 0)
-		return -1;
-	if (op.result == AB_STORE_FAILED)
-		return ab_error(error_r, "memcached: a request failed");
-	return 0;
-}
-
-/* Which of the slots that apply a round trip reads (none that `written`
-   says the plan writes). */
-enum reads {
-	READS_ALL,		/* status */
-	READS_ALLOW,		/* what ab_decide() and ab_reserve() need */
-	READS_REPORT,		/* ab_report_reads() of the outcome */
-};
-
-static void plan_reads(struct plan *p, struct requests *r,
-		       const struct ab_attempt *attempt,
-		       ab_key keys[AB_SLOT_COUNT], enum reads reads,
-		       enum ab_outcome outcome, const bool *written)
-{
-	unsigned int slot;
-
-	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
-		if (!ab_slot_applies((enum ab_slot)slot, attempt) ||
-		    (reads == READS_ALLOW &&
-		     !ab_slot_info((enum ab_slot)slot)->decides) ||
-		    (reads == READS_REPORT &&
-		     !ab_report_reads((enum ab_slot)slot, outcome)) ||
-		    (written != NULL && written[slot]))
+	memset(&job->snap, 0, sizeof(job->snap));
+	job->attempt = attempt;
+	job->applied_n = 0;
+	job->ops.count = 0;
+	job->hold.at = 0;
+	job->hold.slots = 0;
+	job->counted = job->failed = job->holds = job->gave_back = false;
+	for (k = 0; k < REC_KINDS; k++) {
+		job->rec[k] = -1;
+		if (k == REC_ACCT ? !has_account : !attempt->has_addr)
 			continue;
-		p->get[slot] = request_add(r, AB_STORE_GET, keys[slot], 0, 0);
+		rec_key(tracker, (enum rec_kind)k, attempt, key);
+		job->rec[k] = recs_add(tracker, key);
+	}
+	job->acct_tag = has_account ?
+		tag_of(tracker, "ta", attempt->account, strlen(attempt->account)) : 0;
+	job->net_tag = 0;
+	if (attempt->has_addr) {
+		struct ab_addr masked;
+		uint8_t addr[17];
+
+		ab_addr_subnet(&attempt->addr, &masked);
+		(void)addr_bytes(&masked, addr);
+		job->net_tag = tag_of(tracker, "tn", addr, sizeof(addr));
 	}
 }
 
-/* The engine's ops as requests. A MARK adds its marker and counts it in
-   the same round trip; when the marker was there already, the count is
-   given back afterwards (plan_results). An UNMARK deletes its marker,
-   and its counter follows afterwards when it was there. */
-static void plan_ops(struct ab_tracker *tracker, struct plan *p,
-		     struct requests *r, const struct ab_attempt *attempt,
-		     const struct ab_ops *ops, ab_key keys[AB_SLOT_COUNT],
-		     time_t now, bool *written_r)
+/* Which slots are kept on two servers (ab_slot_info()'s dual). */
+static void dual_slots(bool keep_r[AB_SLOT_COUNT])
 {
-	static const enum ab_store_cmd cmds[] = {
-		[AB_OP_INCR] = AB_STORE_INCR, [AB_OP_DECR] = AB_STORE_DECR,
-		[AB_OP_SET] = AB_STORE_SET, [AB_OP_MARK] = AB_STORE_ADD,
-		[AB_OP_UNMARK] = AB_STORE_DELETE, [AB_OP_DELETE] = AB_STORE_DELETE,
-	};
-	unsigned int i;
+	unsigned int s;
 
-	for (i = 0; i < ops->count; i++) {
-		const struct ab_op *op = &ops->op[i];
-		const char *key = keys[op->slot], *pair_key = keys[op->pair_slot];
-
-		if (op->at != 0 && op->at != now) {
-			/* a place held in an earlier bucket goes back there */
-			slot_key(tracker, op->slot, attempt, op->at, p->other[i][0]);
-			slot_key(tracker, op->pair_slot, attempt, op->at, p->other[i][1]);
-			key = p->other[i][0];
-			pair_key = p->other[i][1];
-		}
-		p->pair_key[i] = pair_key;
-		p->op_req[i] = request_add(r, cmds[op->kind], key, op->value,
-					   op->ttl_s);
-		if (op->kind == AB_OP_MARK)
-			p->pair_req[i] = request_add(r, AB_STORE_INCR, pair_key, 1,
-						     op->pair_ttl_s);
-		if (written_r != NULL) {
-			written_r[op->slot] = true;
-			if (op->kind == AB_OP_MARK)
-				written_r[op->pair_slot] = true;
-		}
-	}
+	for (s = 0; s < AB_SLOT_COUNT; s++)
+		keep_r[s] = ab_slot_info((enum ab_slot)s)->dual;
 }
 
-/* What the answers say: values read and counts taken go into snap
-   (own[] for the places this attempt took); marked_r[i] says whether op
-   i's marker was added (MARK) or deleted (UNMARK). Writes that follow
-   from an answer go into later. */
-static void plan_results(const struct plan *p, const struct requests *r,
-			 const struct ab_ops *ops, struct ab_snapshot *snap,
-			 bool *marked_r, struct requests *later)
+/* Read the records that `which` picks (all: NULL) in one round trip.
+   Returns the store's result: 0, 1 (partial) or -1. */
+static int recs_read(struct ab_tracker *tracker, const bool *which, time_t now,
+		     const char **error_r)
+{
+	struct ab_store_op *ops = tracker->ops;
+	unsigned int i, n = 0;
+	int idx[AB_TRACKER_BATCH_MAX * REC_KINDS];
+	bool keep[AB_SLOT_COUNT];
+	int ret;
+
+	for (i = 0; i < tracker->rec_n; i++) {
+		struct rec *r = &tracker->rec[i];
+
+		if (which != NULL && !which[i])
+			continue;
+		memset(&ops[n], 0, sizeof(ops[n]));
+		ops[n].cmd = AB_STORE_GETS;
+		ops[n].key = r->key;
+		ops[n].dual = true;
+		ops[n].out_bytes = r->in;
+		ops[n].out_bytes_cap = sizeof(r->in);
+		ops[n].out_bytes2 = r->in2;
+		ops[n].out_bytes2_cap = sizeof(r->in2);
+		idx[n++] = (int)i;
+	}
+	if (n == 0)
+		return 0;
+	ret = ab_store_run(tracker->store, ops, n, error_r);
+	dual_slots(keep);
+	for (i = 0; i < n; i++) {
+		struct rec *r = &tracker->rec[idx[i]];
+		struct ab_record second;
+		const char *error;
+
+		r->r.n = 0;
+		r->r.dropped = 0;
+		r->cas = 0;
+		r->dirty = r->conflict = false;
+		r->answered = ops[i].result != AB_STORE_FAILED;
+		if (!r->answered) {
+			/* its first server is away: the second copy is all
+			   there is, and is written as it is */
+			if (ops[i].result2 == AB_STORE_FAILED)
+				continue;
+			r->answered = true;
+			if (ops[i].result2 == AB_STORE_DONE &&
+			    ab_record_decode(r->in2, ops[i].out_bytes2_len, now,
+					     &r->r, &error) < 0)
+				r->r.n = 0;
+			continue;
+		}
+		if (ops[i].result == AB_STORE_DONE) {
+			r->cas = ops[i].cas;
+			if (ab_record_decode(r->in, ops[i].out_bytes_len, now,
+					     &r->r, &error) < 0)
+				tracker_log(tracker, AB_LOG_WARNING,
+					    "memcached item %s: %s: taken as empty, "
+					    "and written over", r->key, error);
+		}
+		/* what refuses, from the second copy too: a lock set while
+		   the first server was away */
+		if (ops[i].result2 == AB_STORE_DONE &&
+		    ab_record_decode(r->in2, ops[i].out_bytes2_len, now,
+				     &second, &error) == 0)
+			ab_record_merge(&r->r, &second, keep, AB_SLOT_COUNT);
+	}
+	return ret;
+}
+
+/* Write back the records changed since they were read, each only if no
+   one wrote it in between (else it is marked conflict). Returns how many
+   conflicts; -1 when the store could not take them. */
+static int recs_write(struct ab_tracker *tracker, time_t now,
+		      const char **error_r)
+{
+	struct ab_store_op *ops = tracker->ops;
+	unsigned int i, n = 0, conflicts = 0;
+	int idx[AB_TRACKER_BATCH_MAX * REC_KINDS], ret;
+
+	for (i = 0; i < tracker->rec_n; i++) {
+		struct rec *r = &tracker->rec[i];
+
+		if (!r->dirty)
+			continue;
+		memset(&ops[n], 0, sizeof(ops[n]));
+		ops[n].cmd = AB_STORE_CAS;
+		ops[n].key = r->key;
+		ops[n].dual = true;
+		ops[n].bytes = r->out;
+		ops[n].bytes_len = ab_record_encode(&r->r, r->out);
+		ops[n].ttl_s = ab_record_ttl(&r->r, now);
+		ops[n].cas = r->cas;
+		idx[n++] = (int)i;
+		if (r->r.dropped > 0 &&
+		    now - tracker->dropped_logged >= (time_t)tracker->cfg->fail_log_interval_s) {
+			tracker_log(tracker, AB_LOG_WARNING,
+				    "memcached item %s is full: %u entries dropped, "
+				    "those that expired soonest", r->key, r->r.dropped);
+			tracker->dropped_logged = now;
+		}
+	}
+	if (n == 0)
+		return 0;
+	ret = ab_store_run(tracker->store, ops, n, error_r);
+	for (i = 0; i < n; i++) {
+		struct rec *r = &tracker->rec[idx[i]];
+
+		if (ops[i].result == AB_STORE_DONE ||
+		    (ops[i].result == AB_STORE_FAILED &&
+		     ops[i].result2 == AB_STORE_DONE)) {
+			/* written; with the first server away, on the second */
+			r->cas = ops[i].result == AB_STORE_DONE ? ops[i].cas : 0;
+			r->dirty = false;
+			r->r.dropped = 0;
+		} else if (ops[i].result == AB_STORE_MISS) {
+			r->conflict = true;
+			conflicts++;
+		} else {
+			r->answered = false;	/* lost: nothing of it holds */
+		}
+	}
+	return ret < 0 ? -1 : (int)conflicts;
+}
+
+/* The snapshot the engine reads: every slot that applies, from the
+   records as they are now. own[] says which counts hold this job's own
+   place. */
+static void job_snapshot(const struct ab_tracker *tracker, const struct job *job,
+			 time_t now, struct ab_snapshot *snap_r)
 {
 	unsigned int slot, i;
 
+	memset(snap_r, 0, sizeof(*snap_r));
 	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
-		const struct ab_store_op *get;
+		int ri = slot_rec(job, (enum ab_slot)slot);
+		struct ab_record_entry *e;
+		uint32_t sub, bucket;
+		uint8_t id;
 
-		if (p->get[slot] < 0)
+		if (ri < 0 || !tracker->rec[ri].answered ||
+		    !ab_slot_applies((enum ab_slot)slot, job->attempt))
 			continue;
-		get = &r->op[p->get[slot]];
-		snap->found[slot] = get->result == AB_STORE_DONE;
-		snap->value[slot] = snap->found[slot] ? get->out : 0;
-	}
-	for (i = 0; i < ops->count; i++) {
-		const struct ab_op *op = &ops->op[i];
-		const struct ab_store_op *req = &r->op[p->op_req[i]], *pair;
-		bool done = req->result == AB_STORE_DONE;
-
-		marked_r[i] = false;
-		switch (op->kind) {
-		case AB_OP_INCR:
-			if (done) {
-				snap->value[op->slot] = req->out;
-				snap->found[op->slot] = true;
-				snap->own[op->slot] = true;
-			}
-			break;
-		case AB_OP_SET:
-			if (done) {
-				snap->value[op->slot] = op->value;
-				snap->found[op->slot] = true;
-			}
-			break;
-		case AB_OP_MARK:
-			marked_r[i] = done;
-			if (done || req->result == AB_STORE_MISS) {
-				snap->value[op->slot] = op->value;
-				snap->found[op->slot] = true;
-			}
-			pair = &r->op[p->pair_req[i]];
-			if (pair->result != AB_STORE_DONE)
-				break;
-			snap->value[op->pair_slot] = pair->out;
-			snap->found[op->pair_slot] = true;
-			if (done) {
-				snap->own[op->pair_slot] = true;
-			} else {
-				/* counted already (the marker was there), or the
-				   marker's server did not answer: then no report
-				   could take the count back, and a user's every
-				   login would add one. This count goes back. */
-				snap->value[op->pair_slot]--;
-				request_add(later, AB_STORE_DECR, p->pair_key[i], 1, 0);
-			}
-			break;
-		case AB_OP_UNMARK:
-			marked_r[i] = done;
-			if (done)
-				request_add(later, AB_STORE_DECR, p->pair_key[i], 1, 0);
-			break;
-		case AB_OP_DECR:
-		case AB_OP_DELETE:
-			break;
+		slot_entry(tracker, job, (enum ab_slot)slot, now, &id, &sub, &bucket);
+		e = ab_record_find(&tracker->rec[ri].r, id, sub, bucket);
+		if (e != NULL) {
+			snap_r->found[slot] = true;
+			snap_r->value[slot] = e->value;
 		}
+	}
+	for (i = 0; i < job->applied_n; i++) {
+		const struct applied *a = &job->applied[i];
+
+		if (a->took && !a->given_back && (a->op.at == 0 || a->op.at == now))
+			snap_r->own[ab_op_counted(&a->op)] = true;
 	}
 }
 
-/* Read every slot that applies in one round trip. Returns the store's
-   result: 0, 1 (partial) or -1. */
-static int read_snapshot(struct ab_tracker *tracker,
-			 const struct ab_attempt *attempt, time_t now,
-			 struct ab_snapshot *snap_r, ab_key keys[AB_SLOT_COUNT],
-			 const char **error_r)
+/* Do an engine op to the job's records; false when its record could not
+   be read (then nothing is done). */
+static bool apply_op(struct ab_tracker *tracker, struct job *job,
+		     struct applied *a, time_t now)
 {
-	struct ab_ops none = { .count = 0 };
-	int ret;
+	const struct ab_op *op = &a->op;
+	time_t at = op->at != 0 ? op->at : now;
+	int ri = slot_rec(job, op->slot);
+	struct ab_record *r;
+	uint32_t sub, bucket, psub, pbucket;
+	uint8_t id, pid;
 
-	memset(snap_r, 0, sizeof(*snap_r));
-	slot_keys(tracker, attempt, now, keys);
-	tracker->reqs.n = 0;
-	plan_init(&tracker->job[0].plan);
-	plan_reads(&tracker->job[0].plan, &tracker->reqs, attempt, keys, READS_ALL,
-		   AB_OUTCOME_FAILURE, NULL);
-	if (tracker->reqs.n == 0)
-		return 0;
-	ret = ab_store_run(tracker->store, tracker->reqs.op, tracker->reqs.n, error_r);
-	plan_results(&tracker->job[0].plan, &tracker->reqs, &none, snap_r, NULL, NULL);
-	return ret;
+	a->marked = a->took = false;
+	if (ri < 0 || !tracker->rec[ri].answered)
+		return false;
+	r = &tracker->rec[ri].r;
+	slot_entry(tracker, job, op->slot, at, &id, &sub, &bucket);
+	switch (op->kind) {
+	case AB_OP_INCR:
+		(void)ab_record_incr(r, id, sub, bucket, op->value, op->ttl_s, now);
+		a->took = true;
+		break;
+	case AB_OP_DECR:
+		(void)ab_record_decr(r, id, sub, bucket, op->value);
+		break;
+	case AB_OP_SET:
+		ab_record_set(r, id, sub, bucket, op->value, op->ttl_s, now);
+		break;
+	case AB_OP_MARK:
+	case AB_OP_UNMARK:
+		/* a marker and its count live in one record */
+		slot_entry(tracker, job, op->pair_slot, at, &pid, &psub, &pbucket);
+		if (op->kind == AB_OP_MARK) {
+			a->marked = ab_record_add(r, id, sub, bucket, op->value,
+						  op->ttl_s, now);
+			if (a->marked) {
+				(void)ab_record_incr(r, pid, psub, pbucket, 1,
+						     op->pair_ttl_s, now);
+				a->took = true;
+			}
+		} else {
+			a->marked = ab_record_delete(r, id, sub, bucket);
+			if (a->marked)
+				(void)ab_record_decr(r, pid, psub, pbucket, 1);
+		}
+		break;
+	case AB_OP_DELETE:
+		(void)ab_record_delete(r, id, sub, bucket);
+		break;
+	}
+	tracker->rec[ri].dirty = true;
+	return true;
+}
+
+/* Do the engine's ops and remember them, to do them again should a
+   record be read anew. */
+static void apply_ops(struct ab_tracker *tracker, struct job *job,
+		      const struct ab_ops *ops, time_t now)
+{
+	unsigned int i;
+
+	for (i = 0; i < ops->count && job->applied_n < APPLIED_MAX; i++) {
+		struct applied *a = &job->applied[job->applied_n];
+
+		a->op = ops->op[i];
+		a->given_back = a->committed = false;
+		if (apply_op(tracker, job, a, now))
+			job->applied_n++;
+	}
+}
+
+/* Does the job touch a record read anew? Its ops there are done again
+   (in the order they were done), and true is returned. */
+static bool job_redo(struct ab_tracker *tracker, struct job *job, time_t now,
+		     const bool *reread)
+{
+	bool touched = false;
+	unsigned int i, k;
+
+	for (k = 0; k < REC_KINDS; k++)
+		touched = touched || (job->rec[k] >= 0 && reread[job->rec[k]]);
+	if (!touched)
+		return false;
+	for (i = 0; i < job->applied_n; i++) {
+		struct applied *a = &job->applied[i];
+		int ri = slot_rec(job, a->op.slot);
+		bool given_back = a->given_back;
+
+		/* what was written with an earlier version is in it already */
+		if (ri >= 0 && reread[ri] && !a->committed) {
+			(void)apply_op(tracker, job, a, now);
+			a->given_back = given_back;
+		}
+	}
+	return true;
+}
+
+/* Give back every place the job took (an allow that no longer fits). */
+static void job_give_back(struct ab_tracker *tracker, struct job *job,
+			  time_t now)
+{
+	struct ab_ops back = { .count = 0 };
+	unsigned int i, n = job->applied_n;
+
+	for (i = 0; i < n && back.count < AB_OPS_MAX; i++) {
+		struct applied *a = &job->applied[i];
+		struct ab_op *op = &back.op[back.count];
+
+		if (a->given_back)
+			continue;
+		a->given_back = true;
+
+		if (a->op.kind == AB_OP_MARK && a->marked) {
+			*op = a->op;
+			op->kind = AB_OP_UNMARK;
+			back.count++;
+		} else if (a->op.kind == AB_OP_INCR && a->took) {
+			*op = a->op;
+			op->kind = AB_OP_DECR;
+			back.count++;
+		} else if (a->op.kind == AB_OP_SET &&
+			   a->op.slot == AB_SLOT_SESSION) {
+			*op = a->op;
+			op->kind = AB_OP_DELETE;
+			back.count++;
+		}
+	}
+	/* done after the rest, and again with it on a record read anew */
+	apply_ops(tracker, job, &back, now);
+	job->holds = false;
+}
+
+/* After a write: the ops whose record was written are in memcached now. */
+static void jobs_committed(struct ab_tracker *tracker, size_t n)
+{
+	size_t j;
+	unsigned int i;
+
+	for (j = 0; j < n; j++) {
+		struct job *job = &tracker->job[j];
+
+		if (job->remembered)
+			continue;
+		for (i = 0; i < job->applied_n; i++) {
+			struct applied *a = &job->applied[i];
+			int ri = slot_rec(job, a->op.slot);
+
+			if (ri >= 0 && !tracker->rec[ri].dirty &&
+			    !tracker->rec[ri].conflict && tracker->rec[ri].answered)
+				a->committed = true;
+		}
+	}
 }
 
 /* Store errors are logged once per fail_log_interval, whatever call met
@@ -527,71 +766,107 @@ static void fail_mode_decision(const struct ab_config *cfg, bool partly,
 				AB_REASON_FAIL_CLOSED);
 }
 
-/* Is op in ops (the same kind on the same slot)? */
-static bool ops_have(const struct ab_ops *ops, const struct ab_op *op)
+/* Write what the jobs changed; records another writer changed first are
+   read again and each job's ops there done again, and redo() says what
+   that changes for the job (an allow that no longer fits gives its
+   places back; a report sets the blocks its counts now call for), until
+   every record is written or CAS_TRIES are spent. Returns 0, or -1 with
+   *error_r when the store failed or a record could not be written. */
+static int recs_settle(struct ab_tracker *tracker, size_t n, time_t now,
+		       void (*redo)(struct ab_tracker *, struct job *, time_t),
+		       const char **error_r)
 {
-	unsigned int i;
+	bool reread[AB_TRACKER_BATCH_MAX * REC_KINDS];
+	unsigned int i, try;
+	size_t j;
+	int conflicts;
 
-	for (i = 0; i < ops->count; i++) {
-		if (ops->op[i].kind == op->kind && ops->op[i].slot == op->slot)
-			return true;
+	for (try = 0;; try++) {
+		conflicts = recs_write(tracker, now, error_r);
+		jobs_committed(tracker, n);
+		if (conflicts <= 0)
+			break;
+		if (try == CAS_TRIES) {
+			*error_r = "memcached: records changed by other writers at every try";
+			return -1;
+		}
+		for (i = 0; i < tracker->rec_n; i++)
+			reread[i] = tracker->rec[i].conflict;
+		if (recs_read(tracker, reread, now, error_r) < 0)
+			return -1;
+		for (j = 0; j < n; j++) {
+			struct job *job = &tracker->job[j];
+
+			if (!job->remembered && job_redo(tracker, job, now, reread))
+				redo(tracker, job, now);
+		}
 	}
-	return false;
+	for (i = 0; i < tracker->rec_n; i++) {
+		if (tracker->rec[i].dirty && !tracker->rec[i].answered)
+			conflicts = -1;
+	}
+	return conflicts < 0 ? -1 : 0;
 }
 
-/* ab_reserve() of the state as it was before this attempt's own
-   requests: the markers it added were not there. */
-static void reserve_as_read(const struct job *job, const struct ab_config *cfg,
-			    time_t now, struct ab_ops *keep_r)
+/* --- round trips -------------------------------------------------------
+
+   What logins cost the store, in round trips and operations (one per
+   record: an address's, its subnet's, an account's):
+   - allow: the records read (1 round trip); the engine decides. A refusal
+     writes nothing. An attempt let through takes its places (ab_reserve())
+     and its session entry, and the records it changed are written back
+     (1 more). A refusal this process remembers (ab-verdict.h) costs none.
+   - report: the records read, what the outcome changes written back, with
+     the block or lock its counts call for in the same write (2). One more
+     when a block or lock is set: the slot of `authbrake list`'s ring.
+   A record another writer changed in between costs its read and write
+   again. What each costs is tabled in ab-cost.h; test-store.c checks the
+   table against the store's own counters. */
+
+/* What an allow holds: the places its ops took. */
+static void hold_of(const struct job *job, struct ab_hold *hold_r)
 {
-	struct ab_snapshot before = job->snap;
 	unsigned int i;
 
-	for (i = 0; i < job->spec.count; i++) {
-		if (job->spec.op[i].kind == AB_OP_MARK && job->marked[i])
-			before.found[job->spec.op[i].slot] = false;
+	hold_r->at = job->hold.at;
+	hold_r->slots = 0;
+	for (i = 0; i < job->applied_n; i++) {
+		const struct applied *a = &job->applied[i];
+
+		if (a->took && !a->given_back)
+			hold_r->slots |= 1U << ab_op_counted(&a->op);
 	}
-	ab_reserve(&before, job->attempt, cfg, now, keep_r);
 }
 
-/* After an allow's round trip: of the places taken (spec), those the
-   attempt holds (keep: ab_reserve() of what was read) go into its hold,
-   the others go back; places keep asks for that were not taken (a
-   familiar subnet's allowance) are taken now. All of it into later. */
-static void settle_places(struct job *job, const struct requests *r,
-			  struct requests *later)
+/* After a conflict: is the allow still within the limits, counting the
+   places it holds? If not, it gives them back. */
+static void allow_redo(struct ab_tracker *tracker, struct job *job, time_t now)
 {
-	const struct ab_ops *spec = &job->spec, *keep = &job->keep;
+	struct ab_hold hold;
 	unsigned int i;
 
-	for (i = 0; i < spec->count; i++) {
-		const struct ab_op *op = &spec->op[i];
-		enum ab_slot counted = ab_op_counted(op);
-
-		if (!job->snap.own[counted]) {
-			/* not taken; a marker added without its count stays,
-			   so the count is not taken twice */
-			continue;
-		}
-		if (ops_have(keep, op)) {
-			job->hold.slots |= 1U << counted;
-			continue;
-		}
-		if (op->kind == AB_OP_MARK && job->marked[i])
-			request_add(later, AB_STORE_DELETE,
-				    r->op[job->plan.op_req[i]].key, 0, 0);
-		request_add(later, AB_STORE_DECR, job->keys[counted], 1, 0);
+	if (!job->holds)
+		return;
+	job_snapshot(tracker, job, now, &job->snap);
+	ab_decide(&job->snap, job->attempt, tracker->cfg, now, &job->redo);
+	if (job->redo.verdict == AB_REJECT) {
+		job_give_back(tracker, job, now);
+		job->gave_back = true;
+		return;
 	}
-	for (i = 0; i < keep->count; i++) {
-		const struct ab_op *op = &keep->op[i];
+	/* a marker another writer added since is not this attempt's to
+	   give back: its session entry says what it holds now */
+	hold_of(job, &hold);
+	if (hold.slots == job->hold.slots)
+		return;
+	job->hold = hold;
+	for (i = 0; i < job->applied_n; i++) {
+		struct applied *a = &job->applied[i];
 
-		/* ab_reserve() of an empty snapshot takes every place but a
-		   familiar subnet's, which is a plain increment */
-		if (op->kind != AB_OP_INCR || ops_have(spec, op))
-			continue;
-		request_add(later, AB_STORE_INCR, job->keys[op->slot], op->value,
-			    op->ttl_s);
-		job->hold.slots |= 1U << op->slot;
+		if (a->op.kind == AB_OP_SET && a->op.slot == AB_SLOT_SESSION) {
+			a->op.value = ab_hold_pack(&hold);
+			(void)apply_op(tracker, job, a, now);
+		}
 	}
 }
 
@@ -601,7 +876,6 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 			   struct ab_decision *decisions_r)
 {
 	const struct ab_config *cfg = tracker->cfg;
-	struct requests *r = &tracker->reqs, *later = &tracker->later;
 	const char *error = "";
 	size_t i;
 	int ret;
@@ -612,94 +886,78 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		attempts += AB_TRACKER_BATCH_MAX;
 		decisions_r += AB_TRACKER_BATCH_MAX;
 	}
-	r->n = later->n = 0;
+	tracker->rec_n = 0;
 	for (i = 0; i < n; i++) {
 		struct job *job = &tracker->job[i];
-		bool written[AB_SLOT_COUNT];
 
-		memset(&job->snap, 0, sizeof(job->snap));
-		memset(written, 0, sizeof(written));
-		job->attempt = attempts[i];
 		/* a flood of attempts already refused costs memcached nothing */
 		job->remembered = (flags & AB_ALLOW_DRY_RUN) == 0 &&
-			ab_verdicts_find(tracker->verdicts, job->attempt,
-					 ab_attempt_trusted(job->attempt, cfg), now,
+			ab_verdicts_find(tracker->verdicts, attempts[i],
+					 ab_attempt_trusted(attempts[i], cfg), now,
 					 &decisions_r[i]);
-		if (job->remembered)
-			continue;
-		job->spec.count = job->keep.count = 0;
-		job->hold.at = now;
-		job->hold.slots = 0;
-		job->record = -1;
-		slot_keys(tracker, job->attempt, now, job->keys);
-		plan_init(&job->plan);
-		/* Without a session nothing pairs this allow with its report,
-		   so nothing is held. With one, the places of an unfamiliar
-		   attempt are taken in the same round trip as the reads (of
-		   attempts in parallel, only those within the limits go on),
-		   and settled below. */
-		if ((flags & AB_ALLOW_DRY_RUN) == 0 && job->attempt->has_session) {
-			ab_reserve(&job->snap, job->attempt, cfg, now, &job->spec);
-			plan_ops(tracker, &job->plan, r, job->attempt, &job->spec,
-				 job->keys, now, written);
-		}
-		if (job->spec.count > 0) {
-			struct ab_hold all = {
-				.at = now, .slots = ab_ops_slots(&job->spec)
-			};
-
-			job->record = request_add(r, AB_STORE_ADD,
-						  job->keys[AB_SLOT_SESSION],
-						  ab_hold_pack(&all), AB_HOLD_TTL);
-		}
-		plan_reads(&job->plan, r, job->attempt, job->keys, READS_ALLOW,
-			   AB_OUTCOME_FAILURE, written);
+		if (!job->remembered)
+			job_init(tracker, job, attempts[i]);
 	}
-	ret = r->n == 0 ? 0 : ab_store_run(tracker->store, r->op, r->n, &error);
+	ret = recs_read(tracker, NULL, now, &error);
 	if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED))
 		store_failure(tracker, now, ret < 0 ? "memcached unreachable" :
 			      "memcached partly unreachable", error, NULL);
 	else if (ret > 0)
 		store_failure(tracker, now, "memcached partly unreachable", error,
 			      "deciding on the counts of the servers that answered");
+	/* decided in order: each sees the places those before it took */
 	for (i = 0; i < n; i++) {
 		struct job *job = &tracker->job[i];
 		struct ab_decision *d = &decisions_r[i];
-		/* the record was added: no allow of this session came before */
-		bool recorded;
+		struct ab_ops entry;
+		int home;
 
 		if (job->remembered)
 			continue;
-		recorded = job->record >= 0 &&
-			r->op[job->record].result == AB_STORE_DONE;
-		plan_results(&job->plan, r, &job->spec, &job->snap, job->marked, later);
 		if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED)) {
 			fail_mode_decision(cfg, ret > 0, d);
-		} else {
-			/* counts holding the attempt's own place are judged
-			   without it */
-			ab_decide(&job->snap, job->attempt, cfg, now, d);
-			if ((flags & AB_ALLOW_DRY_RUN) == 0)
-				ab_verdicts_remember(tracker->verdicts, job->attempt,
-						     d, now);
-			/* a second allow for one session (Dovecot's after-auth
-			   check) finds its record, its places held already; a
-			   session whose record could not be added (its server
-			   is away) holds nothing, or a second allow would hold
-			   again what one report settles once */
-			if (d->verdict != AB_REJECT && recorded)
-				reserve_as_read(job, cfg, now, &job->keep);
+			continue;
 		}
-		settle_places(job, r, later);
-		/* the record says what a report settles; should it be lost, a
-		   failure is counted when it is reported and a success gives
-		   back what an allow would have held (ab_hold_presumed) */
-		if (recorded && job->hold.slots != ab_ops_slots(&job->spec))
-			request_add(later, job->hold.slots != 0 ? AB_STORE_SET :
-				    AB_STORE_DELETE, job->keys[AB_SLOT_SESSION],
-				    ab_hold_pack(&job->hold), AB_HOLD_TTL);
+		job_snapshot(tracker, job, now, &job->snap);
+		ab_decide(&job->snap, job->attempt, cfg, now, d);
+		if ((flags & AB_ALLOW_DRY_RUN) != 0 || !job->attempt->has_session ||
+		    d->verdict == AB_REJECT)
+			continue;
+		/* a second allow for one session (Dovecot's after-auth check)
+		   finds the first one's entry: its places are held already */
+		home = slot_rec(job, AB_SLOT_SESSION);
+		if (home < 0 || !tracker->rec[home].answered || job->snap.found[AB_SLOT_SESSION])
+			continue;
+		ab_reserve(&job->snap, job->attempt, cfg, now, &job->ops);
+		apply_ops(tracker, job, &job->ops, now);
+		job->hold.at = now;
+		hold_of(job, &job->hold);
+		if (job->hold.slots == 0)
+			continue;	/* nothing it fails would count */
+		memset(&entry, 0, sizeof(entry));
+		entry.count = 1;
+		entry.op[0].kind = AB_OP_SET;
+		entry.op[0].slot = AB_SLOT_SESSION;
+		entry.op[0].value = ab_hold_pack(&job->hold);
+		entry.op[0].ttl_s = AB_HOLD_TTL;
+		apply_ops(tracker, job, &entry, now);
+		job->holds = true;
 	}
-	ab_store_post(tracker->store, later->op, later->n);
+	if (ret >= 0 && recs_settle(tracker, n, now, allow_redo, &error) < 0)
+		store_failure(tracker, now, "memcached partly unreachable", error,
+			      "places taken by attempts let through may not be held");
+	for (i = 0; i < n; i++) {
+		struct job *job = &tracker->job[i];
+		struct ab_decision *d = &decisions_r[i];
+
+		if (job->remembered || d->store_failed)
+			continue;
+		/* a conflict found it over the limits after all */
+		if (job->gave_back)
+			*d = job->redo;
+		if ((flags & AB_ALLOW_DRY_RUN) == 0)
+			ab_verdicts_remember(tracker->verdicts, job->attempt, d, now);
+	}
 }
 
 void ab_tracker_allow(struct ab_tracker *tracker,
@@ -738,27 +996,35 @@ static void tracker_observe_block(struct ab_tracker *tracker,
 }
 /* --- end of the observer hook --- */
 
-static void log_escalation(struct ab_tracker *tracker,
-			   const struct ab_attempt *attempt,
-			   const struct ab_snapshot *after,
-			   const struct ab_ops *ops, const bool *marked,
-			   uint64_t ring_index, time_t now)
+/* A block or lock op that this job set (its marker added, and written). */
+static bool set_block(const struct applied *a)
 {
+	return a->op.kind == AB_OP_MARK && a->marked &&
+		(a->op.slot == AB_SLOT_IP_BLOCK || a->op.slot == AB_SLOT_NET_BLOCK ||
+		 a->op.slot == AB_SLOT_ACCT_LOCK);
+}
+
+static void log_escalation(struct ab_tracker *tracker, const struct job *job,
+			   uint64_t *ring_index, time_t now)
+{
+	const struct ab_attempt *attempt = job->attempt;
+	const struct ab_snapshot *after = &job->after;
 	char addr[AB_ADDR_STRLEN], dur[32];
 	char account[AB_LOG_QUOTED_MAX(AB_ACCOUNT_MAX)];
 	unsigned int i;
 
-	for (i = 0; i < ops->count; i++) {
-		const struct ab_op *op = &ops->op[i];
+	for (i = 0; i < job->applied_n; i++) {
+		const struct ab_op *op = &job->applied[i].op;
 		struct ab_addr masked;
 
-		if (!marked[i])
+		if (!set_block(&job->applied[i]))
 			continue;	/* another node set it first */
 		tracker_observe_block(tracker, op, now);	/* observer hook */
-		/* authbrake list: op i's own slot of those ring_index ends */
+		/* authbrake list: the next slot of its ring */
 		ab_recent_escalation(&tracker->secret, tracker->store, attempt, after,
-				     op, ring_index > ops->count - 1 - i ?
-				     ring_index - (ops->count - 1 - i) : 0, now);
+				     op, *ring_index, now);
+		if (*ring_index > 0)
+			(*ring_index)++;
 		ab_duration_str(op->value - (uint64_t)now, dur, sizeof(dur));
 		switch (op->slot) {
 		case AB_SLOT_IP_BLOCK:
@@ -791,79 +1057,18 @@ static void log_escalation(struct ab_tracker *tracker,
 	}
 }
 
-/* One round trip of the engine's ops of every job that has some; after
-   takes what the store returned, marked what plan_results() says of
-   markers. With ring, each job that sets a block or lock takes the next
-   slot of `authbrake list`'s ring in the same round trip. Goes on past
-   errors: every count that lands still protects. */
-static int run_ops(struct ab_tracker *tracker, size_t n, time_t now,
-		   bool ring, const char **error_r)
+/* After the counts are in (or in again, after a conflict): the blocks and
+   locks they call for, done to the records with the counts. */
+static void report_escalate(struct ab_tracker *tracker, struct job *job,
+			    time_t now)
 {
-	struct requests *r = &tracker->reqs;
-	size_t i;
-	int ret;
+	struct ab_ops esc;
 
-	r->n = 0;
-	for (i = 0; i < n; i++) {
-		struct job *job = &tracker->job[i];
-
-		plan_init(&job->plan);
-		plan_ops(tracker, &job->plan, r, job->attempt, &job->spec,
-			 job->keys, now, NULL);
-		/* a slot for each block or lock it may set */
-		job->ring_req = ring && job->spec.count > 0 ?
-			request_add(r, AB_STORE_INCR, tracker->ring_key,
-				    job->spec.count, AB_RECENT_INDEX_TTL) : -1;
-		job->ring_index = 0;
-	}
-	if (r->n == 0)
-		return 0;
-	ret = ab_store_run(tracker->store, r->op, r->n, error_r);
-	for (i = 0; i < n; i++) {
-		struct job *job = &tracker->job[i];
-
-		plan_results(&job->plan, r, &job->spec, &job->after,
-			     job->marked, &tracker->later);
-		if (job->ring_req >= 0 && r->op[job->ring_req].result == AB_STORE_DONE)
-			job->ring_index = r->op[job->ring_req].out;
-		if (ret != 0)
-			job->failed = true;
-	}
-	return ret;
-}
-
-/* Ops whose answers decide nothing: decrements, sets and deletes. */
-static bool ops_blind(const struct ab_ops *ops)
-{
-	unsigned int i;
-
-	for (i = 0; i < ops->count; i++) {
-		if (ops->op[i].kind == AB_OP_INCR || ops->op[i].kind == AB_OP_MARK ||
-		    ops->op[i].kind == AB_OP_UNMARK)
-			return false;
-	}
-	return true;
-}
-
-/* A job's ops that need no answer join the posted batch, and what they
-   set is taken as done. Their keys live in the job until it is posted. */
-static void post_blind_ops(struct ab_tracker *tracker, struct job *job,
-			   time_t now)
-{
-	unsigned int i;
-
-	plan_init(&job->plan);
-	plan_ops(tracker, &job->plan, &tracker->later, job->attempt, &job->spec,
-		 job->keys, now, NULL);
-	for (i = 0; i < job->spec.count; i++) {
-		const struct ab_op *op = &job->spec.op[i];
-
-		if (op->kind == AB_OP_SET) {
-			job->after.value[op->slot] = op->value;
-			job->after.found[op->slot] = true;
-		}
-	}
-	job->spec.count = 0;
+	if (!job->counted)
+		return;
+	job_snapshot(tracker, job, now, &job->after);
+	ab_escalate(&job->after, job->attempt, job->outcome, tracker->cfg, now, &esc);
+	apply_ops(tracker, job, &esc, now);
 }
 
 int ab_tracker_report_many(struct ab_tracker *tracker,
@@ -871,9 +1076,9 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 			   const enum ab_outcome *outcomes, size_t n,
 			   time_t now, const char **error_r)
 {
-	struct requests *r = &tracker->reqs;
-	struct ab_ops none = { .count = 0 };
+	uint64_t ring_index = 0, blocks = 0;
 	size_t i;
+	unsigned int k;
 	int ret, failed = 0;
 
 	for (; n > AB_TRACKER_BATCH_MAX; n -= AB_TRACKER_BATCH_MAX) {
@@ -883,81 +1088,79 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 		attempts += AB_TRACKER_BATCH_MAX;
 		outcomes += AB_TRACKER_BATCH_MAX;
 	}
-	/* The reads, and the session records' deletes: of racing reports,
-	   the one whose delete finds a record settles what its allow
-	   holds. Without a record, a failure is counted now. */
-	r->n = tracker->later.n = 0;
+	tracker->rec_n = 0;
 	for (i = 0; i < n; i++) {
-		struct job *job = &tracker->job[i];
-
-		job->attempt = attempts[i];
-		job->failed = false;
-		memset(&job->snap, 0, sizeof(job->snap));
-		slot_keys(tracker, job->attempt, now, job->keys);
-		plan_init(&job->plan);
-		plan_reads(&job->plan, r, job->attempt, job->keys, READS_REPORT,
-			   outcomes[i], NULL);
-		job->record = !job->attempt->has_session ? -1 :
-			request_add(r, AB_STORE_DELETE, job->keys[AB_SLOT_SESSION], 0, 0);
+		tracker->job[i].remembered = false;
+		job_init(tracker, &tracker->job[i], attempts[i]);
+		tracker->job[i].outcome = outcomes[i];
 	}
-	ret = ab_store_run(tracker->store, r->op, r->n, error_r);
+	ret = recs_read(tracker, NULL, now, error_r);
 	if (ret < 0) {
 		store_failure(tracker, now, "memcached unreachable", *error_r,
 			      "an outcome was not recorded");
 		return -1;
 	}
+	/* The session entry says what its allow holds; of racing reports,
+	   the one that deletes it settles that. Without one, a failure is
+	   counted now. */
 	for (i = 0; i < n; i++) {
 		struct job *job = &tracker->job[i];
 		struct ab_hold *held = NULL;
 
-		plan_results(&job->plan, r, &none, &job->snap, job->marked, NULL);
-		job->hold.at = 0;
-		job->hold.slots = 0;
+		job_snapshot(tracker, job, now, &job->snap);
 		if (job->snap.found[AB_SLOT_SESSION]) {
-			if (r->op[job->record].result == AB_STORE_DONE)
-				ab_hold_unpack(job->snap.value[AB_SLOT_SESSION], &job->hold);
+			struct ab_ops del = { .count = 1 };
+
+			ab_hold_unpack(job->snap.value[AB_SLOT_SESSION], &job->hold);
 			held = &job->hold;
+			del.op[0].kind = AB_OP_DELETE;
+			del.op[0].slot = AB_SLOT_SESSION;
+			apply_ops(tracker, job, &del, now);
 		} else if (job->attempt->has_session &&
 			   outcomes[i] == AB_OUTCOME_SUCCESS) {
-			/* the record is lost (its server went away, an
+			/* the entry is lost (its server went away, an
 			   eviction): a real user's places must not stay
 			   behind as failures */
 			ab_hold_presumed(&job->snap, job->attempt, tracker->cfg,
 					 now, &job->hold);
 			held = &job->hold;
 		}
-		job->failed = ret != 0;
-		job->after = job->snap;
 		job->counted = ab_record(&job->snap, job->attempt, outcomes[i],
-					 held, tracker->cfg, now, &job->spec);
-		/* a failure whose places were held already gives back only
-		   its place in flight: no round trip waits for that */
-		if (ops_blind(&job->spec))
-			post_blind_ops(tracker, job, now);
+					 held, tracker->cfg, now, &job->ops);
+		apply_ops(tracker, job, &job->ops, now);
+		report_escalate(tracker, job, now);
+		job->failed = ret != 0;
 	}
-	(void)run_ops(tracker, n, now, false, error_r);
-	/* a block or lock where a threshold is crossed */
+	if (recs_settle(tracker, n, now, report_escalate, error_r) < 0) {
+		store_failure(tracker, now, "memcached partly unreachable",
+			      *error_r, "an outcome was recorded in part");
+		failed = -1;
+	}
+	/* `authbrake list`: one slot of its ring for each block or lock set,
+	   taken together */
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < tracker->job[i].applied_n; k++)
+			blocks += set_block(&tracker->job[i].applied[k]);
+	}
+	if (blocks > 0) {
+		const char *error;
+
+		if (ab_store_incr(tracker->store, tracker->ring_key, blocks,
+				  AB_RECENT_INDEX_TTL, &ring_index, &error) < 0)
+			ring_index = 0;		/* each takes its own, posted */
+		else
+			ring_index -= blocks - 1;
+	}
 	for (i = 0; i < n; i++) {
 		struct job *job = &tracker->job[i];
 
-		job->spec.count = 0;
-		if (job->counted)
-			ab_escalate(&job->after, job->attempt, outcomes[i],
-				    tracker->cfg, now, &job->spec);
-	}
-	(void)run_ops(tracker, n, now, true, error_r);
-	for (i = 0; i < n; i++) {
-		struct job *job = &tracker->job[i];
-
-		log_escalation(tracker, job->attempt, &job->after, &job->spec,
-			       job->marked, job->ring_index, now);
+		log_escalation(tracker, job, &ring_index, now);
 		if (job->failed) {
 			store_failure(tracker, now, "memcached partly unreachable",
 				      *error_r, "an outcome was recorded in part");
 			failed = -1;
 		}
 	}
-	ab_store_post(tracker->store, tracker->later.op, tracker->later.n);
 	return failed;
 }
 
@@ -1130,6 +1333,22 @@ void ab_tracker_dnsbl_check(struct ab_tracker *tracker,
 
 /* --- administration --- */
 
+/* Read an attempt's records into a snapshot, in one round trip (job 0). */
+static int read_snapshot(struct ab_tracker *tracker,
+			 const struct ab_attempt *attempt, time_t now,
+			 struct ab_snapshot *snap_r, const char **error_r)
+{
+	struct job *job = &tracker->job[0];
+	int ret;
+
+	tracker->rec_n = 0;
+	job->remembered = false;
+	job_init(tracker, job, attempt);
+	ret = recs_read(tracker, NULL, now, error_r);
+	job_snapshot(tracker, job, now, snap_r);
+	return ret;
+}
+
 static void status_refusal(const struct ab_snapshot *snap,
 			   const struct ab_attempt *attempt, enum ab_refused what,
 			   const struct ab_config *cfg, time_t now,
@@ -1148,14 +1367,13 @@ int ab_tracker_account_status(struct ab_tracker *tracker, const char *login,
 {
 	struct ab_attempt attempt;
 	struct ab_snapshot snap;
-	ab_key keys[AB_SLOT_COUNT];
 	const struct ab_config *cfg = tracker->cfg;
 
 	memset(status_r, 0, sizeof(*status_r));
 	if (ab_attempt_init(tracker, &attempt, login, NULL, NULL, NULL, 0,
 			    error_r) < 0)
 		return -1;
-	if (read_snapshot(tracker, &attempt, now, &snap, keys, error_r) != 0)
+	if (read_snapshot(tracker, &attempt, now, &snap, error_r) != 0)
 		return AB_ERR_STORE;
 	status_r->failures = ab_window_count(&snap, AB_SLOT_ACCT_FAIL);
 	status_r->familiar_failures = ab_window_count(&snap, AB_SLOT_ACCT_FAMFAIL);
@@ -1174,7 +1392,6 @@ int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 {
 	struct ab_attempt attempt;
 	struct ab_snapshot snap;
-	ab_key keys[AB_SLOT_COUNT];
 	const struct ab_config *cfg = tracker->cfg;
 
 	memset(status_r, 0, sizeof(*status_r));
@@ -1183,7 +1400,7 @@ int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 		return -1;
 	if (!attempt.has_addr)
 		return ab_error(error_r, "address is empty");
-	if (read_snapshot(tracker, &attempt, now, &snap, keys, error_r) != 0)
+	if (read_snapshot(tracker, &attempt, now, &snap, error_r) != 0)
 		return AB_ERR_STORE;
 	status_r->failures = ab_window_count(&snap, AB_SLOT_IP_FAIL);
 	status_r->accounts = ab_window_count(&snap, AB_SLOT_IP_ACCTS);
@@ -1201,57 +1418,87 @@ int ab_tracker_address_status(struct ab_tracker *tracker, const char *address,
 	return 0;
 }
 
-static int delete_slots(struct ab_tracker *tracker,
-			const struct ab_attempt *attempt,
-			const enum ab_slot *slots, size_t n, time_t now,
-			const char **error_r)
+/* Change one record as an administrator says: read it, change it, write
+   it back unless another writer came first (then again). */
+static int admin_change(struct ab_tracker *tracker,
+			const struct ab_attempt *attempt, enum rec_kind kind,
+			void (*change)(struct ab_tracker *, struct job *,
+				       struct ab_record *, time_t, const void *),
+			const void *ctx, time_t now, const char **error_r)
 {
-	ab_key key;
-	size_t i;
+	struct job *job = &tracker->job[0];
+	unsigned int try;
+	int conflicts;
 
-	for (i = 0; i < n; i++) {
-		slot_key(tracker, slots[i], attempt, now, key);
-		if (run_one(tracker, AB_STORE_DELETE, key, 0, 0, error_r) < 0)
+	tracker->rec_n = 0;
+	job->remembered = false;
+	job_init(tracker, job, attempt);
+	if (job->rec[kind] < 0)
+		return ab_error(error_r, "out of memory");
+	for (try = 0; try <= CAS_TRIES; try++) {
+		struct rec *r;
+
+		if (recs_read(tracker, NULL, now, error_r) != 0)
 			return AB_ERR_STORE;
+		r = &tracker->rec[job->rec[kind]];
+		change(tracker, job, &r->r, now, ctx);
+		r->dirty = true;
+		conflicts = recs_write(tracker, now, error_r);
+		if (conflicts < 0 || (conflicts == 0 && !r->answered))
+			return AB_ERR_STORE;
+		if (conflicts == 0)
+			return 0;
 	}
-	return 0;
+	*error_r = "memcached: the record changed under every try";
+	return AB_ERR_STORE;
 }
 
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
 
+/* everything that keeps the user out: the lock, the failures that would
+   set it again (from every subnet), the strikes that make the next one
+   longer, and the failures from their familiar networks */
+static void unlock_change(struct ab_tracker *tracker, struct job *job,
+			  struct ab_record *r, time_t now, const void *ctx)
+{
+	static const enum ab_slot slots[] = {
+		AB_SLOT_ACCT_LOCK, AB_SLOT_ACCT_FAIL, AB_SLOT_ACCT_SFAIL,
+		AB_SLOT_ACCT_STRIKES, AB_SLOT_ACCT_FAMFAIL,
+	};
+	uint32_t sub, bucket;
+	uint8_t id;
+	size_t i;
+
+	(void)ctx;
+	for (i = 0; i < N_ELEMENTS(slots); i++)
+		ab_record_delete_slot(r, slot_id(slots[i]));
+	slot_entry(tracker, job, AB_SLOT_ACCT_UNLOCKED, now, &id, &sub, &bucket);
+	ab_record_set(r, id, sub, bucket, (uint64_t)now,
+		      2 * tracker->cfg->account_window_s + 60, now);
+}
+
 int ab_tracker_unlock(struct ab_tracker *tracker, const char *login,
 		      time_t now, const char **error_r)
 {
-	/* everything that keeps the user out: the lock, the failures that
-	   would set it again, the strikes that make the next one longer, and
-	   the failures from their familiar networks */
-	static const enum ab_slot slots[] = {
-		AB_SLOT_ACCT_LOCK, AB_SLOT_ACCT_FAIL, AB_SLOT_ACCT_FAIL_PREV,
-		AB_SLOT_ACCT_STRIKES, AB_SLOT_ACCT_FAMFAIL,
-		AB_SLOT_ACCT_FAMFAIL_PREV,
-	};
 	struct ab_attempt attempt;
-	ab_key key;
+	int ret;
 
 	if (ab_attempt_init(tracker, &attempt, login, NULL, NULL, NULL, 0,
 			    error_r) < 0)
 		return -1;
-	if (delete_slots(tracker, &attempt, slots, N_ELEMENTS(slots), now,
-			 error_r) < 0)
-		return AB_ERR_STORE;
-	/* the failures each subnet counted against it are cleared too: a
-	   success gives back none counted up to now */
-	slot_key(tracker, AB_SLOT_ACCT_UNLOCKED, &attempt, now, key);
-	if (run_one(tracker, AB_STORE_SET, key, (uint64_t)now,
-		    2 * tracker->cfg->account_window_s + 60, error_r) < 0)
-		return AB_ERR_STORE;
+	if (attempt.account[0] == '\0')
+		return ab_error(error_r, "account is empty");
+	ret = admin_change(tracker, &attempt, REC_ACCT, unlock_change, NULL, now,
+			   error_r);
+	if (ret < 0)
+		return ret;
 	tracker_log(tracker, AB_LOG_INFO, "account \"%s\" unlocked by an administrator",
 		    attempt.account);
 	return 0;
 }
 
-/* An address (or its IPv6 /64) names the address slots, a /24 or /48 the
-   subnet slots. */
+/* An address (or its IPv6 /64) names the address's record, a /24 or /48
+   the subnet's. */
 static int parse_target(const char *target, struct ab_attempt *attempt_r,
 			bool *subnet_r, const char **error_r)
 {
@@ -1277,13 +1524,31 @@ static int parse_target(const char *target, struct ab_attempt *attempt_r,
 	return 0;
 }
 
+struct block_ctx {
+	enum ab_slot slot;
+	unsigned int duration_s;
+};
+
+static void block_change(struct ab_tracker *tracker, struct job *job,
+			 struct ab_record *r, time_t now, const void *ctx)
+{
+	const struct block_ctx *b = ctx;
+	uint32_t sub, bucket;
+	uint8_t id;
+
+	slot_entry(tracker, job, b->slot, now, &id, &sub, &bucket);
+	ab_record_set(r, id, sub, bucket, (uint64_t)now + b->duration_s,
+		      b->duration_s, now);
+}
+
 int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 		     unsigned int duration_s, time_t now, const char **error_r)
 {
 	struct ab_attempt attempt;
+	struct block_ctx b;
 	bool subnet;
-	ab_key key;
 	char dur[32];
+	int ret;
 
 	if (parse_target(target, &attempt, &subnet, error_r) < 0)
 		return -1;
@@ -1291,11 +1556,12 @@ int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 		duration_s = tracker->cfg->block_time_s;
 	if (duration_s > 7 * 24 * 3600)
 		return ab_error(error_r, "a block lasts a week at most");
-	slot_key(tracker, subnet ? AB_SLOT_NET_BLOCK : AB_SLOT_IP_BLOCK,
-		 &attempt, now, key);
-	if (run_one(tracker, AB_STORE_SET, key, (uint64_t)now + duration_s,
-		    duration_s, error_r) < 0)
-		return AB_ERR_STORE;
+	b.slot = subnet ? AB_SLOT_NET_BLOCK : AB_SLOT_IP_BLOCK;
+	b.duration_s = duration_s;
+	ret = admin_change(tracker, &attempt, subnet ? REC_NET : REC_ADDR,
+			   block_change, &b, now, error_r);
+	if (ret < 0)
+		return ret;
 	ab_recent_admin_block(&tracker->secret, tracker->store, &attempt.addr,
 			      subnet, duration_s, now);	/* authbrake list */
 	tracker_log(tracker, AB_LOG_WARNING, "%s %s blocked for %s by an administrator",
@@ -1307,27 +1573,23 @@ int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 int ab_tracker_unblock(struct ab_tracker *tracker, const char *target,
 		       time_t now, const char **error_r)
 {
-	static const enum ab_slot ip_slots[] = {
-		AB_SLOT_IP_BLOCK, AB_SLOT_IP_FAIL, AB_SLOT_IP_FAIL_PREV,
-		AB_SLOT_IP_ACCTS, AB_SLOT_IP_ACCTS_PREV, AB_SLOT_IP_STRIKES,
-		AB_SLOT_IP_INFLIGHT,
-	};
-	static const enum ab_slot net_slots[] = {
-		AB_SLOT_NET_BLOCK, AB_SLOT_NET_FAIL, AB_SLOT_NET_FAIL_PREV,
-		AB_SLOT_NET_ACCTS, AB_SLOT_NET_ACCTS_PREV, AB_SLOT_NET_STRIKES,
-	};
 	struct ab_attempt attempt;
+	struct ab_store_op op;
+	ab_key key;
 	bool subnet;
-	int ret;
 
+	(void)now;
 	if (parse_target(target, &attempt, &subnet, error_r) < 0)
 		return -1;
-	ret = subnet ?
-		delete_slots(tracker, &attempt, net_slots, N_ELEMENTS(net_slots),
-			     now, error_r) :
-		delete_slots(tracker, &attempt, ip_slots, N_ELEMENTS(ip_slots),
-			     now, error_r);
-	if (ret < 0)
+	/* the whole record: the block, the counts behind it, the strikes,
+	   the accounts it tried, on both servers it is kept on */
+	rec_key(tracker, subnet ? REC_NET : REC_ADDR, &attempt, key);
+	memset(&op, 0, sizeof(op));
+	op.cmd = AB_STORE_DELETE;
+	op.key = key;
+	op.dual = true;
+	if (ab_store_run(tracker->store, &op, 1, error_r) != 0 ||
+	    op.result == AB_STORE_FAILED)
 		return AB_ERR_STORE;
 	tracker_log(tracker, AB_LOG_INFO, "%s %s unblocked by an administrator",
 		    subnet ? "subnet" : "address", target);

@@ -136,7 +136,8 @@ static void check_requests(const uint8_t *data, size_t size)
 {
 	static const enum ab_meta_cmd cmds[] = {
 		AB_META_GET, AB_META_SET, AB_META_ADD, AB_META_INCR,
-		AB_META_DECR, AB_META_DELETE, AB_META_NOOP,
+		AB_META_DECR, AB_META_DELETE, AB_META_NOOP, AB_META_GETS,
+		AB_META_CAS,
 	};
 	const uint8_t *nl = memchr(data, '\n', size);
 	size_t key_len = nl != NULL ? (size_t)(nl - data) : size, i, len;
@@ -156,7 +157,8 @@ static void check_requests(const uint8_t *data, size_t size)
 		if (cmds[i] != AB_META_NOOP)
 			CHECK((len > 0) == (key_acceptable(key, key_len) &&
 					    ((cmds[i] != AB_META_SET &&
-					      cmds[i] != AB_META_ADD) ||
+					      cmds[i] != AB_META_ADD &&
+					      cmds[i] != AB_META_CAS) ||
 					     value_len <= AB_META_VALUE_MAX)));
 		if (len == 0)
 			continue;

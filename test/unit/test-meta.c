@@ -103,9 +103,10 @@ static void test_keys_refused(void **state)
 			    "mg !~:/@{} v O1\r\n");
 }
 
+
 static void test_values_refused(void **state)
 {
-	static const char tail[] = " 1024 T4294967295 ME O4294967295 q\r\n";
+	static const char tail[] = " 2048 T4294967295 ME O4294967295 q\r\n";
 	char key[AB_META_KEY_MAX + 1];
 	unsigned char value[AB_META_VALUE_MAX + 1];
 	const char *req;
@@ -268,12 +269,39 @@ static void test_value_replies(void **state)
 	assert_awaited_until_whole(big, len + AB_META_VALUE_MAX + 2);
 }
 
+/* A record's read and its compare-and-swap: the token asked for, sent
+   back, and read from the answer. */
+static void test_cas(void **state)
+{
+	struct ab_meta_reply reply;
+	const char *error;
+
+	(void)state;
+	assert_string_equal(put(AB_META_GETS, "k", NULL, 0, 0, 0, 7, false),
+			    "mg k v c O7\r\n");
+	assert_string_equal(put(AB_META_CAS, "k", "ab", 2, 1234, 60, 7, false),
+			    "ms k 2 T60 C1234 c O7\r\nab\r\n");
+	/* token 0: the record was missing, so only when it still is */
+	assert_string_equal(put(AB_META_CAS, "k", "ab", 2, 0, 60, 8, false),
+			    "ms k 2 T60 ME c O8\r\nab\r\n");
+	/* a CAS writes bytes, never a number */
+	assert_null(put(AB_META_CAS, "k", NULL, 0, 1234, 60, 7, false));
+	assert_int_equal(parse_str("VA 2 c99 O7\r\nab\r\n", &reply, &error), 17);
+	assert_true(reply.has_cas);
+	assert_int_equal(reply.cas, 99);
+	assert_int_equal(reply.opaque, 7);
+	assert_int_equal(parse_str("HD O7 c18446744073709551615\r\n", &reply, &error), 29);
+	assert_true(reply.cas == UINT64_MAX);
+	assert_int_equal(parse_str("EX O7\r\n", &reply, &error), 7);
+	assert_false(reply.has_cas);
+}
+
 /* Replies no server of ours sends: refused, with a reason. */
 static void test_replies_refused(void **state)
 {
 	static const char *const bad[] = {
 		/* the size lies: more than we ever store */
-		"VA 1025 O1\r\n",
+		"VA 2049 O1\r\n",
 		"VA 99999999999999999999999 O1\r\n",
 		/* the value not followed by CRLF where its size says */
 		"VA 2 O1\r\n4242\r\n",
@@ -294,6 +322,9 @@ static void test_replies_refused(void **state)
 		"HD O1 O2\r\n", "HD O1 O1\r\n", "HD O\r\n", "HD Oabc\r\n",
 		"HD O-1\r\n", "HD O1x\r\n", "HD O4294967296\r\n",
 		"HD O99999999999999999999\r\n",
+		/* the CAS token */
+		"HD c O1\r\n", "HD cx O1\r\n", "HD c1 c2 O1\r\n",
+		"HD c18446744073709551616 O1\r\n", "HD c-1 O1\r\n",
 	};
 	char line[AB_META_LINE_MAX + 8];
 	struct ab_meta_reply reply;
@@ -307,7 +338,7 @@ static void test_replies_refused(void **state)
 		assert_true(error[0] != '\0');
 	}
 	/* a size we would take, still coming: awaited, not refused */
-	assert_int_equal(parse_str("VA 1024 O1\r\n42\r\n", &reply, &error), 0);
+	assert_int_equal(parse_str("VA 2048 O1\r\n42\r\n", &reply, &error), 0);
 	assert_int_equal(parse_str("VA 4 O1\r\n42\r\n", &reply, &error), 0);
 
 	/* a line that never ends: awaited up to AB_META_LINE_MAX */
@@ -336,11 +367,13 @@ static void test_fits(void **state)
 		[AB_META_DECR] =   { 1, 1, 0, 1, 0, 0, 0, 0 },
 		[AB_META_DELETE] = { 1, 0, 0, 1, 0, 0, 0, 0 },
 		[AB_META_NOOP] =   { 0, 0, 0, 0, 0, 0, 1, 0 },
+		[AB_META_GETS] =   { 0, 1, 1, 0, 0, 0, 0, 0 },
+		[AB_META_CAS] =    { 1, 0, 0, 1, 1, 1, 0, 0 },
 	};
 	int cmd, status;
 
 	(void)state;
-	for (cmd = AB_META_GET; cmd <= AB_META_NOOP; cmd++) {
+	for (cmd = AB_META_GET; cmd <= AB_META_CAS; cmd++) {
 		for (status = AB_META_HD; status <= AB_META_ERROR; status++) {
 			if (ab_meta_fits(cmd, status) != fits[cmd][status])
 				fail_msg("command %d, status %d: fits says %d",
@@ -390,6 +423,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_requests),
+		cmocka_unit_test(test_cas),
 		cmocka_unit_test(test_keys_refused),
 		cmocka_unit_test(test_values_refused),
 		cmocka_unit_test(test_replies),
