@@ -7,35 +7,35 @@
 #include "ab-engine.h"
 
 static const struct ab_slot_info slot_info[AB_SLOT_COUNT] = {
-	[AB_SLOT_IP_FAIL] = { "ip_fail", "if", AB_SCOPE_ADDR, AB_BUCKET_IP, true, false },
-	[AB_SLOT_IP_FAIL_PREV] = { "ip_fail_prev", "if", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, true, false },
-	[AB_SLOT_IP_ACCTS] = { "ip_accounts", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP, true, false },
-	[AB_SLOT_IP_ACCTS_PREV] = { "ip_accounts_prev", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, true, false },
-	[AB_SLOT_IP_PAIR] = { "ip_pair", "ip", AB_SCOPE_ADDR_ACCT, AB_BUCKET_NONE, true, false },
-	[AB_SLOT_IP_BLOCK] = { "ip_block", "ib", AB_SCOPE_ADDR, AB_BUCKET_NONE, true, true },
-	[AB_SLOT_IP_STRIKES] = { "ip_strikes", "is", AB_SCOPE_ADDR, AB_BUCKET_NONE, false, true },
-	[AB_SLOT_IP_INFLIGHT] = { "ip_inflight", "ii", AB_SCOPE_ADDR, AB_BUCKET_NONE, true, false },
-	[AB_SLOT_NET_FAIL] = { "net_fail", "nf", AB_SCOPE_NET, AB_BUCKET_IP, true, false },
-	[AB_SLOT_NET_FAIL_PREV] = { "net_fail_prev", "nf", AB_SCOPE_NET, AB_BUCKET_IP_PREV, true, false },
-	[AB_SLOT_NET_ACCTS] = { "net_accounts", "na", AB_SCOPE_NET, AB_BUCKET_IP, true, false },
-	[AB_SLOT_NET_ACCTS_PREV] = { "net_accounts_prev", "na", AB_SCOPE_NET, AB_BUCKET_IP_PREV, true, false },
-	[AB_SLOT_NET_PAIR] = { "net_pair", "np", AB_SCOPE_NET_ACCT, AB_BUCKET_NONE, true, false },
-	[AB_SLOT_NET_BLOCK] = { "net_block", "nb", AB_SCOPE_NET, AB_BUCKET_NONE, true, true },
-	[AB_SLOT_NET_STRIKES] = { "net_strikes", "ns", AB_SCOPE_NET, AB_BUCKET_NONE, false, true },
-	[AB_SLOT_ACCT_FAIL] = { "account_fail", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT, true, false },
-	[AB_SLOT_ACCT_FAIL_PREV] = { "account_fail_prev", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, true, false },
-	[AB_SLOT_ACCT_SFAIL] = { "account_subnet_fail", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_ACCT, false, false },
-	[AB_SLOT_ACCT_SFAIL_PREV] = { "account_subnet_fail_prev", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_ACCT_PREV, false, false },
-	[AB_SLOT_ACCT_UNLOCKED] = { "account_unlocked", "au", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, false },
-	[AB_SLOT_ACCT_LOCK] = { "account_lock", "al", AB_SCOPE_ACCT, AB_BUCKET_NONE, true, true },
-	[AB_SLOT_ACCT_STRIKES] = { "account_strikes", "ak", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, true },
-	[AB_SLOT_ACCT_FAM] = { "account_familiar", "fm", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, true, true },
-	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_ACCT, true, false },
-	[AB_SLOT_ACCT_FAMFAIL_PREV] = { "account_familiar_fail_prev", "ff", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, true, false },
-	[AB_SLOT_ACCT_FAMCOUNT] = { "account_familiar_count", "fc", AB_SCOPE_ACCT, AB_BUCKET_NONE, false, false },
-	[AB_SLOT_ACCT_PW] = { "account_password_seen", "pw", AB_SCOPE_ACCT_PW, AB_BUCKET_NONE, false, false },
+	[AB_SLOT_IP_FAIL] = { "ip_fail", "if", AB_SCOPE_ADDR, AB_BUCKET_IP, false },
+	[AB_SLOT_IP_FAIL_PREV] = { "ip_fail_prev", "if", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, false },
+	[AB_SLOT_IP_ACCTS] = { "ip_accounts", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP, false },
+	[AB_SLOT_IP_ACCTS_PREV] = { "ip_accounts_prev", "ia", AB_SCOPE_ADDR, AB_BUCKET_IP_PREV, false },
+	[AB_SLOT_IP_PAIR] = { "ip_pair", "ip", AB_SCOPE_ADDR_ACCT, AB_BUCKET_NONE, false },
+	[AB_SLOT_IP_BLOCK] = { "ip_block", "ib", AB_SCOPE_ADDR, AB_BUCKET_NONE, true },
+	[AB_SLOT_IP_STRIKES] = { "ip_strikes", "is", AB_SCOPE_ADDR, AB_BUCKET_NONE, true },
+	[AB_SLOT_IP_INFLIGHT] = { "ip_inflight", "ii", AB_SCOPE_ADDR, AB_BUCKET_NONE, false },
+	[AB_SLOT_NET_FAIL] = { "net_fail", "nf", AB_SCOPE_NET, AB_BUCKET_IP, false },
+	[AB_SLOT_NET_FAIL_PREV] = { "net_fail_prev", "nf", AB_SCOPE_NET, AB_BUCKET_IP_PREV, false },
+	[AB_SLOT_NET_ACCTS] = { "net_accounts", "na", AB_SCOPE_NET, AB_BUCKET_IP, false },
+	[AB_SLOT_NET_ACCTS_PREV] = { "net_accounts_prev", "na", AB_SCOPE_NET, AB_BUCKET_IP_PREV, false },
+	[AB_SLOT_NET_PAIR] = { "net_pair", "np", AB_SCOPE_NET_ACCT, AB_BUCKET_NONE, false },
+	[AB_SLOT_NET_BLOCK] = { "net_block", "nb", AB_SCOPE_NET, AB_BUCKET_NONE, true },
+	[AB_SLOT_NET_STRIKES] = { "net_strikes", "ns", AB_SCOPE_NET, AB_BUCKET_NONE, true },
+	[AB_SLOT_ACCT_FAIL] = { "account_fail", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT, false },
+	[AB_SLOT_ACCT_FAIL_PREV] = { "account_fail_prev", "af", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, false },
+	[AB_SLOT_ACCT_SFAIL] = { "account_subnet_fail", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_ACCT, false },
+	[AB_SLOT_ACCT_SFAIL_PREV] = { "account_subnet_fail_prev", "as", AB_SCOPE_ACCT_NET, AB_BUCKET_ACCT_PREV, false },
+	[AB_SLOT_ACCT_UNLOCKED] = { "account_unlocked", "au", AB_SCOPE_ACCT, AB_BUCKET_NONE, false },
+	[AB_SLOT_ACCT_LOCK] = { "account_lock", "al", AB_SCOPE_ACCT, AB_BUCKET_NONE, true },
+	[AB_SLOT_ACCT_STRIKES] = { "account_strikes", "ak", AB_SCOPE_ACCT, AB_BUCKET_NONE, true },
+	[AB_SLOT_ACCT_FAM] = { "account_familiar", "fm", AB_SCOPE_ACCT_NET, AB_BUCKET_NONE, true },
+	[AB_SLOT_ACCT_FAMFAIL] = { "account_familiar_fail", "ff", AB_SCOPE_ACCT, AB_BUCKET_ACCT, false },
+	[AB_SLOT_ACCT_FAMFAIL_PREV] = { "account_familiar_fail_prev", "ff", AB_SCOPE_ACCT, AB_BUCKET_ACCT_PREV, false },
+	[AB_SLOT_ACCT_FAMCOUNT] = { "account_familiar_count", "fc", AB_SCOPE_ACCT, AB_BUCKET_NONE, false },
+	[AB_SLOT_ACCT_PW] = { "account_password_seen", "pw", AB_SCOPE_ACCT_PW, AB_BUCKET_NONE, false },
 	/* written by allow, read by report */
-	[AB_SLOT_SESSION] = { "session", "ss", AB_SCOPE_SESSION, AB_BUCKET_NONE, false, false },
+	[AB_SLOT_SESSION] = { "session", "ss", AB_SCOPE_SESSION, AB_BUCKET_NONE, false },
 };
 
 /* How long a strike is remembered: long enough that a returning
@@ -45,18 +45,6 @@ static const struct ab_slot_info slot_info[AB_SLOT_COUNT] = {
 const struct ab_slot_info *ab_slot_info(enum ab_slot slot)
 {
 	return &slot_info[slot < AB_SLOT_COUNT ? slot : 0];
-}
-
-bool ab_slot_kind_dual(const char kind[2])
-{
-	unsigned int i;
-
-	for (i = 0; i < AB_SLOT_COUNT; i++) {
-		if (slot_info[i].dual && slot_info[i].kind[0] == kind[0] &&
-		    slot_info[i].kind[1] == kind[1])
-			return true;
-	}
-	return false;
 }
 
 static unsigned int bucket_len(enum ab_bucket bucket,
@@ -566,6 +554,13 @@ void ab_reserve(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 	count_failure(snap, attempt, cfg, now, ops);
 	if (ab_address_rules(attempt, cfg))
 		add_op(ops, AB_OP_INCR, AB_SLOT_IP_INFLIGHT, 1, AB_HOLD_TTL);
+	/* the password's marker, set now with the account's place and taken
+	   back by a success: a wrong password's report then changes nothing
+	   of the account's (ab_record()) */
+	if (attempt->account[0] != '\0' && attempt->has_pw &&
+	    cfg->password_repeat_s > 0 && !snap->found[AB_SLOT_ACCT_PW])
+		add_paired(ops, AB_OP_MARK, AB_SLOT_ACCT_PW, 1,
+			   cfg->password_repeat_s, AB_SLOT_COUNT, 0);
 }
 
 uint32_t ab_ops_slots(const struct ab_ops *ops)
@@ -601,6 +596,8 @@ void ab_release(const struct ab_hold *hold, const struct ab_attempt *attempt,
 			continue;
 		if (pair_marker((enum ab_slot)slot) != AB_SLOT_COUNT)
 			unmark_pair((enum ab_slot)slot, ops);
+		else if (slot == AB_SLOT_ACCT_PW)
+			add_op(ops, AB_OP_DELETE, (enum ab_slot)slot, 0, 0);
 		else
 			add_op(ops, AB_OP_DECR, (enum ab_slot)slot, 1, 0);
 		ops->op[ops->count - 1].at = hold->at;
@@ -684,7 +681,8 @@ bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 
 	/* a wrong password already seen recently for this account is a
 	   client retrying a stale password, not a new guess */
-	if (has_account && attempt->has_pw && snap->found[AB_SLOT_ACCT_PW]) {
+	if (has_account && attempt->has_pw && snap->found[AB_SLOT_ACCT_PW] &&
+	    !held(h, AB_SLOT_ACCT_PW)) {
 		ab_release(h, attempt, ops);
 		return false;
 	}
@@ -693,57 +691,15 @@ bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	inflight_only = *h;
 	inflight_only.slots &= 1U << AB_SLOT_IP_INFLIGHT;
 	ab_release(&inflight_only, attempt, ops);
-	if (has_account && attempt->has_pw && cfg->password_repeat_s > 0)
+	/* (its allow set it already) */
+	if (has_account && attempt->has_pw && cfg->password_repeat_s > 0 &&
+	    !held(h, AB_SLOT_ACCT_PW))
 		add_op(ops, AB_OP_SET, AB_SLOT_ACCT_PW, 1, cfg->password_repeat_s);
 	if (hold == NULL)
 		count_failure(snap, attempt, cfg, now, ops);
 	return true;
 }
 
-/* How long strikes are remembered: long enough that a returning attacker
-   meets a longer block. */
-bool ab_report_reads(enum ab_slot slot, enum ab_outcome outcome)
-{
-	switch (outcome) {
-	case AB_OUTCOME_POLICY_REJECT:
-		/* gives back what its record says, reading nothing else */
-		return slot == AB_SLOT_SESSION;
-	case AB_OUTCOME_SUCCESS:
-		/* record_success(), and ab_reserve() for a lost record */
-		switch (slot) {
-		case AB_SLOT_IP_PAIR:
-		case AB_SLOT_NET_PAIR:
-		case AB_SLOT_ACCT_FAIL:
-		case AB_SLOT_ACCT_FAIL_PREV:
-		case AB_SLOT_ACCT_SFAIL:
-		case AB_SLOT_ACCT_SFAIL_PREV:
-		case AB_SLOT_ACCT_UNLOCKED:
-		case AB_SLOT_ACCT_FAM:
-		case AB_SLOT_ACCT_FAMFAIL:
-		case AB_SLOT_ACCT_FAMFAIL_PREV:
-		case AB_SLOT_SESSION:
-			return true;
-		default:
-			return false;
-		}
-	case AB_OUTCOME_FAILURE:
-		/* ab_record() and ab_escalate(): neither a success's
-		   give-backs nor the familiar subnets' own counts */
-		switch (slot) {
-		case AB_SLOT_ACCT_SFAIL:
-		case AB_SLOT_ACCT_SFAIL_PREV:
-		case AB_SLOT_ACCT_UNLOCKED:
-		case AB_SLOT_ACCT_FAMFAIL:
-		case AB_SLOT_ACCT_FAMFAIL_PREV:
-		case AB_SLOT_ACCT_FAMCOUNT:
-		case AB_SLOT_IP_INFLIGHT:
-			return false;
-		default:
-			return true;
-		}
-	}
-	return true;
-}
 
 static unsigned int strike_ttl(unsigned int base_s, unsigned int max_s)
 {

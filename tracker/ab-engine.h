@@ -79,14 +79,11 @@ struct ab_slot_info {
 	char kind[3];		/* two letters in the key */
 	enum ab_scope scope;
 	enum ab_bucket bucket;
-	bool decides;		/* ab_decide() or ab_reserve() reads it */
 	/* refuses for long: kept on two memcached servers (ab-store.h) */
 	bool dual;
 };
 
 const struct ab_slot_info *ab_slot_info(enum ab_slot slot);
-/* Is a slot of these kind letters kept on two servers? */
-bool ab_slot_kind_dual(const char kind[2]);
 /* The bucket number of a windowed slot at now (0 for other slots). */
 uint64_t ab_slot_bucket(enum ab_slot slot, const struct ab_config *cfg,
 			time_t now);
@@ -210,8 +207,9 @@ enum ab_op_kind {
 	AB_OP_INCR,
 	AB_OP_DECR,
 	AB_OP_SET,
-	/* add slot when missing; when it was added, increment pair_slot:
-	   one strike per block, one count per distinct account */
+	/* add slot when missing; when it was added, increment pair_slot
+	   (AB_SLOT_COUNT: none): one strike per block, one count per
+	   distinct account */
 	AB_OP_MARK,
 	/* delete slot; when it was there, decrement pair_slot */
 	AB_OP_UNMARK,
@@ -247,7 +245,8 @@ void ab_hold_unpack(uint64_t value, struct ab_hold *hold_r);
 /* The count an op takes a place in: a marker's pair, else its slot. */
 static inline enum ab_slot ab_op_counted(const struct ab_op *op)
 {
-	return op->kind == AB_OP_MARK ? op->pair_slot : op->slot;
+	return op->kind == AB_OP_MARK && op->pair_slot != AB_SLOT_COUNT ?
+		op->pair_slot : op->slot;
 }
 /* The slots ops take places in, as struct ab_hold's slots. */
 uint32_t ab_ops_slots(const struct ab_ops *ops);
@@ -305,9 +304,6 @@ void ab_escalate(const struct ab_snapshot *after,
 		 const struct ab_attempt *attempt, enum ab_outcome outcome,
 		 const struct ab_config *cfg, time_t now, struct ab_ops *ops_r);
 
-/* What a report reads: the slots ab_record() and ab_escalate() look at
-   for its outcome (and ab_hold_presumed() for a success). */
-bool ab_report_reads(enum ab_slot slot, enum ab_outcome outcome);
 
 /* The n-th block or lock (strikes = those before it): base doubled per
    strike, never past max. */

@@ -67,8 +67,8 @@ int ab_recent_open(const uint8_t key[AB_RECENT_KEY_LEN],
 		   struct ab_recent_entry *entry_r, const char **error_r);
 
 /* The key of the ring's index, and how long it lives: a writer takes the
-   next slot with one increment of it (the tracker sends that increment in
-   the round trip that sets the block or lock). */
+   next slot with one increment of it (the tracker takes one for every
+   block and lock a batch of reports set, in one round trip). */
 #define AB_RECENT_INDEX_TTL (8 * 24 * 3600)
 void ab_recent_index_key(const struct ab_secret *secret, char key_r[AB_KEY_LEN]);
 

@@ -117,6 +117,8 @@ struct ab_tracker {
 	ab_key ring_key;
 	/* entries dropped from full records, logged once per interval */
 	time_t dropped_logged;
+	/* the entry each slot is filed under (slot_ids_init()) */
+	uint8_t slot_id[AB_SLOT_COUNT];
 };
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
@@ -134,6 +136,8 @@ static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
 	va_end(args);
 	tracker->log(level, msg, tracker->log_ctx);
 }
+
+static void slot_ids_init(uint8_t ids_r[AB_SLOT_COUNT]);
 
 int ab_tracker_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 		    struct ab_tracker **tracker_r, const char **error_r)
@@ -153,6 +157,7 @@ int ab_tracker_init(const struct ab_config *cfg, ab_log_fn *log, void *log_ctx,
 		return -1;
 	}
 	ab_recent_index_key(&tracker->secret, tracker->ring_key);
+	slot_ids_init(tracker->slot_id);
 	*tracker_r = tracker;
 	return 0;
 }
@@ -292,18 +297,24 @@ static int slot_rec(const struct job *job, enum ab_slot slot)
 
 /* The slot a count is filed under: a bucket before this one is the same
    count, a bucket earlier (the first slot of its kind letters). */
-static uint8_t slot_id(enum ab_slot slot)
+static void slot_ids_init(uint8_t ids_r[AB_SLOT_COUNT])
 {
-	const struct ab_slot_info *info = ab_slot_info(slot);
-	unsigned int s;
+	unsigned int slot, s;
 
-	for (s = 0; s < (unsigned int)slot; s++) {
-		const struct ab_slot_info *other = ab_slot_info((enum ab_slot)s);
+	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
+		const struct ab_slot_info *info = ab_slot_info((enum ab_slot)slot);
 
-		if (other->kind[0] == info->kind[0] && other->kind[1] == info->kind[1])
-			return (uint8_t)s;
+		ids_r[slot] = (uint8_t)slot;
+		for (s = 0; s < slot; s++) {
+			const struct ab_slot_info *other = ab_slot_info((enum ab_slot)s);
+
+			if (other->kind[0] == info->kind[0] &&
+			    other->kind[1] == info->kind[1]) {
+				ids_r[slot] = (uint8_t)s;
+				break;
+			}
+		}
 	}
-	return (uint8_t)slot;
 }
 
 /* A slot's entry in its record: the slot it is filed under (a bucket
@@ -315,7 +326,7 @@ static void slot_entry(const struct ab_tracker *tracker, const struct job *job,
 {
 	const struct ab_slot_info *info = ab_slot_info(slot);
 
-	*id_r = slot_id(slot);
+	*id_r = tracker->slot_id[slot];
 	*bucket_r = (uint32_t)ab_slot_bucket(slot, tracker->cfg, at);
 	switch (info->scope) {
 	case AB_SCOPE_ADDR_ACCT:
@@ -606,21 +617,24 @@ static bool apply_op(struct ab_tracker *tracker, struct job *job,
 		ab_record_set(r, id, sub, bucket, op->value, op->ttl_s, now);
 		break;
 	case AB_OP_MARK:
+		a->marked = ab_record_add(r, id, sub, bucket, op->value,
+					  op->ttl_s, now);
+		/* a marker without a count is held as its own place */
+		a->took = a->marked;
+		if (a->marked && op->pair_slot != AB_SLOT_COUNT) {
+			/* a marker and its count live in one record */
+			slot_entry(tracker, job, op->pair_slot, at, &pid, &psub,
+				   &pbucket);
+			(void)ab_record_incr(r, pid, psub, pbucket, 1,
+					     op->pair_ttl_s, now);
+		}
+		break;
 	case AB_OP_UNMARK:
-		/* a marker and its count live in one record */
-		slot_entry(tracker, job, op->pair_slot, at, &pid, &psub, &pbucket);
-		if (op->kind == AB_OP_MARK) {
-			a->marked = ab_record_add(r, id, sub, bucket, op->value,
-						  op->ttl_s, now);
-			if (a->marked) {
-				(void)ab_record_incr(r, pid, psub, pbucket, 1,
-						     op->pair_ttl_s, now);
-				a->took = true;
-			}
-		} else {
-			a->marked = ab_record_delete(r, id, sub, bucket);
-			if (a->marked)
-				(void)ab_record_decr(r, pid, psub, pbucket, 1);
+		a->marked = ab_record_delete(r, id, sub, bucket);
+		if (a->marked && op->pair_slot != AB_SLOT_COUNT) {
+			slot_entry(tracker, job, op->pair_slot, at, &pid, &psub,
+				   &pbucket);
+			(void)ab_record_decr(r, pid, psub, pbucket, 1);
 		}
 		break;
 	case AB_OP_DELETE:
@@ -1471,7 +1485,7 @@ static void unlock_change(struct ab_tracker *tracker, struct job *job,
 
 	(void)ctx;
 	for (i = 0; i < N_ELEMENTS(slots); i++)
-		ab_record_delete_slot(r, slot_id(slots[i]));
+		ab_record_delete_slot(r, tracker->slot_id[slots[i]]);
 	slot_entry(tracker, job, AB_SLOT_ACCT_UNLOCKED, now, &id, &sub, &bucket);
 	ab_record_set(r, id, sub, bucket, (uint64_t)now,
 		      2 * tracker->cfg->account_window_s + 60, now);

@@ -1,6 +1,6 @@
 /* The tracker: what the Dovecot service, the PAM module and the CLI call.
-   It turns an attempt into keys, reads them in one mget, asks the engine,
-   and writes what the engine says. */
+   It reads the records an attempt is about (ab-record.h) in one round
+   trip, asks the engine, and writes back what the engine changed. */
 #ifndef AB_TRACKER_H
 #define AB_TRACKER_H
 
@@ -46,12 +46,12 @@ enum ab_allow_flags {
 /* Decide, and when the attempt goes on to the password check, hold its
    places until its report. Never fails: when the store cannot answer, the
    decision follows fail_mode and says so (decision_r->store_failed).
-   One round trip (see "round trips" in ab-tracker.c). */
+   Two round trips, one for a refusal (see "round trips" in ab-tracker.c). */
 void ab_tracker_allow(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt, time_t now,
 		      unsigned int flags, struct ab_decision *decision_r);
-/* Record an outcome, settling what its allow held. One or two round
-   trips, one more when a block or lock is set. Returns -1 when the store could not
+/* Record an outcome, settling what its allow held. Two round trips, one
+   more when a block or lock is set. Returns -1 when the store could not
    take it (the tracker has logged it, once per fail_log_interval). */
 int ab_tracker_report(struct ab_tracker *tracker,
 		      const struct ab_attempt *attempt,
