@@ -110,12 +110,14 @@ def allow(dc, addr, login=PROBE):
 
 
 def ib_keys(mc):
-    return {k for k in mc.dump_keys() if "%3Aib%3A" in k or ":ib:" in k}
+    """The address records a server holds (a block lives in its address's
+    record)."""
+    return {k for k in mc.dump_keys() if "%3Ara%3A" in k or ":ra:" in k}
 
 
 def block_on_both(conf, servers, addrs):
-    """Block each address with `authbrake block`, and check that its block
-    key went to both servers (blocks are kept on two: issue 20)."""
+    """Block each address with `authbrake block`, and check that its
+    record went to both servers (records are kept on two: issue 20)."""
     for addr in addrs:
         before = [ib_keys(mc) for mc in servers]
         r = cli(conf, "block", addr, "--for", "10m")
