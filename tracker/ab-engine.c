@@ -700,7 +700,6 @@ bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	return true;
 }
 
-
 static unsigned int strike_ttl(unsigned int base_s, unsigned int max_s)
 {
 	unsigned long long ttl = (unsigned long long)(max_s > base_s ? max_s : base_s) * 4;

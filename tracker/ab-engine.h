@@ -76,10 +76,12 @@ enum ab_bucket {
 
 struct ab_slot_info {
 	const char *name;	/* for logs and tests */
-	char kind[3];		/* two letters in the key */
+	/* two letters: slots that share them are one count, in two
+	   buckets (ab-tracker.c files them as one entry) */
+	char kind[3];
 	enum ab_scope scope;
 	enum ab_bucket bucket;
-	/* refuses for long: kept on two memcached servers (ab-store.h) */
+	/* refuses for long: read from both copies of its record */
 	bool dual;
 };
 
@@ -303,7 +305,6 @@ bool ab_record(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 void ab_escalate(const struct ab_snapshot *after,
 		 const struct ab_attempt *attempt, enum ab_outcome outcome,
 		 const struct ab_config *cfg, time_t now, struct ab_ops *ops_r);
-
 
 /* The n-th block or lock (strikes = those before it): base doubled per
    strike, never past max. */
