@@ -77,7 +77,7 @@ struct job {
 	unsigned int applied_n;
 	struct ab_hold hold;
 	enum ab_outcome outcome;
-	bool counted, failed;
+	bool counted;
 	/* allow: decided by a refusal this process remembers (ab-verdict.h) */
 	bool remembered;
 	/* allow: holds places (its session entry was added) */
@@ -400,7 +400,7 @@ static void job_init(struct ab_tracker *tracker, struct job *job,
 	job->ops.count = 0;
 	job->hold.at = 0;
 	job->hold.slots = 0;
-	job->counted = job->failed = job->holds = job->gave_back = false;
+	job->counted = job->holds = job->gave_back = false;
 	for (k = 0; k < REC_KINDS; k++) {
 		job->rec[k] = -1;
 		if (k == REC_ACCT ? !has_account : !attempt->has_addr)
@@ -1143,7 +1143,6 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 					 held, tracker->cfg, now, &job->ops);
 		apply_ops(tracker, job, &job->ops, now);
 		report_escalate(tracker, job, now);
-		job->failed = ret != 0;
 	}
 	if (recs_settle(tracker, n, now, report_escalate, error_r) < 0) {
 		store_failure(tracker, now, "memcached partly unreachable",
@@ -1165,15 +1164,13 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 		else
 			ring_index -= blocks - 1;
 	}
-	for (i = 0; i < n; i++) {
-		struct job *job = &tracker->job[i];
-
-		log_escalation(tracker, job, &ring_index, now);
-		if (job->failed) {
-			store_failure(tracker, now, "memcached partly unreachable",
-				      *error_r, "an outcome was recorded in part");
-			failed = -1;
-		}
+	for (i = 0; i < n; i++)
+		log_escalation(tracker, &tracker->job[i], &ring_index, now);
+	/* a server that did not answer the reads: its records took nothing */
+	if (ret != 0) {
+		store_failure(tracker, now, "memcached partly unreachable",
+			      *error_r, "an outcome was recorded in part");
+		failed = -1;
 	}
 	return failed;
 }
