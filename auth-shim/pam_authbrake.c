@@ -203,17 +203,22 @@ static void attempt_build(struct pam_call *call, bool with_pw)
 	if (ab_attempt_init(call->tracker, &call->attempt, user, rhost,
 			    service, pw, pw == NULL ? 0 : strlen(pw),
 			    &error) == 0)
-		return;
+		goto password;
 	pam_syslog(call->pamh, LOG_NOTICE, "%s; deciding without it", error);
 	if (ab_attempt_init(call->tracker, &call->attempt, user, NULL,
 			    service, pw, pw == NULL ? 0 : strlen(pw),
 			    &error) == 0)
-		return;
+		goto password;
 	if (ab_attempt_init(call->tracker, &call->attempt, NULL, rhost,
 			    service, NULL, 0, &error) == 0)
 		return;
 	(void)ab_attempt_init(call->tracker, &call->attempt, NULL, NULL,
 			      service, NULL, 0, &error);
+	return;
+password:
+	/* a wrong password tried on many accounts turns campaign mode on */
+	ab_attempt_set_spray_password(call->tracker, &call->attempt, pw,
+				      pw == NULL ? 0 : strlen(pw));
 }
 
 /* preauth and authfail/authsucc of one login share the PAM handle: an id

@@ -41,7 +41,8 @@ static const char usage_text[] =
 "\n"
 "commands:\n"
 "  status USER|ADDRESS|SUBNET   failures, lock or block and time left, familiar\n"
-"                               subnets, and what a login would get now\n"
+"                               subnets, and what a login would get now;\n"
+"                               without one: campaign mode's state\n"
 "         [--user USER | --address ADDRESS]   say which, when a name looks\n"
 "                                             like an address\n"
 "  list                         the addresses, subnets and accounts blocked or\n"
@@ -52,6 +53,8 @@ static const char usage_text[] =
 "  block ADDRESS|SUBNET [--for DURATION]\n"
 "                               block now (default block_time; at most 7d)\n"
 "  unblock ADDRESS|SUBNET       remove a block and the counts behind it\n"
+"  campaign [on|off|auto]       campaign mode (password sprays): show it, force\n"
+"                               it on or off, or hand it back to the detector\n"
 "  genkey [FILE]                write a new secret (default: secret_file);\n"
 "                               never overwrites\n"
 "  genkey --api-key [FILE]      write a new policy API key (default:\n"
@@ -534,6 +537,8 @@ static int status_address(struct cli *cli, const struct target *target)
 	return blocked ? EXIT_REJECTED : EXIT_OK;
 }
 
+static int campaign_show(struct cli *cli);
+
 static int cmd_status(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -556,6 +561,8 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
 	}
 	if (user != NULL && address != NULL)
 		return usage_error("status: give --user or --address, not both");
+	if (user == NULL && address == NULL && optind == argc)
+		return campaign_show(cli);
 	if (user == NULL && address == NULL) {
 		if (optind != argc - 1)
 			return usage_error("status: give one USER, ADDRESS or SUBNET");
@@ -947,6 +954,103 @@ static int cmd_list(struct cli *cli, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* --- campaign ---------------------------------------------------------- */
+
+static int campaign_show(struct cli *cli)
+{
+	struct ab_campaign_status st;
+	const struct ab_config *cfg;
+	char interval[32], when[32], dur[32];
+	const char *error;
+	time_t now = time(NULL), since;
+	int ret;
+
+	if ((ret = cli_init(cli)) != EXIT_OK)
+		return ret;
+	cfg = &cli->cfg;
+	if ((ret = ab_tracker_campaign_status(cli->tracker, now, &st, &error)) < 0)
+		return store_error(ret, "campaign", error);
+	since = st.state.mode == AB_CAMPAIGN_AUTO && st.on ? st.state.started : 0;
+	if (cli->json) {
+		struct json_out out;
+
+		json_begin(&out, stdout);
+		json_str(&out, "type", "campaign");
+		json_bool(&out, "on", st.on);
+		json_str(&out, "mode", ab_campaign_mode_name(st.mode));
+		json_uint(&out, "since", (unsigned long long)since);
+		json_str(&out, "cause", since == 0 ? "" :
+			 st.state.cause == AB_CAMPAIGN_BY_PASSWORD ? "password" : "rate");
+		json_uint(&out, "rate", st.rate);
+		json_uint(&out, "threshold", st.threshold);
+		json_uint(&out, "baseline_milli", st.baseline_milli);
+		json_uint(&out, "floor", cfg->campaign_floor);
+		json_uint(&out, "interval_s", cfg->campaign_interval_s);
+		json_end(&out);
+		return EXIT_OK;
+	}
+	printf("campaign mode: %s (%s)\n", st.on ? "on" : "off",
+	       st.mode == AB_CAMPAIGN_AUTO ? "auto: the detector decides" : "forced");
+	if (since != 0) {
+		struct tm tm;
+
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S",
+			 localtime_r(&since, &tm));
+		printf("since: %s (%s), %s\n", when,
+		       human_duration((unsigned long long)(now - since), dur, sizeof(dur)),
+		       st.state.cause == AB_CAMPAIGN_BY_PASSWORD ?
+		       "one wrong password tried on many accounts" :
+		       "failures from unfamiliar origins over the threshold");
+	}
+	ab_duration_str(cfg->campaign_interval_s, interval, sizeof(interval));
+	printf("rate: %llu failures from unfamiliar origins in the last %s\n",
+	       st.rate, interval);
+	printf("threshold: %llu (baseline %llu.%llu x campaign_factor %u, "
+	       "campaign_floor %u)\n", st.threshold, st.baseline_milli / 1000,
+	       st.baseline_milli % 1000 / 100, cfg->campaign_factor,
+	       cfg->campaign_floor);
+	return EXIT_OK;
+}
+
+static int cmd_campaign(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const struct {
+		const char *name;
+		enum ab_campaign_mode mode;
+	} modes[] = {
+		{ "on", AB_CAMPAIGN_FORCED_ON },
+		{ "off", AB_CAMPAIGN_FORCED_OFF },
+		{ "auto", AB_CAMPAIGN_AUTO },
+	};
+	const char *error;
+	size_t i;
+	int c, ret;
+
+	reset_getopt();
+	while ((c = next_opt(argc, argv, opts, cli)) != -1)
+		return bad_option("campaign", c, argc, argv);
+	if (optind == argc)
+		return campaign_show(cli);
+	if (optind != argc - 1)
+		return usage_error("campaign: give on, off or auto, or nothing");
+	for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		if (strcmp(modes[i].name, argv[optind]) == 0)
+			break;
+	}
+	if (i == sizeof(modes) / sizeof(modes[0]))
+		return usage_error("campaign: '%s': give on, off or auto", argv[optind]);
+	if ((ret = cli_init(cli)) != EXIT_OK)
+		return ret;
+	if ((ret = ab_tracker_campaign_set(cli->tracker, modes[i].mode,
+					   time(NULL), &error)) < 0)
+		return store_error(ret, "campaign", error);
+	return campaign_show(cli);
+}
+
 /* --- genkey ------------------------------------------------------------ */
 
 static int cmd_genkey(struct cli *cli, int argc, char **argv)
@@ -1049,6 +1153,7 @@ static const struct {
 	{ "unlock", cmd_unlock },
 	{ "block", cmd_block },
 	{ "unblock", cmd_unblock },
+	{ "campaign", cmd_campaign },
 	{ "genkey", cmd_genkey },
 	{ "config", cmd_config },
 };

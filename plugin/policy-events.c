@@ -119,6 +119,7 @@ void policy_decision_event_send(struct event **_event,
 	event_add_str(event, "reason", ab_reason_info(decision->why)->label);
 	event_add_str(event, "protocol", attempt->protocol);
 	event_add_str(event, "store_failed", decision->store_failed ? "yes" : "no");
+	event_add_str(event, "campaign", decision->campaign ? "on" : "off");
 	if (decision->verdict == AB_TARPIT)
 		event_add_int(event, "delay_s", decision->delay_s);
 	e_debug(event, "decision=%s reason=\"%s\"", verdicts[decision->verdict],

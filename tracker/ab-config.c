@@ -76,6 +76,15 @@ static const struct key_def keys[] = {
 	{ "dnsbl_action", T_DNSBL_ACTION, F(dnsbl_action), 0, 0 },
 	{ "dnsbl_resolver", T_STRING, F(dnsbl_resolver), 0, 0 },
 	{ "dnsbl_timeout", T_MILLIS, F(dnsbl_timeout_ms), 1, 5000 },
+	{ "campaign_interval", T_SECONDS, F(campaign_interval_s), 1, DAY },
+	{ "campaign_floor", T_UINT, F(campaign_floor), 1, 1000000000 },
+	{ "campaign_factor", T_UINT, F(campaign_factor), 1, 1000 },
+	{ "campaign_cooldown", T_SECONDS, F(campaign_cooldown_s), 1, 7 * DAY },
+	{ "campaign_learn_days", T_UINT, F(campaign_learn_days), 1, 365 },
+	{ "campaign_day", T_SECONDS, F(campaign_day_s), 24, 7 * DAY },
+	{ "campaign_password_accounts", T_UINT, F(campaign_password_accounts), 0, 1000000 },
+	{ "campaign_lock_failures", T_UINT, F(campaign_lock_failures), 1, 1000000 },
+	{ "campaign_tarpit", T_SECONDS, F(campaign_tarpit_s), 0, 300 },
 	{ "pam_max_delay", T_SECONDS, F(pam_max_delay_s), 0, 30 },
 	{ "server_state_file", T_STRING, F(server_state_file), 0, 0 },
 };
@@ -147,6 +156,16 @@ void ab_config_defaults(struct ab_config *cfg)
 	cfg->server_state_file = strdup("/run/authbrake/memcached.state");
 	cfg->dnsbl_timeout_ms = 500;
 	cfg->dnsbl_action = AB_DNSBL_TARPIT;
+	cfg->campaign_interval_s = 600;
+	cfg->campaign_floor = 30;
+	cfg->campaign_factor = 4;
+	cfg->campaign_cooldown_s = 3600;
+	cfg->campaign_learn_days = 7;
+	cfg->campaign_day_s = DAY;
+	cfg->campaign_password_accounts = 10;
+	cfg->campaign_lock_failures = 1;
+	cfg->campaign_tarpit_s = 2;
+
 	cfg->pam_max_delay_s = 2;
 }
 
@@ -489,6 +508,9 @@ int ab_config_validate(const struct ab_config *cfg, const char **error_r)
 	if (cfg->net_block_failures <= cfg->net_free_failures)
 		return ab_error(error_r, "net_block_failures (%u) must be above net_free_failures (%u)",
 				cfg->net_block_failures, cfg->net_free_failures);
+	if (cfg->campaign_day_s < 24 * cfg->campaign_interval_s)
+		return ab_error(error_r, "campaign_day (%us) must hold 24 campaign_intervals (%us each)",
+				cfg->campaign_day_s, cfg->campaign_interval_s);
 	if (cfg->memcached_servers == NULL || cfg->memcached_servers[0] == '\0')
 		return ab_error(error_r, "memcached_servers is empty");
 	return 0;

@@ -91,6 +91,18 @@ struct ab_config {
 	unsigned int dnsbl_timeout_ms;
 	enum ab_dnsbl_action dnsbl_action;
 
+	/* campaign mode (ab-campaign.h): the site-wide detector of password
+	   sprays, and the budget an account has while one is on */
+	unsigned int campaign_interval_s;
+	unsigned int campaign_floor;
+	unsigned int campaign_factor;
+	unsigned int campaign_cooldown_s;
+	unsigned int campaign_learn_days;
+	unsigned int campaign_day_s;
+	unsigned int campaign_password_accounts;
+	unsigned int campaign_lock_failures;
+	unsigned int campaign_tarpit_s;
+
 	/* PAM */
 	unsigned int pam_max_delay_s;
 	/* where pam_authbrake keeps what one login learned of dead and hung

@@ -236,6 +236,11 @@ static const struct ab_reason_info reasons[AB_REASON_COUNT] = {
 		"account_locked",
 		"This account is temporarily locked for logins from new locations; "
 		"log in from your usual network or try again later." },
+	[AB_REASON_CAMPAIGN_LOCKED] = {
+		"account over campaign_lock_failures during a password-spray campaign",
+		"campaign_locked",
+		"This account is temporarily locked for logins from new locations; "
+		"log in from your usual network or try again later." },
 	[AB_REASON_INFLIGHT] = { "too many attempts in flight from address",
 		"inflight",
 		"Too many simultaneous logins from your address; try again shortly." },
@@ -244,6 +249,9 @@ static const struct ab_reason_info reasons[AB_REASON_COUNT] = {
 	[AB_REASON_DNSBL_TARPIT] = { "address listed in a DNSBL", "dnsbl", "" },
 	[AB_REASON_SUBNET_TARPIT] = { "subnet failures over net_free_failures",
 		"subnet_tarpit", "" },
+	[AB_REASON_CAMPAIGN_TARPIT] = {
+		"origin unfamiliar to account during a password-spray campaign",
+		"campaign_tarpit", "" },
 	[AB_REASON_FAIL_OPEN] = { "store unavailable, fail_mode=open",
 		"fail_mode_open", "" },
 	[AB_REASON_FAIL_CLOSED] = { "store unavailable, fail_mode=closed",
@@ -314,14 +322,24 @@ void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 				    cfg->ip_window_s, now));
 		break;
 	}
-	case AB_REFUSED_ACCOUNT:
+	case AB_REFUSED_ACCOUNT: {
+		unsigned int budget = cfg->account_lock_failures;
+
 		if (attempt->account[0] == '\0')
 			return;
 		set_slot = AB_SLOT_ACCT_LOCK;
-		r->counts_until = count_until(snap, AB_SLOT_ACCT_FAIL,
-					      cfg->account_lock_failures,
+		/* a campaign's budget: counts only, no lock set for it, so
+		   the normal budget is back when the campaign ends */
+		if (snap->campaign && cfg->campaign_lock_failures < budget)
+			budget = cfg->campaign_lock_failures;
+		r->counts_until = count_until(snap, AB_SLOT_ACCT_FAIL, budget,
 					      cfg->account_window_s, now);
+		r->campaign = budget < cfg->account_lock_failures &&
+			count_until(snap, AB_SLOT_ACCT_FAIL,
+				    cfg->account_lock_failures,
+				    cfg->account_window_s, now) <= now;
 		break;
+	}
 	case AB_REFUSED_FAMILIAR:
 		/* no lock: failures from familiar subnets refuse them while
 		   they are at familiar_failures */
@@ -339,6 +357,7 @@ void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 	}
 	r->until = later_of(r->until, r->counts_until);
 	r->refused = r->until > now;
+	r->campaign = r->campaign && r->refused && !r->set;
 }
 
 static const enum ab_reason refused_reason[] = {
@@ -386,6 +405,7 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 
 	memset(d, 0, sizeof(*d));
 	ab_decision_set(d, AB_ALLOW, AB_REASON_OK);
+	d->campaign = snap->campaign;
 
 	/* 1. restricted networks (the protocol's own, when it has them) */
 	if (ab_attempt_restricted_out(attempt, cfg)) {
@@ -401,7 +421,9 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 		if (!r.refused)
 			continue;
 		if (d->verdict != AB_REJECT) {
-			ab_decision_set(d, AB_REJECT, refused_reason[rules[i]]);
+			ab_decision_set(d, AB_REJECT, r.campaign ?
+					AB_REASON_CAMPAIGN_LOCKED :
+					refused_reason[rules[i]]);
 			d->refused = rules[i];
 		}
 		until = later_of(until, r.until);
@@ -448,6 +470,17 @@ void ab_decide(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 	if (left > delay) {
 		delay = left;
 		ab_decision_set(d, AB_TARPIT, AB_REASON_SUBNET_TARPIT);
+	}
+	/* 5. during a campaign, an origin new to the account waits; its
+	   familiar subnets (and trusted networks, above) never do */
+	if (snap->campaign && attempt->account[0] != '\0' &&
+	    !ab_familiar(snap, attempt, now)) {
+		left = cfg->campaign_tarpit_s < cfg->tarpit_max_s ?
+			cfg->campaign_tarpit_s : cfg->tarpit_max_s;
+		if (left > delay) {
+			delay = left;
+			ab_decision_set(d, AB_TARPIT, AB_REASON_CAMPAIGN_TARPIT);
+		}
 	}
 	d->delay_s = delay;
 }
@@ -721,8 +754,10 @@ static void escalate(const struct ab_snapshot *after,
 	struct ab_refusal r;
 	time_t until;
 
-	/* the failure just counted is in the counts now */
+	/* the failure just counted is in the counts now; a campaign's
+	   budget refuses while it lasts, and sets no lock */
 	memset(counted.own, 0, sizeof(counted.own));
+	counted.campaign = false;
 	ab_refusal(&counted, attempt, what, cfg, now, &r);
 	if (!r.refused || r.set)
 		return;

@@ -95,6 +95,9 @@ struct ab_snapshot {
 	bool found[AB_SLOT_COUNT];
 	/* the value includes this attempt's own place (it incremented it) */
 	bool own[AB_SLOT_COUNT];
+	/* campaign mode is on (ab-campaign.h): an account's budget for
+	   unfamiliar origins is campaign_lock_failures */
+	bool campaign;
 };
 
 #define AB_SESSION_LEN 16
@@ -106,6 +109,10 @@ struct ab_attempt {
 	char protocol[16];
 	bool has_pw;
 	uint16_t pw_fp;			/* keyed, truncated fingerprint */
+	/* the password alone (not with the account), for campaign mode's
+	   count of accounts one wrong password was tried on: PAM only */
+	bool has_spray_fp;
+	uint16_t spray_fp;
 	/* pairs an allow with its report (Dovecot's session_id hashed, a
 	   PAM handle's random id); without it nothing is held */
 	bool has_session;
@@ -142,10 +149,12 @@ enum ab_reason {
 	AB_REASON_DNSBL_REJECT,
 	AB_REASON_FAMILIAR_FAILURES,
 	AB_REASON_ACCOUNT_LOCKED,
+	AB_REASON_CAMPAIGN_LOCKED,
 	AB_REASON_INFLIGHT,
 	AB_REASON_ADDRESS_TARPIT,
 	AB_REASON_DNSBL_TARPIT,
 	AB_REASON_SUBNET_TARPIT,
+	AB_REASON_CAMPAIGN_TARPIT,
 	AB_REASON_FAIL_OPEN,
 	AB_REASON_FAIL_CLOSED,
 	AB_REASON_FAIL_CLOSED_PARTLY,
@@ -174,6 +183,9 @@ struct ab_refusal {
 	bool set;
 	/* the counts alone would refuse until then (now: they do not) */
 	time_t counts_until;
+	/* refused only because campaign mode tightened the account's
+	   budget: no lock, and the normal budget would let it through */
+	bool campaign;
 };
 void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt,
 		enum ab_refused what, const struct ab_config *cfg, time_t now,
@@ -193,6 +205,7 @@ struct ab_decision {
 	const char *reason;		/* ab_reason_info(why)->text */
 	const char *user_msg;		/* for the client: what to do */
 	bool store_failed;		/* decided by fail_mode */
+	bool campaign;			/* while campaign mode was on */
 };
 
 /* Set a decision's verdict and its reason (text, user message). */

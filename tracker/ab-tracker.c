@@ -8,6 +8,7 @@
 
 #include <sodium.h>
 
+#include "ab-campaign.h"
 #include "ab-dnsbl.h"
 #include "ab-error.h"
 #include "ab-observer.h"
@@ -89,6 +90,33 @@ struct job {
 
 #define CAS_TRIES 6
 
+/* What a read of the campaign state asks for (campaign_ops()). */
+enum campaign_op {
+	CAMPAIGN_STATE,		/* the site's state item */
+	CAMPAIGN_NOW,		/* failures from unfamiliar origins, this bucket */
+	CAMPAIGN_BEFORE,	/* ... the bucket before */
+	CAMPAIGN_BASELINE,	/* this bucket's slot's baseline */
+	CAMPAIGN_FOLD,		/* marker: the bucket before is learned */
+	CAMPAIGN_FOLD_BASELINE,	/* its slot's baseline */
+	CAMPAIGN_OPS
+};
+
+/* What this process last read of the site's campaign state. */
+struct campaign_view {
+	time_t read_at;		/* 0: never, or to be read again */
+	bool known;		/* read at least once */
+	struct ab_campaign state;
+	uint64_t cas;
+	uint64_t bucket, now_count, before_count;
+	uint64_t baseline, fold_baseline;
+	bool has_baseline, has_fold_baseline, fold;
+	/* the ops of the read under way: where in the batch, which */
+	unsigned int at;
+	bool asked[CAMPAIGN_OPS];
+	char key[CAMPAIGN_OPS][AB_KEY_LEN];
+	unsigned char in[AB_CAMPAIGN_BYTES_MAX], in2[AB_CAMPAIGN_BYTES_MAX];
+};
+
 struct ab_tracker {
 	const struct ab_config *cfg;
 	struct ab_secret secret;
@@ -104,7 +132,7 @@ struct ab_tracker {
 	/* the records of the batch under way, grown to what a batch needs */
 	struct rec *rec;
 	unsigned int rec_n, rec_cap;
-	struct ab_store_op ops[AB_TRACKER_BATCH_MAX * REC_KINDS];
+	struct ab_store_op ops[AB_TRACKER_BATCH_MAX * REC_KINDS + CAMPAIGN_OPS];
 	struct job job[AB_TRACKER_BATCH_MAX];
 	/* metrics hook (ab-observer.h), NULL when nobody watches */
 	const struct ab_observer *observer;
@@ -119,6 +147,14 @@ struct ab_tracker {
 	time_t dropped_logged;
 	/* the entry each slot is filed under (slot_ids_init()) */
 	uint8_t slot_id[AB_SLOT_COUNT];
+	/* campaign mode: the site's state as last read; the next allow's
+	   read asks for it again (want: read at most once a second) */
+	struct campaign_view campaign;
+	bool campaign_want, campaign_dry;
+	/* what keeping the state cost, beside the logins' own costs */
+	struct ab_store_stats campaign_cost;
+	/* the last bucket this process tried to learn */
+	uint64_t campaign_folded;
 };
 
 static void tracker_log(struct ab_tracker *tracker, enum ab_log_level level,
@@ -213,6 +249,18 @@ int ab_attempt_init(struct ab_tracker *tracker, struct ab_attempt *attempt_r,
 		attempt_r->has_pw = true;
 	}
 	return 0;
+}
+
+void ab_attempt_set_spray_password(struct ab_tracker *tracker,
+				   struct ab_attempt *attempt,
+				   const void *pw, size_t pw_len)
+{
+	/* keyed with no account ("" is none): one password on two
+	   accounts has one fingerprint */
+	attempt->has_spray_fp = pw != NULL && pw_len > 0;
+	if (attempt->has_spray_fp)
+		attempt->spray_fp = ab_pw_fingerprint(&tracker->secret, "", pw,
+						      pw_len);
 }
 
 void ab_attempt_set_session(struct ab_attempt *attempt, const void *id,
@@ -430,13 +478,395 @@ static void dual_slots(bool keep_r[AB_SLOT_COUNT])
 		keep_r[s] = ab_slot_info((enum ab_slot)s)->dual;
 }
 
+/* --- campaign mode (ab-campaign.h) ------------------------------------
+
+   Every node counts failures from origins unfamiliar to their account in
+   one item per campaign_interval (a report posts the increment: no round
+   trip). An allow's read asks, at most once a second per process, for
+   the site's state, the counts of this bucket and the one before and the
+   baseline of this hour: a few more items in the same round trip. The
+   node that sees the rate cross the threshold (or an ended campaign)
+   writes the state with a compare-and-swap, so that one node logs each
+   start and end. The node that adds a bucket's marker first learns the
+   bucket before into its slot's baseline. */
+
+static void campaign_number_key(struct ab_tracker *tracker, const char kind[2],
+				uint64_t n, uint64_t m, char key_r[AB_KEY_LEN])
+{
+	uint8_t b[16];
+	unsigned int i;
+
+	for (i = 0; i < 8; i++) {
+		b[i] = (uint8_t)(n >> (56 - 8 * i));
+		b[8 + i] = (uint8_t)(m >> (56 - 8 * i));
+	}
+	ab_hash_key(&tracker->secret, kind, b, sizeof(b), NULL, 0, key_r);
+}
+
+static void campaign_state_key(struct ab_tracker *tracker, char key_r[AB_KEY_LEN])
+{
+	ab_hash_key(&tracker->secret, "cs", "state", 5, NULL, 0, key_r);
+}
+
+/* How long a bucket's count (and marker) is kept: it counts as the
+   bucket before for one more interval. */
+static unsigned int campaign_bucket_ttl(const struct ab_config *cfg)
+{
+	return 2 * cfg->campaign_interval_s + 60;
+}
+
+static unsigned int campaign_baseline_ttl(const struct ab_config *cfg)
+{
+	unsigned long long ttl = 2ULL * cfg->campaign_learn_days * cfg->campaign_day_s;
+
+	return ttl > 29ULL * 86400 ? 29U * 86400 : (unsigned int)ttl;
+}
+
+static void campaign_op(struct ab_tracker *tracker, struct ab_store_op *ops,
+			unsigned int *n, enum campaign_op which,
+			enum ab_store_cmd cmd)
+{
+	struct campaign_view *v = &tracker->campaign;
+	struct ab_store_op *op = &ops[(*n)++];
+
+	memset(op, 0, sizeof(*op));
+	op->cmd = cmd;
+	op->key = v->key[which];
+	v->asked[which] = true;
+	if (which == CAMPAIGN_STATE) {
+		/* kept on two servers: a forced mode outlives one leaving */
+		op->dual = true;
+		op->out_bytes = v->in;
+		op->out_bytes_cap = sizeof(v->in);
+		op->out_bytes2 = v->in2;
+		op->out_bytes2_cap = sizeof(v->in2);
+	} else if (which == CAMPAIGN_FOLD) {
+		op->value = 1;
+		op->ttl_s = campaign_bucket_ttl(tracker->cfg);
+	}
+}
+
+/* The reads of the state, appended to ops; returns how many. dry: a look
+   that must change nothing (no marker for learning). */
+static unsigned int campaign_ops(struct ab_tracker *tracker,
+				 struct ab_store_op *ops, time_t now, bool dry)
+{
+	const struct ab_config *cfg = tracker->cfg;
+	struct campaign_view *v = &tracker->campaign;
+	uint64_t b = ab_campaign_bucket(cfg, now);
+	unsigned int n = 0, slot = ab_campaign_slot(cfg, b);
+	unsigned int fold_slot = ab_campaign_slot(cfg, b - 1);
+
+	memset(v->asked, 0, sizeof(v->asked));
+	v->bucket = b;
+	campaign_state_key(tracker, v->key[CAMPAIGN_STATE]);
+	campaign_number_key(tracker, "cn", b, 0, v->key[CAMPAIGN_NOW]);
+	campaign_number_key(tracker, "cn", b - 1, 0, v->key[CAMPAIGN_BEFORE]);
+	campaign_number_key(tracker, "cb", slot, cfg->campaign_day_s,
+			    v->key[CAMPAIGN_BASELINE]);
+	campaign_number_key(tracker, "cf", b - 1, 0, v->key[CAMPAIGN_FOLD]);
+	campaign_number_key(tracker, "cb", fold_slot, cfg->campaign_day_s,
+			    v->key[CAMPAIGN_FOLD_BASELINE]);
+	campaign_op(tracker, ops, &n, CAMPAIGN_STATE, AB_STORE_GETS);
+	campaign_op(tracker, ops, &n, CAMPAIGN_NOW, AB_STORE_GET);
+	campaign_op(tracker, ops, &n, CAMPAIGN_BEFORE, AB_STORE_GET);
+	campaign_op(tracker, ops, &n, CAMPAIGN_BASELINE, AB_STORE_GET);
+	if (!dry && tracker->campaign_folded != b) {
+		tracker->campaign_folded = b;
+		campaign_op(tracker, ops, &n, CAMPAIGN_FOLD, AB_STORE_ADD);
+		if (fold_slot != slot)
+			campaign_op(tracker, ops, &n, CAMPAIGN_FOLD_BASELINE,
+				    AB_STORE_GET);
+	}
+	tracker->campaign_cost.ops += n;
+	return n;
+}
+
+/* Take what the reads of campaign_ops() found. */
+static void campaign_take(struct ab_tracker *tracker,
+			  const struct ab_store_op *ops, time_t now)
+{
+	struct campaign_view *v = &tracker->campaign;
+	const struct ab_store_op *op = ops;
+	const char *error;
+	unsigned int w;
+
+	if (op->result == AB_STORE_FAILED && op->result2 == AB_STORE_FAILED)
+		return;		/* as last read (logged as a store failure) */
+	v->cas = op->result == AB_STORE_DONE ? op->cas : 0;
+	if (op->result == AB_STORE_DONE || op->result2 == AB_STORE_DONE) {
+		bool first = op->result == AB_STORE_DONE;
+
+		if (ab_campaign_decode(first ? v->in : v->in2,
+				       first ? op->out_bytes_len : op->out_bytes2_len,
+				       &v->state, &error) < 0)
+			tracker_log(tracker, AB_LOG_WARNING,
+				    "memcached item %s: %s: taken as campaign mode "
+				    "auto, none detected", v->key[CAMPAIGN_STATE], error);
+	} else {
+		memset(&v->state, 0, sizeof(v->state));
+	}
+	v->fold = false;
+	for (w = CAMPAIGN_NOW, op++; w < CAMPAIGN_OPS; w++) {
+		bool found;
+		uint64_t value;
+
+		if (!v->asked[w])
+			continue;
+		found = op->result == AB_STORE_DONE;
+		value = found ? op->out : 0;
+		switch ((enum campaign_op)w) {
+		case CAMPAIGN_NOW: v->now_count = value; break;
+		case CAMPAIGN_BEFORE: v->before_count = value; break;
+		case CAMPAIGN_BASELINE:
+			v->baseline = value;
+			v->has_baseline = found;
+			break;
+		case CAMPAIGN_FOLD: v->fold = found; break;
+		case CAMPAIGN_FOLD_BASELINE:
+			v->fold_baseline = value;
+			v->has_fold_baseline = found;
+			break;
+		case CAMPAIGN_STATE:
+		case CAMPAIGN_OPS:
+			break;
+		}
+		op++;
+	}
+	if (!v->asked[CAMPAIGN_FOLD_BASELINE]) {
+		v->fold_baseline = v->baseline;
+		v->has_fold_baseline = v->has_baseline;
+	}
+	v->known = true;
+	v->read_at = now;
+}
+
+static void campaign_log(struct ab_tracker *tracker, const struct ab_campaign *c,
+			 enum ab_campaign_step step, time_t now,
+			 uint64_t baseline_milli)
+{
+	const struct ab_config *cfg = tracker->cfg;
+	char interval[32], lasted[32];
+
+	ab_duration_str(cfg->campaign_interval_s, interval, sizeof(interval));
+	if (step == AB_CAMPAIGN_END) {
+		ab_duration_str(cfg->campaign_cooldown_s, interval, sizeof(interval));
+		ab_duration_str((unsigned long long)(now - c->started), lasted,
+				sizeof(lasted));
+		tracker_log(tracker, AB_LOG_WARNING,
+			    "campaign mode off: failures from unfamiliar origins "
+			    "under the threshold for %s; it lasted %s", interval, lasted);
+	} else if (c->cause == AB_CAMPAIGN_BY_PASSWORD) {
+		ab_duration_str(2ULL * cfg->campaign_interval_s, interval,
+				sizeof(interval));
+		tracker_log(tracker, AB_LOG_WARNING,
+			    "campaign mode on: one wrong password tried on %llu "
+			    "accounts in the last %s (campaign_password_accounts %u)",
+			    (unsigned long long)c->rate, interval,
+			    cfg->campaign_password_accounts);
+	} else {
+		tracker_log(tracker, AB_LOG_WARNING,
+			    "campaign mode on: %llu failures from unfamiliar origins "
+			    "in the last %s, threshold %llu (baseline %llu.%llu x %u, floor %u)",
+			    (unsigned long long)c->rate, interval,
+			    (unsigned long long)c->threshold,
+			    (unsigned long long)(baseline_milli / 1000),
+			    (unsigned long long)(baseline_milli % 1000 / 100),
+			    cfg->campaign_factor, cfg->campaign_floor);
+	}
+}
+
+/* Write the state with step done to it, if no other node wrote it since
+   it was read; the node that wrote it logs a start or an end. */
+static void campaign_write(struct ab_tracker *tracker,
+			   enum ab_campaign_step step,
+			   enum ab_campaign_cause cause, time_t now,
+			   uint64_t rate, uint64_t threshold)
+{
+	struct campaign_view *v = &tracker->campaign;
+	struct ab_campaign next = v->state;
+	struct ab_store_op op;
+	char text[AB_CAMPAIGN_BYTES_MAX];
+	const char *error;
+
+	ab_campaign_apply(&next, step, cause, now, rate, threshold);
+	memset(&op, 0, sizeof(op));
+	op.cmd = AB_STORE_CAS;
+	op.key = v->key[CAMPAIGN_STATE];
+	op.dual = true;
+	op.bytes = text;
+	op.bytes_len = ab_campaign_encode(&next, text);
+	op.cas = v->cas;
+	(void)ab_store_run(tracker->store, &op, 1, &error);
+	tracker->campaign_cost.requests++;
+	tracker->campaign_cost.ops++;
+	if (op.result != AB_STORE_DONE) {
+		v->read_at = 0;		/* another node came first: read again */
+		return;
+	}
+	v->state = next;
+	v->cas = op.cas;
+	if (step == AB_CAMPAIGN_START || step == AB_CAMPAIGN_END)
+		campaign_log(tracker, &next, step, now, v->baseline);
+}
+
+/* After a read of the state: start, refresh or end the detector's
+   campaign, and learn the bucket before into the baseline. */
+static void campaign_detect(struct ab_tracker *tracker, time_t now)
+{
+	const struct ab_config *cfg = tracker->cfg;
+	struct campaign_view *v = &tracker->campaign;
+	uint64_t rate = ab_campaign_rate(cfg, now, v->now_count, v->before_count);
+	uint64_t threshold = ab_campaign_threshold(cfg, v->has_baseline ?
+						   v->baseline : 0);
+	enum ab_campaign_step step = ab_campaign_step(&v->state, cfg, now, rate,
+						      threshold);
+	bool on = ab_campaign_on(&v->state, cfg, now);
+
+	if (step != AB_CAMPAIGN_NOTHING)
+		campaign_write(tracker, step, AB_CAMPAIGN_BY_RATE, now, rate,
+			       threshold);
+	/* a bucket of a campaign, or one at the threshold, is not what
+	   this site normally sees */
+	if (v->fold && !on && step != AB_CAMPAIGN_START &&
+	    v->before_count < ab_campaign_threshold(cfg, v->has_fold_baseline ?
+						    v->fold_baseline : 0)) {
+		struct ab_store_op op;
+
+		memset(&op, 0, sizeof(op));
+		op.cmd = AB_STORE_SET;
+		op.key = v->key[CAMPAIGN_FOLD_BASELINE];
+		op.value = ab_campaign_learn(cfg, v->has_fold_baseline,
+					     v->fold_baseline, v->before_count);
+		op.ttl_s = campaign_baseline_ttl(cfg);
+		ab_store_post(tracker->store, &op, 1);
+		tracker->campaign_cost.posted++;
+		tracker->campaign_cost.ops++;
+	}
+	v->fold = false;
+}
+
+void ab_tracker_campaign_cost(const struct ab_tracker *tracker,
+			      struct ab_store_stats *cost_r)
+{
+	*cost_r = tracker->campaign_cost;
+}
+
+bool ab_tracker_campaign_on(struct ab_tracker *tracker, time_t now)
+{
+	return tracker->campaign.known &&
+		ab_campaign_on(&tracker->campaign.state, tracker->cfg, now);
+}
+
+/* A report's share: the failures from unfamiliar origins it counted, in
+   this bucket's count (posted); a wrong password PAM saw, in its
+   fingerprint's count of accounts. */
+static bool campaign_counts(const struct ab_tracker *tracker,
+			    const struct job *job, time_t now)
+{
+	const struct ab_attempt *a = job->attempt;
+
+	return job->counted && job->outcome == AB_OUTCOME_FAILURE &&
+		a->account[0] != '\0' && ab_address_rules(a, tracker->cfg) &&
+		!ab_familiar(&job->snap, a, now);
+}
+
+static void campaign_password(struct ab_tracker *tracker, const struct job *job,
+			      time_t now);
+
+static void campaign_report(struct ab_tracker *tracker, size_t n, time_t now)
+{
+	struct ab_store_op op;
+	uint64_t k = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		const struct job *job = &tracker->job[i];
+
+		if (!campaign_counts(tracker, job, now))
+			continue;
+		k++;
+		if (job->attempt->has_spray_fp &&
+		    tracker->cfg->campaign_password_accounts > 0)
+			campaign_password(tracker, job, now);
+	}
+	if (k == 0)
+		return;
+	memset(&op, 0, sizeof(op));
+	op.cmd = AB_STORE_INCR;
+	campaign_number_key(tracker, "cn", ab_campaign_bucket(tracker->cfg, now),
+			    0, tracker->campaign.key[CAMPAIGN_NOW]);
+	op.key = tracker->campaign.key[CAMPAIGN_NOW];
+	op.value = k;
+	op.ttl_s = campaign_bucket_ttl(tracker->cfg);
+	ab_store_post(tracker->store, &op, 1);
+}
+
+/* One wrong password (PAM's fingerprint of it alone, not of the account)
+   on more than campaign_password_accounts accounts within two buckets:
+   the account is marked once per bucket, and the count follows. */
+static void campaign_password(struct ab_tracker *tracker, const struct job *job,
+			      time_t now)
+{
+	const struct ab_config *cfg = tracker->cfg;
+	struct campaign_view *v = &tracker->campaign;
+	uint64_t b = ab_campaign_bucket(cfg, now), count;
+	char marker[AB_KEY_LEN], cur[AB_KEY_LEN], before[AB_KEY_LEN];
+	struct ab_store_op ops[4], post;
+	const char *error;
+	unsigned int n = 0;
+
+	campaign_number_key(tracker, "cq", b,
+			    ((uint64_t)job->attempt->spray_fp << 32) | job->acct_tag,
+			    marker);
+	campaign_number_key(tracker, "cp", b, job->attempt->spray_fp, cur);
+	campaign_number_key(tracker, "cp", b - 1, job->attempt->spray_fp, before);
+	memset(ops, 0, sizeof(ops));
+	ops[0].cmd = AB_STORE_ADD;
+	ops[0].key = marker;
+	ops[0].value = 1;
+	ops[0].ttl_s = campaign_bucket_ttl(cfg);
+	ops[1].cmd = AB_STORE_GET;
+	ops[1].key = cur;
+	ops[2].cmd = AB_STORE_GET;
+	ops[2].key = before;
+	campaign_state_key(tracker, v->key[CAMPAIGN_STATE]);
+	n = 3;
+	campaign_op(tracker, ops, &n, CAMPAIGN_STATE, AB_STORE_GETS);
+	if (ab_store_run(tracker->store, ops, n, &error) < 0 ||
+	    ops[0].result != AB_STORE_DONE)
+		return;		/* this account was counted in this bucket */
+	memset(&post, 0, sizeof(post));
+	post.cmd = AB_STORE_INCR;
+	post.key = cur;
+	post.value = 1;
+	post.ttl_s = campaign_bucket_ttl(cfg);
+	ab_store_post(tracker->store, &post, 1);
+	count = 1 + (ops[1].result == AB_STORE_DONE ? ops[1].out : 0) +
+		(ops[2].result == AB_STORE_DONE ? ops[2].out : 0);
+	if (count <= cfg->campaign_password_accounts)
+		return;
+	/* the state as read with the counts */
+	v->asked[CAMPAIGN_STATE] = true;
+	v->cas = ops[3].result == AB_STORE_DONE ? ops[3].cas : 0;
+	memset(&v->state, 0, sizeof(v->state));
+	if (ops[3].result == AB_STORE_DONE &&
+	    ab_campaign_decode(v->in, ops[3].out_bytes_len, &v->state, &error) < 0)
+		memset(&v->state, 0, sizeof(v->state));
+	if (ops[3].result == AB_STORE_FAILED ||
+	    v->state.mode != AB_CAMPAIGN_AUTO || ab_campaign_on(&v->state, cfg, now))
+		return;
+	campaign_write(tracker, AB_CAMPAIGN_START, AB_CAMPAIGN_BY_PASSWORD, now,
+		       count, cfg->campaign_password_accounts);
+}
+
 /* Read the records that `which` picks (all: NULL) in one round trip.
    Returns the store's result: 0, 1 (partial) or -1. */
 static int recs_read(struct ab_tracker *tracker, const bool *which, time_t now,
 		     const char **error_r)
 {
 	struct ab_store_op *ops = tracker->ops;
-	unsigned int i, n = 0;
+	unsigned int i, n = 0, nrec;
 	int idx[AB_TRACKER_BATCH_MAX * REC_KINDS];
 	bool keep[AB_SLOT_COUNT];
 	int ret;
@@ -456,11 +886,19 @@ static int recs_read(struct ab_tracker *tracker, const bool *which, time_t now,
 		ops[n].out_bytes2_cap = sizeof(r->in2);
 		idx[n++] = (int)i;
 	}
+	nrec = n;
+	/* the campaign state, in the same round trip */
+	if (which == NULL && tracker->campaign_want && n > 0)
+		n += campaign_ops(tracker, &ops[n], now, tracker->campaign_dry);
 	if (n == 0)
 		return 0;
 	ret = ab_store_run(tracker->store, ops, n, error_r);
+	if (n > nrec) {
+		campaign_take(tracker, &ops[nrec], now);
+		tracker->campaign_want = false;
+	}
 	dual_slots(keep);
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < nrec; i++) {
 		struct rec *r = &tracker->rec[idx[i]];
 		struct ab_record second;
 		const char *error;
@@ -564,6 +1002,8 @@ static void job_snapshot(const struct ab_tracker *tracker, const struct job *job
 	unsigned int slot, i;
 
 	memset(snap_r, 0, sizeof(*snap_r));
+	snap_r->campaign = tracker->campaign.known &&
+		ab_campaign_on(&tracker->campaign.state, tracker->cfg, now);
 	for (slot = 0; slot < AB_SLOT_COUNT; slot++) {
 		int ri = slot_rec(job, (enum ab_slot)slot);
 		struct ab_record_entry *e;
@@ -912,7 +1352,14 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		if (!job->remembered)
 			job_init(tracker, job, attempts[i]);
 	}
+	/* the campaign state, at most once a second */
+	tracker->campaign_want = tracker->campaign.read_at != now;
+	tracker->campaign_dry = (flags & AB_ALLOW_DRY_RUN) != 0;
 	ret = recs_read(tracker, NULL, now, &error);
+	if (tracker->campaign.read_at == now && !tracker->campaign_want &&
+	    !tracker->campaign_dry)
+		campaign_detect(tracker, now);
+	tracker->campaign_want = false;
 	if (ret < 0 || (ret > 0 && cfg->fail_mode == AB_FAIL_CLOSED))
 		store_failure(tracker, now, ret < 0 ? "memcached unreachable" :
 			      "memcached partly unreachable", error, NULL);
@@ -1149,6 +1596,7 @@ int ab_tracker_report_many(struct ab_tracker *tracker,
 			      *error_r, "an outcome was recorded in part");
 		failed = -1;
 	}
+	campaign_report(tracker, n, now);
 	/* `authbrake list`: one slot of its ring for each block or lock set,
 	   taken together */
 	for (i = 0; i < n; i++) {
@@ -1605,4 +2053,84 @@ int ab_tracker_unblock(struct ab_tracker *tracker, const char *target,
 	tracker_log(tracker, AB_LOG_INFO, "%s %s unblocked by an administrator",
 		    subnet ? "subnet" : "address", target);
 	return 0;
+}
+
+/* --- campaign mode, for the administrator --- */
+
+static int campaign_read(struct ab_tracker *tracker, time_t now,
+			 const char **error_r)
+{
+	unsigned int n = campaign_ops(tracker, tracker->ops, now, true);
+	int ret = ab_store_run(tracker->store, tracker->ops, n, error_r);
+
+	tracker->campaign.read_at = 0;
+	if (ret < 0 || (tracker->ops[0].result == AB_STORE_FAILED &&
+			tracker->ops[0].result2 == AB_STORE_FAILED)) {
+		if (ret >= 0)
+			*error_r = "memcached: the campaign state's servers did not answer";
+		return AB_ERR_STORE;
+	}
+	campaign_take(tracker, tracker->ops, now);
+	return 0;
+}
+
+int ab_tracker_campaign_status(struct ab_tracker *tracker, time_t now,
+			       struct ab_campaign_status *status_r,
+			       const char **error_r)
+{
+	const struct ab_config *cfg = tracker->cfg;
+	struct campaign_view *v = &tracker->campaign;
+	int ret = campaign_read(tracker, now, error_r);
+
+	memset(status_r, 0, sizeof(*status_r));
+	if (ret < 0)
+		return ret;
+	status_r->state = v->state;
+	status_r->mode = v->state.mode;
+	status_r->on = ab_campaign_on(&v->state, cfg, now);
+	status_r->rate = ab_campaign_rate(cfg, now, v->now_count, v->before_count);
+	status_r->baseline_milli = v->has_baseline ? v->baseline : 0;
+	status_r->threshold = ab_campaign_threshold(cfg, status_r->baseline_milli);
+	return 0;
+}
+
+int ab_tracker_campaign_set(struct ab_tracker *tracker,
+			    enum ab_campaign_mode mode, time_t now,
+			    const char **error_r)
+{
+	struct campaign_view *v = &tracker->campaign;
+	struct ab_store_op op;
+	char text[AB_CAMPAIGN_BYTES_MAX];
+	unsigned int try;
+	int ret;
+
+	for (try = 0; try < CAS_TRIES; try++) {
+		struct ab_campaign next;
+
+		if ((ret = campaign_read(tracker, now, error_r)) < 0)
+			return ret;
+		next = v->state;
+		next.mode = mode;
+		memset(&op, 0, sizeof(op));
+		op.cmd = AB_STORE_CAS;
+		op.key = v->key[CAMPAIGN_STATE];
+		op.dual = true;
+		op.bytes = text;
+		op.bytes_len = ab_campaign_encode(&next, text);
+		op.cas = v->cas;
+		if (ab_store_run(tracker->store, &op, 1, error_r) < 0 ||
+		    op.result == AB_STORE_FAILED)
+			return AB_ERR_STORE;
+		if (op.result == AB_STORE_DONE) {
+			tracker_log(tracker, AB_LOG_WARNING,
+				    mode == AB_CAMPAIGN_AUTO ?
+				    "campaign mode: handed back to the detector by the administrator" :
+				    mode == AB_CAMPAIGN_FORCED_ON ?
+				    "campaign mode on: forced by the administrator" :
+				    "campaign mode off: forced by the administrator");
+			return 0;
+		}
+	}
+	*error_r = "memcached: the campaign state changed at every try";
+	return AB_ERR_STORE;
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "ab-campaign.h"
 #include "ab-config.h"
 #include "ab-engine.h"
 #include "ab-hash.h"
@@ -31,6 +32,13 @@ int ab_attempt_init(struct ab_tracker *tracker, struct ab_attempt *attempt_r,
 		    const char *login, const char *address,
 		    const char *protocol, const void *pw, size_t pw_len,
 		    const char **error_r);
+
+/* The password itself (PAM): its fingerprint without the account, for
+   campaign mode's count of accounts one wrong password was tried on
+   (ab-campaign.h). Dovecot's pwhash is salted per login: not for it. */
+void ab_attempt_set_spray_password(struct ab_tracker *tracker,
+				   struct ab_attempt *attempt,
+				   const void *pw, size_t pw_len);
 
 /* Pair the attempt's allow with its report: Dovecot's session_id, or an
    id the PAM module keeps on its handle. Only a paired allow holds places
@@ -111,6 +119,15 @@ const char *ab_decision_log_line(const struct ab_attempt *attempt,
 				 const struct ab_decision *decision,
 				 char *buf, size_t size);
 
+/* Campaign mode (ab-campaign.h) as this process last read it (allows
+   read it at most once a second): for a face's metrics. */
+bool ab_tracker_campaign_on(struct ab_tracker *tracker, time_t now);
+/* What reading and writing the campaign state cost this process so far
+   (requests, ops, posted): beside what a login costs (ab-cost.h), at most
+   a few operations a second per process. */
+void ab_tracker_campaign_cost(const struct ab_tracker *tracker,
+			      struct ab_store_stats *cost_r);
+
 /* --- administration (the CLI) ---
    Each call returns 0, -1 for bad input (error_r says what), or
    AB_ERR_STORE when memcached could not answer. */
@@ -156,5 +173,22 @@ int ab_tracker_block(struct ab_tracker *tracker, const char *target,
 /* Remove a block and the counts behind it (and its strikes). */
 int ab_tracker_unblock(struct ab_tracker *tracker, const char *target,
 		       time_t now, const char **error_r);
+
+/* Campaign mode now: the site's state, the rate the detector sees and
+   the threshold it compares it with. */
+struct ab_campaign_status {
+	bool on;
+	enum ab_campaign_mode mode;
+	struct ab_campaign state;
+	unsigned long long rate, threshold;
+	unsigned long long baseline_milli;	/* 0: none learned yet */
+};
+int ab_tracker_campaign_status(struct ab_tracker *tracker, time_t now,
+			       struct ab_campaign_status *status_r,
+			       const char **error_r);
+/* Force campaign mode on or off, or hand it back to the detector. */
+int ab_tracker_campaign_set(struct ab_tracker *tracker,
+			    enum ab_campaign_mode mode, time_t now,
+			    const char **error_r);
 
 #endif
