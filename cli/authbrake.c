@@ -982,8 +982,13 @@ static int campaign_show(struct cli *cli)
 		json_str(&out, "cause", since == 0 ? "" :
 			 st.state.cause == AB_CAMPAIGN_BY_PASSWORD ? "password" : "rate");
 		json_uint(&out, "rate", st.rate);
-		json_uint(&out, "threshold", st.threshold);
+		/* nothing learned anywhere yet: no rate is a campaign */
+		json_bool(&out, "armed", st.threshold != AB_CAMPAIGN_NEVER);
+		json_uint(&out, "threshold", st.threshold != AB_CAMPAIGN_NEVER ?
+			  st.threshold : 0);
+		json_bool(&out, "learned", st.learned);
 		json_uint(&out, "baseline_milli", st.baseline_milli);
+		json_uint(&out, "peak_milli", st.peak_milli);
 		json_uint(&out, "floor", cfg->campaign_floor);
 		json_uint(&out, "interval_s", cfg->campaign_interval_s);
 		json_end(&out);
@@ -1005,10 +1010,21 @@ static int campaign_show(struct cli *cli)
 	ab_duration_str(cfg->campaign_interval_s, interval, sizeof(interval));
 	printf("rate: %llu failures from unfamiliar origins in the last %s\n",
 	       st.rate, interval);
-	printf("threshold: %llu (baseline %llu.%llu x campaign_factor %u, "
-	       "campaign_floor %u)\n", st.threshold, st.baseline_milli / 1000,
-	       st.baseline_milli % 1000 / 100, cfg->campaign_factor,
-	       cfg->campaign_floor);
+	if (st.threshold == AB_CAMPAIGN_NEVER)
+		printf("threshold: none yet (nothing learned: the detector learns "
+		       "an hour of the day, 1/24 of campaign_day, before the rate "
+		       "can turn it on)\n");
+	else if (st.learned)
+		printf("threshold: %llu (this hour's baseline %llu.%llu x "
+		       "campaign_factor %u; campaign_floor %u)\n", st.threshold,
+		       st.baseline_milli / 1000, st.baseline_milli % 1000 / 100,
+		       cfg->campaign_factor, cfg->campaign_floor);
+	else
+		printf("threshold: %llu (this hour not learned yet: the largest "
+		       "baseline %llu.%llu x campaign_factor %u twice; "
+		       "campaign_floor %u)\n", st.threshold,
+		       st.peak_milli / 1000, st.peak_milli % 1000 / 100,
+		       cfg->campaign_factor, cfg->campaign_floor);
 	return EXIT_OK;
 }
 

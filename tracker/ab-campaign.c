@@ -137,29 +137,86 @@ uint64_t ab_campaign_rate(const struct ab_config *cfg, time_t now,
 	return current + (before * (len - into) + len / 2) / len;
 }
 
-uint64_t ab_campaign_threshold(const struct ab_config *cfg,
-			       uint64_t baseline_milli)
+/* Buckets of one slot in a day. */
+static uint64_t slot_buckets(const struct ab_config *cfg)
 {
-	uint64_t t = (baseline_milli * cfg->campaign_factor + 999) / 1000;
+	uint64_t n = cfg->campaign_day_s / AB_CAMPAIGN_SLOTS / cfg->campaign_interval_s;
 
-	return t > cfg->campaign_floor ? t : cfg->campaign_floor;
+	return n > 0 ? n : 1;
 }
 
-uint64_t ab_campaign_learn(const struct ab_config *cfg, bool had,
-			   uint64_t baseline_milli, uint64_t count)
+uint64_t ab_campaign_baseline_pack(const struct ab_campaign_baseline *b)
 {
-	uint64_t per_day = cfg->campaign_day_s / AB_CAMPAIGN_SLOTS /
-		cfg->campaign_interval_s;
-	uint64_t n = (uint64_t)cfg->campaign_learn_days * (per_day > 0 ? per_day : 1);
+	uint64_t milli = b->milli > (UINT64_MAX >> 8) ? (UINT64_MAX >> 8) : b->milli;
+
+	return (milli << 8) | (b->samples > 255 ? 255 : b->samples);
+}
+
+void ab_campaign_baseline_unpack(uint64_t value,
+				 struct ab_campaign_baseline *b_r)
+{
+	b_r->milli = value >> 8;
+	b_r->samples = (unsigned int)(value & 255);
+}
+
+bool ab_campaign_learned(const struct ab_config *cfg,
+			 const struct ab_campaign_baseline *b)
+{
+	uint64_t day = slot_buckets(cfg);
+
+	return b->samples >= (day < 255 ? day : 255);
+}
+
+void ab_campaign_learn(const struct ab_config *cfg,
+		       struct ab_campaign_baseline *b, uint64_t count)
+{
+	uint64_t n = (uint64_t)cfg->campaign_learn_days * slot_buckets(cfg);
 	uint64_t sample = count > UINT64_MAX / 1000 / 2 ? UINT64_MAX / 1000 / 2 :
 		count * 1000;
 
-	if (!had)
-		return sample;
-	/* b += (sample - b) / n, rounded, without going negative */
-	if (sample >= baseline_milli)
-		return baseline_milli + (sample - baseline_milli + n / 2) / n;
-	return baseline_milli - (baseline_milli - sample + n / 2) / n;
+	/* a plain mean of the first samples, then a slow average */
+	if ((uint64_t)b->samples + 1 < n)
+		n = (uint64_t)b->samples + 1;
+	if (sample >= b->milli)
+		b->milli += (sample - b->milli + n / 2) / n;
+	else
+		b->milli -= (b->milli - sample + n / 2) / n;
+	if (b->samples < 255)
+		b->samples++;
+}
+
+static uint64_t slot_threshold(const struct ab_config *cfg,
+			       const struct ab_campaign_baseline *b,
+			       bool peak_known, uint64_t peak_milli)
+{
+	uint64_t base;
+
+	if (ab_campaign_learned(cfg, b))
+		base = b->milli;
+	else if (peak_known)
+		base = peak_milli > UINT64_MAX / 1000 / 1000 / cfg->campaign_factor ?
+			UINT64_MAX / 1000 / 1000 : peak_milli * cfg->campaign_factor;
+	else
+		return AB_CAMPAIGN_NEVER;
+	if (base > UINT64_MAX / 1000 / 1000)
+		base = UINT64_MAX / 1000 / 1000;
+	return (base * cfg->campaign_factor + 999) / 1000;
+}
+
+uint64_t ab_campaign_threshold(const struct ab_config *cfg,
+			       const struct ab_campaign_baseline *slot,
+			       const struct ab_campaign_baseline *before,
+			       bool peak_known, uint64_t peak_milli)
+{
+	uint64_t t = slot_threshold(cfg, slot, peak_known, peak_milli);
+
+	if (before != NULL) {
+		uint64_t tb = slot_threshold(cfg, before, peak_known, peak_milli);
+
+		if (tb > t)
+			t = tb;
+	}
+	return t > cfg->campaign_floor ? t : cfg->campaign_floor;
 }
 
 enum ab_campaign_step ab_campaign_step(const struct ab_campaign *c,

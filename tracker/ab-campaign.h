@@ -74,15 +74,37 @@ unsigned int ab_campaign_slot(const struct ab_config *cfg, uint64_t bucket);
    the bucket before that the interval still covers. */
 uint64_t ab_campaign_rate(const struct ab_config *cfg, time_t now,
 			  uint64_t current, uint64_t before);
-/* The baseline is kept in thousandths of a failure per interval. The
-   threshold: campaign_factor times it, never under campaign_floor. */
+/* What a slot has learned: failures per interval, in thousandths, and
+   how many buckets it learned from (at most 255 are told apart). It is
+   learned once it has seen a day's worth of its buckets; until then its
+   average is a plain mean of what it saw. */
+struct ab_campaign_baseline {
+	uint64_t milli;
+	unsigned int samples;
+};
+/* As a memcached number, and back (0: nothing learned). */
+uint64_t ab_campaign_baseline_pack(const struct ab_campaign_baseline *b);
+void ab_campaign_baseline_unpack(uint64_t value,
+				 struct ab_campaign_baseline *b_r);
+bool ab_campaign_learned(const struct ab_config *cfg,
+			 const struct ab_campaign_baseline *b);
+/* One more bucket of the slot counted count failures: an average that
+   gives each bucket 1/(campaign_learn_days x buckets per slot per day). */
+void ab_campaign_learn(const struct ab_config *cfg,
+		       struct ab_campaign_baseline *b, uint64_t count);
+
+/* The threshold the rate is compared with: campaign_factor times the
+   baseline of this bucket's slot, and of the slot of the bucket before
+   (before may be NULL: the same slot) while it still counts in the rate;
+   never under campaign_floor. A slot not learned yet (a site's first
+   day) takes the largest baseline learned in any slot (peak_milli) times
+   campaign_factor once more, so that a morning peak is not a campaign;
+   with no slot learned anywhere (!peak_known), no rate is one. */
+#define AB_CAMPAIGN_NEVER UINT64_MAX
 uint64_t ab_campaign_threshold(const struct ab_config *cfg,
-			       uint64_t baseline_milli);
-/* The baseline after one more bucket of its slot counted count failures
-   (had: there was one; else it starts at count): an average that gives
-   each bucket 1/(campaign_learn_days x buckets per slot per day). */
-uint64_t ab_campaign_learn(const struct ab_config *cfg, bool had,
-			   uint64_t baseline_milli, uint64_t count);
+			       const struct ab_campaign_baseline *slot,
+			       const struct ab_campaign_baseline *before,
+			       bool peak_known, uint64_t peak_milli);
 
 /* What a node does with the state it read and the rate it sees. */
 enum ab_campaign_step {

@@ -330,7 +330,8 @@ void ab_refusal(const struct ab_snapshot *snap, const struct ab_attempt *attempt
 		set_slot = AB_SLOT_ACCT_LOCK;
 		/* a campaign's budget: counts only, no lock set for it, so
 		   the normal budget is back when the campaign ends */
-		if (snap->campaign && cfg->campaign_lock_failures < budget)
+		if (snap->campaign && cfg->campaign_lock_failures < budget &&
+		    !ab_attempt_trusted(attempt, cfg))
 			budget = cfg->campaign_lock_failures;
 		r->counts_until = count_until(snap, AB_SLOT_ACCT_FAIL, budget,
 					      cfg->account_window_s, now);

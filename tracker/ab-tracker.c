@@ -96,8 +96,9 @@ enum campaign_op {
 	CAMPAIGN_NOW,		/* failures from unfamiliar origins, this bucket */
 	CAMPAIGN_BEFORE,	/* ... the bucket before */
 	CAMPAIGN_BASELINE,	/* this bucket's slot's baseline */
+	CAMPAIGN_PEAK,		/* the largest baseline of any slot */
+	CAMPAIGN_BEFORE_BASELINE, /* the bucket before's slot's, when another */
 	CAMPAIGN_FOLD,		/* marker: the bucket before is learned */
-	CAMPAIGN_FOLD_BASELINE,	/* its slot's baseline */
 	CAMPAIGN_OPS
 };
 
@@ -108,8 +109,9 @@ struct campaign_view {
 	struct ab_campaign state;
 	uint64_t cas;
 	uint64_t bucket, now_count, before_count;
-	uint64_t baseline, fold_baseline;
-	bool has_baseline, has_fold_baseline, fold;
+	struct ab_campaign_baseline baseline, before_baseline;
+	uint64_t peak;
+	bool peak_known, fold;
 	/* the ops of the read under way: where in the batch, which */
 	unsigned int at;
 	bool asked[CAMPAIGN_OPS];
@@ -564,19 +566,21 @@ static unsigned int campaign_ops(struct ab_tracker *tracker,
 	campaign_number_key(tracker, "cn", b - 1, 0, v->key[CAMPAIGN_BEFORE]);
 	campaign_number_key(tracker, "cb", slot, cfg->campaign_day_s,
 			    v->key[CAMPAIGN_BASELINE]);
+	campaign_number_key(tracker, "cb", AB_CAMPAIGN_SLOTS, cfg->campaign_day_s,
+			    v->key[CAMPAIGN_PEAK]);
 	campaign_number_key(tracker, "cf", b - 1, 0, v->key[CAMPAIGN_FOLD]);
 	campaign_number_key(tracker, "cb", fold_slot, cfg->campaign_day_s,
-			    v->key[CAMPAIGN_FOLD_BASELINE]);
+			    v->key[CAMPAIGN_BEFORE_BASELINE]);
 	campaign_op(tracker, ops, &n, CAMPAIGN_STATE, AB_STORE_GETS);
 	campaign_op(tracker, ops, &n, CAMPAIGN_NOW, AB_STORE_GET);
 	campaign_op(tracker, ops, &n, CAMPAIGN_BEFORE, AB_STORE_GET);
 	campaign_op(tracker, ops, &n, CAMPAIGN_BASELINE, AB_STORE_GET);
+	campaign_op(tracker, ops, &n, CAMPAIGN_PEAK, AB_STORE_GET);
+	if (fold_slot != slot)
+		campaign_op(tracker, ops, &n, CAMPAIGN_BEFORE_BASELINE, AB_STORE_GET);
 	if (!dry && tracker->campaign_folded != b) {
 		tracker->campaign_folded = b;
 		campaign_op(tracker, ops, &n, CAMPAIGN_FOLD, AB_STORE_ADD);
-		if (fold_slot != slot)
-			campaign_op(tracker, ops, &n, CAMPAIGN_FOLD_BASELINE,
-				    AB_STORE_GET);
 	}
 	tracker->campaign_cost.ops += n;
 	return n;
@@ -619,34 +623,54 @@ static void campaign_take(struct ab_tracker *tracker,
 		case CAMPAIGN_NOW: v->now_count = value; break;
 		case CAMPAIGN_BEFORE: v->before_count = value; break;
 		case CAMPAIGN_BASELINE:
-			v->baseline = value;
-			v->has_baseline = found;
+			ab_campaign_baseline_unpack(value, &v->baseline);
+			break;
+		case CAMPAIGN_BEFORE_BASELINE:
+			ab_campaign_baseline_unpack(value, &v->before_baseline);
+			break;
+		case CAMPAIGN_PEAK:
+			v->peak = value;
+			v->peak_known = found;
 			break;
 		case CAMPAIGN_FOLD: v->fold = found; break;
-		case CAMPAIGN_FOLD_BASELINE:
-			v->fold_baseline = value;
-			v->has_fold_baseline = found;
-			break;
 		case CAMPAIGN_STATE:
 		case CAMPAIGN_OPS:
 			break;
 		}
 		op++;
 	}
-	if (!v->asked[CAMPAIGN_FOLD_BASELINE]) {
-		v->fold_baseline = v->baseline;
-		v->has_fold_baseline = v->has_baseline;
-	}
+	if (!v->asked[CAMPAIGN_BEFORE_BASELINE])
+		v->before_baseline = v->baseline;
 	v->known = true;
 	v->read_at = now;
 }
 
+/* "1.5 x 4" or, for an hour not learned yet, "none yet: peak 2.0 x 4 x 4" */
+static const char *campaign_baseline_str(const struct ab_config *cfg,
+					 const struct ab_campaign_baseline *b,
+					 uint64_t peak_milli, char *buf, size_t size)
+{
+	uint64_t baseline_milli = b->milli;
+
+	if (ab_campaign_learned(cfg, b))
+		snprintf(buf, size, "%llu.%llu x %u",
+			 (unsigned long long)(baseline_milli / 1000),
+			 (unsigned long long)(baseline_milli % 1000 / 100),
+			 cfg->campaign_factor);
+	else
+		snprintf(buf, size, "none yet: the site's peak %llu.%llu x %u x %u",
+			 (unsigned long long)(peak_milli / 1000),
+			 (unsigned long long)(peak_milli % 1000 / 100),
+			 cfg->campaign_factor, cfg->campaign_factor);
+	return buf;
+}
+
 static void campaign_log(struct ab_tracker *tracker, const struct ab_campaign *c,
-			 enum ab_campaign_step step, time_t now,
-			 uint64_t baseline_milli)
+			 enum ab_campaign_step step, time_t now)
 {
 	const struct ab_config *cfg = tracker->cfg;
-	char interval[32], lasted[32];
+	const struct campaign_view *v = &tracker->campaign;
+	char interval[32], lasted[32], baseline[96];
 
 	ab_duration_str(cfg->campaign_interval_s, interval, sizeof(interval));
 	if (step == AB_CAMPAIGN_END) {
@@ -667,12 +691,12 @@ static void campaign_log(struct ab_tracker *tracker, const struct ab_campaign *c
 	} else {
 		tracker_log(tracker, AB_LOG_WARNING,
 			    "campaign mode on: %llu failures from unfamiliar origins "
-			    "in the last %s, threshold %llu (baseline %llu.%llu x %u, floor %u)",
+			    "in the last %s, threshold %llu (baseline %s, floor %u)",
 			    (unsigned long long)c->rate, interval,
 			    (unsigned long long)c->threshold,
-			    (unsigned long long)(baseline_milli / 1000),
-			    (unsigned long long)(baseline_milli % 1000 / 100),
-			    cfg->campaign_factor, cfg->campaign_floor);
+			    campaign_baseline_str(cfg, &v->baseline, v->peak,
+						  baseline, sizeof(baseline)),
+			    cfg->campaign_floor);
 	}
 }
 
@@ -707,7 +731,7 @@ static void campaign_write(struct ab_tracker *tracker,
 	v->state = next;
 	v->cas = op.cas;
 	if (step == AB_CAMPAIGN_START || step == AB_CAMPAIGN_END)
-		campaign_log(tracker, &next, step, now, v->baseline);
+		campaign_log(tracker, &next, step, now);
 }
 
 /* After a read of the state: start, refresh or end the detector's
@@ -717,8 +741,9 @@ static void campaign_detect(struct ab_tracker *tracker, time_t now)
 	const struct ab_config *cfg = tracker->cfg;
 	struct campaign_view *v = &tracker->campaign;
 	uint64_t rate = ab_campaign_rate(cfg, now, v->now_count, v->before_count);
-	uint64_t threshold = ab_campaign_threshold(cfg, v->has_baseline ?
-						   v->baseline : 0);
+	uint64_t threshold = ab_campaign_threshold(cfg, &v->baseline,
+						   &v->before_baseline, v->peak_known,
+						   v->peak);
 	enum ab_campaign_step step = ab_campaign_step(&v->state, cfg, now, rate,
 						      threshold);
 	bool on = ab_campaign_on(&v->state, cfg, now);
@@ -729,19 +754,30 @@ static void campaign_detect(struct ab_tracker *tracker, time_t now)
 	/* a bucket of a campaign, or one at the threshold, is not what
 	   this site normally sees */
 	if (v->fold && !on && step != AB_CAMPAIGN_START &&
-	    v->before_count < ab_campaign_threshold(cfg, v->has_fold_baseline ?
-						    v->fold_baseline : 0)) {
-		struct ab_store_op op;
+	    v->before_count < ab_campaign_threshold(cfg, &v->before_baseline,
+						    NULL, v->peak_known, v->peak)) {
+		struct ab_campaign_baseline learned = v->before_baseline;
+		struct ab_store_op ops[2];
+		unsigned int n = 1;
 
-		memset(&op, 0, sizeof(op));
-		op.cmd = AB_STORE_SET;
-		op.key = v->key[CAMPAIGN_FOLD_BASELINE];
-		op.value = ab_campaign_learn(cfg, v->has_fold_baseline,
-					     v->fold_baseline, v->before_count);
-		op.ttl_s = campaign_baseline_ttl(cfg);
-		ab_store_post(tracker->store, &op, 1);
+		ab_campaign_learn(cfg, &learned, v->before_count);
+		memset(ops, 0, sizeof(ops));
+		ops[0].cmd = AB_STORE_SET;
+		ops[0].key = v->key[CAMPAIGN_BEFORE_BASELINE];
+		ops[0].value = ab_campaign_baseline_pack(&learned);
+		ops[0].ttl_s = campaign_baseline_ttl(cfg);
+		/* the largest baseline of a slot learned: for the slots that
+		   are not yet */
+		if (ab_campaign_learned(cfg, &learned) &&
+		    (learned.milli > v->peak || !v->peak_known)) {
+			ops[1] = ops[0];
+			ops[1].key = v->key[CAMPAIGN_PEAK];
+			ops[1].value = learned.milli;
+			n++;
+		}
+		ab_store_post(tracker->store, ops, n);
 		tracker->campaign_cost.posted++;
-		tracker->campaign_cost.ops++;
+		tracker->campaign_cost.ops += n;
 	}
 	v->fold = false;
 }
@@ -2063,7 +2099,6 @@ static int campaign_read(struct ab_tracker *tracker, time_t now,
 	unsigned int n = campaign_ops(tracker, tracker->ops, now, true);
 	int ret = ab_store_run(tracker->store, tracker->ops, n, error_r);
 
-	tracker->campaign.read_at = 0;
 	if (ret < 0 || (tracker->ops[0].result == AB_STORE_FAILED &&
 			tracker->ops[0].result2 == AB_STORE_FAILED)) {
 		if (ret >= 0)
@@ -2071,6 +2106,8 @@ static int campaign_read(struct ab_tracker *tracker, time_t now,
 		return AB_ERR_STORE;
 	}
 	campaign_take(tracker, tracker->ops, now);
+	/* a look, not an allow's read: the next allow reads (and learns) */
+	tracker->campaign.read_at = 0;
 	return 0;
 }
 
@@ -2089,8 +2126,12 @@ int ab_tracker_campaign_status(struct ab_tracker *tracker, time_t now,
 	status_r->mode = v->state.mode;
 	status_r->on = ab_campaign_on(&v->state, cfg, now);
 	status_r->rate = ab_campaign_rate(cfg, now, v->now_count, v->before_count);
-	status_r->baseline_milli = v->has_baseline ? v->baseline : 0;
-	status_r->threshold = ab_campaign_threshold(cfg, status_r->baseline_milli);
+	status_r->learned = ab_campaign_learned(cfg, &v->baseline);
+	status_r->baseline_milli = v->baseline.milli;
+	status_r->peak_milli = v->peak;
+	status_r->threshold = ab_campaign_threshold(cfg, &v->baseline,
+						    &v->before_baseline, v->peak_known,
+						    v->peak);
 	return 0;
 }
 

@@ -181,7 +181,9 @@ struct ab_campaign_status {
 	enum ab_campaign_mode mode;
 	struct ab_campaign state;
 	unsigned long long rate, threshold;
-	unsigned long long baseline_milli;	/* 0: none learned yet */
+	/* this hour's baseline, when learned; the largest of any hour */
+	bool learned;
+	unsigned long long baseline_milli, peak_milli;
 };
 int ab_tracker_campaign_status(struct ab_tracker *tracker, time_t now,
 			       struct ab_campaign_status *status_r,

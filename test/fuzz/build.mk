@@ -23,7 +23,7 @@ FUZZ_CFLAGS  := -std=gnu11 -D_GNU_SOURCE $(WARN) -Itracker $(PKG_CFLAGS) \
 FUZZ_POLICY_CFLAGS := $(FUZZ_CFLAGS) -DHAVE_CONFIG_H -isystem $(DOVECOT_INCDIR) \
                 -Iplugin
 
-FUZZ_NAMES   := identity config dnsbl meta record
+FUZZ_NAMES   := identity config dnsbl meta record campaign
 ifeq ($(DOVECOT_MISSING),)
 FUZZ_NAMES   += policy-body policy-http
 endif
@@ -62,7 +62,8 @@ $(FUZZ_B)/plugin/%.o: plugin/%.c plugin/%.h | $(FUZZ_B)/plugin
 	$(FUZZ_CC) $(FUZZ_POLICY_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_B)/fuzz-identity $(FUZZ_B)/fuzz-config $(FUZZ_B)/fuzz-dnsbl \
-		$(FUZZ_B)/fuzz-meta $(FUZZ_B)/fuzz-record: $(FUZZ_B)/fuzz-%: test/fuzz/fuzz-%.c test/fuzz/fuzz-check.h $(FUZZ_LIBAB)
+		$(FUZZ_B)/fuzz-meta $(FUZZ_B)/fuzz-record \
+		$(FUZZ_B)/fuzz-campaign: $(FUZZ_B)/fuzz-%: test/fuzz/fuzz-%.c test/fuzz/fuzz-check.h $(FUZZ_LIBAB)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBAB) $(AB_LIBS)
 
 $(FUZZ_B)/fuzz-policy-body: test/fuzz/fuzz-policy-body.c $(FUZZ_B)/plugin/policy-body.o \

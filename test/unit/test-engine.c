@@ -835,6 +835,78 @@ static void test_dnsbl_listed(void **state)
 	ab_config_defaults(&cfg);
 }
 
+/* Campaign mode: an account's budget for unfamiliar origins shrinks to
+   campaign_lock_failures (counts only: no lock is set, so it is back when
+   the campaign ends), and an origin new to the account waits
+   campaign_tarpit; its familiar subnets and trusted networks never see
+   any of it. */
+static void test_campaign_tightens_unfamiliar_only(void **state)
+{
+	struct ab_attempt a = attempt("alice", "198.51.100.7");
+	struct ab_attempt web = attempt("alice", "10.1.2.3");
+	struct ab_snapshot s;
+	struct ab_decision d;
+	struct ab_ops ops;
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	set(&s, AB_SLOT_ACCT_FAIL, 1);
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_false(d.campaign);
+	s.campaign = true;
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_true(d.campaign);
+	assert_int_equal(d.why, AB_REASON_CAMPAIGN_LOCKED);
+	assert_string_equal(ab_reason_info(d.why)->label, "campaign_locked");
+	assert_true(d.retry_after_s > 0 && d.retry_after_s <= 2 * cfg.account_window_s);
+	assert_true(strlen(d.user_msg) > 10);
+	/* no lock follows from the campaign's budget */
+	ab_escalate(&s, &a, AB_OUTCOME_FAILURE, &cfg, NOW, &ops);
+	assert_null(find_op(&ops, AB_OP_MARK, AB_SLOT_ACCT_LOCK));
+	/* a lock that is set says so, campaign or not */
+	set(&s, AB_SLOT_ACCT_LOCK, FUT(600));
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.why, AB_REASON_ACCOUNT_LOCKED);
+	s.found[AB_SLOT_ACCT_LOCK] = false;
+	s.value[AB_SLOT_ACCT_LOCK] = 0;
+	/* its familiar subnet: neither refused nor delayed */
+	set(&s, AB_SLOT_ACCT_FAM, FUT(86400));
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_int_equal(d.delay_s, 0);
+	s.found[AB_SLOT_ACCT_FAM] = false;
+	/* a trusted network (webmail): the normal budget, no tarpit */
+	assert_int_equal(ab_cidr_list_parse("10.0.0.0/8", &cfg.trusted_networks, NULL), 0);
+	ab_decide(&s, &web, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_int_equal(d.delay_s, 0);
+	ab_cidr_list_free(&cfg.trusted_networks);
+	/* an account with no failures, from a new origin: campaign_tarpit,
+	   never more than tarpit_max */
+	memset(&s, 0, sizeof(s));
+	s.campaign = true;
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_TARPIT);
+	assert_int_equal(d.delay_s, cfg.campaign_tarpit_s);
+	assert_int_equal(d.why, AB_REASON_CAMPAIGN_TARPIT);
+	cfg.campaign_tarpit_s = 60;
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.delay_s, cfg.tarpit_max_s);
+	cfg.campaign_tarpit_s = 0;
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	ab_config_free(&cfg);
+	ab_config_defaults(&cfg);
+	/* a larger tarpit of the address's own stays */
+	s.campaign = true;
+	set(&s, AB_SLOT_IP_FAIL, 9);
+	ab_decide(&s, &a, &cfg, NOW, &d);
+	assert_int_equal(d.delay_s, 8);
+	assert_int_equal(d.why, AB_REASON_ADDRESS_TARPIT);
+}
+
 static void test_slots_apply(void **state)
 {
 	struct ab_attempt none = attempt("alice", NULL);
@@ -876,6 +948,7 @@ int main(void)
 		cmocka_unit_test(test_per_protocol_networks),
 		cmocka_unit_test(test_dnsbl_listed),
 		cmocka_unit_test(test_slots_apply),
+		cmocka_unit_test(test_campaign_tightens_unfamiliar_only),
 	};
 	return cmocka_run_group_tests_name("engine", tests, setup, teardown);
 }

@@ -737,6 +737,192 @@ static void test_tracker_racing_nodes_one_block(void **state)
 	ab_config_free(&cfg);
 }
 
+/* --- campaign mode through memcached, two nodes --- */
+
+struct campaign_lines {
+	unsigned int on_rate, on_password, off;
+};
+
+static void campaign_log(enum ab_log_level level, const char *msg, void *ctx)
+{
+	struct campaign_lines *l = ctx;
+
+	(void)level;
+	if (strncmp(msg, "campaign mode on: ", 18) == 0 &&
+	    strstr(msg, "failures from unfamiliar origins") != NULL)
+		l->on_rate++;
+	else if (strncmp(msg, "campaign mode on: one wrong password", 36) == 0)
+		l->on_password++;
+	else if (strncmp(msg, "campaign mode off: failures", 27) == 0)
+		l->off++;
+}
+
+static void campaign_config(struct ab_config *cfg, const char *floor)
+{
+	const char *error;
+
+	make_config(cfg);
+	assert_int_equal(ab_config_set(cfg, "campaign_floor", floor, "test", &error), 0);
+	assert_int_equal(ab_config_set(cfg, "campaign_interval", "10s", "test", &error), 0);
+	assert_int_equal(ab_config_set(cfg, "campaign_day", "240s", "test", &error), 0);
+	assert_int_equal(ab_config_set(cfg, "campaign_cooldown", "30s", "test", &error), 0);
+	assert_int_equal(ab_config_set(cfg, "campaign_password_accounts", "4", "test", &error), 0);
+	assert_int_equal(ab_config_validate(cfg, &error), 0);
+}
+
+/* One login: its allow, and when let through, its report. */
+static void campaign_login(struct ab_tracker *tracker, const char *user,
+			   const char *addr, const char *pw, enum ab_outcome outcome,
+			   time_t now, struct ab_decision *d)
+{
+	struct ab_attempt a;
+	char session[96];
+	const char *error;
+
+	assert_int_equal(ab_attempt_init(tracker, &a, user, addr, "imap", pw,
+					 strlen(pw), &error), 0);
+	ab_attempt_set_spray_password(tracker, &a, pw, strlen(pw));
+	snprintf(session, sizeof(session), "%s/%s/%lld", user, addr, (long long)now);
+	ab_attempt_set_session(&a, session, strlen(session));
+	ab_tracker_allow(tracker, &a, now, 0, d);
+	if (d->verdict != AB_REJECT)
+		assert_int_equal(ab_tracker_report(tracker, &a, outcome, now, &error), 0);
+}
+
+/* A spray seen by one node turns campaign mode on for both: one of them
+   logs it; an account with a failure from an unfamiliar origin is then
+   refused from the next, a new origin waits campaign_tarpit, a familiar
+   subnet neither; campaign_cooldown under the threshold ends it, once. */
+static void test_campaign_shared_by_nodes(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *a, *b;
+	struct campaign_lines la = { 0, 0, 0 }, lb = { 0, 0, 0 };
+	struct ab_campaign_status st;
+	struct ab_decision d;
+	const char *error;
+	char user[32], addr[32], pw[32];
+	time_t t0 = time(NULL);
+	unsigned int i;
+
+	(void)state;
+	campaign_config(&cfg, "5");
+	assert_int_equal(ab_tracker_init(&cfg, campaign_log, &la, &a, &error), 0);
+	assert_int_equal(ab_tracker_init(&cfg, campaign_log, &lb, &b, &error), 0);
+	assert_int_equal(ab_tracker_campaign_set(a, AB_CAMPAIGN_AUTO, t0, &error), 0);
+	/* the first allow learns the bucket before: the detector is armed,
+	   at campaign_floor (a quiet site) */
+	campaign_login(a, "camp-home", "100.70.0.1", "right", AB_OUTCOME_SUCCESS, t0, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_int_equal(ab_tracker_campaign_status(a, t0, &st, &error), 0);
+	assert_false(st.on);
+	assert_int_equal(st.threshold, 5);
+	/* node b: six accounts, one wrong password each (each its own: not
+	   PAM's signal), each from its own /24 */
+	for (i = 0; i < 6; i++) {
+		snprintf(user, sizeof(user), "camp-spray-%u", i);
+		snprintf(addr, sizeof(addr), "100.71.%u.1", i);
+		snprintf(pw, sizeof(pw), "Winter2026-%u", i);
+		campaign_login(b, user, addr, pw, AB_OUTCOME_FAILURE, t0 + 1, &d);
+		assert_int_equal(d.verdict, AB_ALLOW);
+	}
+	assert_int_equal(la.on_rate + lb.on_rate, 0);
+	/* node a sees the rate: on, logged once; a sprayed account is refused
+	   from a new origin with its one failure */
+	campaign_login(a, "camp-spray-0", "100.72.0.1", "Spring2026", AB_OUTCOME_FAILURE,
+		       t0 + 2, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	assert_int_equal(d.why, AB_REASON_CAMPAIGN_LOCKED);
+	assert_true(d.campaign);
+	assert_int_equal(la.on_rate, 1);
+	/* node b knows it at its next read, and says nothing */
+	campaign_login(b, "camp-fresh", "100.73.0.1", "typo", AB_OUTCOME_FAILURE, t0 + 3, &d);
+	assert_int_equal(d.verdict, AB_TARPIT);
+	assert_int_equal(d.delay_s, cfg.campaign_tarpit_s);
+	assert_int_equal(d.why, AB_REASON_CAMPAIGN_TARPIT);
+	campaign_login(b, "camp-home", "100.70.0.9", "right", AB_OUTCOME_SUCCESS, t0 + 3, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_int_equal(d.delay_s, 0);
+	assert_int_equal(la.on_rate + lb.on_rate, 1);
+	assert_int_equal(ab_tracker_campaign_status(b, t0 + 3, &st, &error), 0);
+	assert_true(st.on);
+	assert_int_equal(st.mode, AB_CAMPAIGN_AUTO);
+	assert_int_equal(st.state.cause, AB_CAMPAIGN_BY_RATE);
+	assert_true(st.state.rate >= 5);
+	/* forced off: nobody is held back by it; auto: on again */
+	assert_int_equal(ab_tracker_campaign_set(b, AB_CAMPAIGN_FORCED_OFF, t0 + 4, &error), 0);
+	campaign_login(a, "camp-spray-1", "100.72.1.1", "Spring2026", AB_OUTCOME_FAILURE,
+		       t0 + 4, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_false(d.campaign);
+	assert_int_equal(ab_tracker_campaign_set(b, AB_CAMPAIGN_AUTO, t0 + 5, &error), 0);
+	campaign_login(a, "camp-spray-2", "100.72.2.1", "Spring2026", AB_OUTCOME_FAILURE,
+		       t0 + 5, &d);
+	assert_int_equal(d.verdict, AB_REJECT);
+	/* the spray stops: campaign_cooldown later, it ends, logged once,
+	   and the normal budget is back */
+	campaign_login(a, "camp-spray-3", "100.72.3.1", "Spring2026", AB_OUTCOME_FAILURE,
+		       t0 + 60, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_false(d.campaign);
+	campaign_login(b, "camp-spray-4", "100.72.4.1", "Spring2026", AB_OUTCOME_FAILURE,
+		       t0 + 61, &d);
+	assert_int_equal(d.verdict, AB_ALLOW);
+	assert_int_equal(la.off + lb.off, 1);
+	assert_int_equal(la.on_rate + lb.on_rate, 1);
+	/* the tests after this one run at the real clock */
+	assert_int_equal(ab_tracker_campaign_set(a, AB_CAMPAIGN_FORCED_OFF, t0, &error), 0);
+	ab_tracker_deinit(&a);
+	ab_tracker_deinit(&b);
+	ab_config_free(&cfg);
+}
+
+/* PAM: one wrong password on more than campaign_password_accounts
+   accounts turns it on (the rate alone would not: floor 1000); the same
+   number of accounts each with a password of its own does not. */
+static void test_campaign_one_password_many_accounts(void **state)
+{
+	struct ab_config cfg;
+	struct ab_tracker *a;
+	struct campaign_lines la = { 0, 0, 0 };
+	struct ab_campaign_status st;
+	struct ab_decision d;
+	const char *error;
+	char user[32], addr[32], pw[32];
+	time_t t0 = time(NULL) + 200;
+	unsigned int i;
+
+	(void)state;
+	campaign_config(&cfg, "1000");
+	assert_int_equal(ab_tracker_init(&cfg, campaign_log, &la, &a, &error), 0);
+	assert_int_equal(ab_tracker_campaign_set(a, AB_CAMPAIGN_AUTO, t0, &error), 0);
+	for (i = 0; i < 8; i++) {
+		snprintf(user, sizeof(user), "pwcamp-own-%u", i);
+		snprintf(addr, sizeof(addr), "100.75.%u.1", i);
+		snprintf(pw, sizeof(pw), "own-password-%u", i);
+		campaign_login(a, user, addr, pw, AB_OUTCOME_FAILURE, t0, &d);
+	}
+	assert_int_equal(la.on_password, 0);
+	for (i = 0; i < 5; i++) {
+		snprintf(user, sizeof(user), "pwcamp-%u", i);
+		snprintf(addr, sizeof(addr), "100.76.%u.1", i);
+		campaign_login(a, user, addr, "Summer2026!", AB_OUTCOME_FAILURE, t0 + 1, &d);
+		assert_int_equal(d.verdict, AB_ALLOW);
+		/* the same account twice counts once */
+		campaign_login(a, user, "100.77.0.1", "Summer2026!", AB_OUTCOME_FAILURE,
+			       t0 + 1, &d);
+		assert_int_equal(la.on_password, i < 4 ? 0U : 1U);
+	}
+	assert_int_equal(ab_tracker_campaign_status(a, t0 + 2, &st, &error), 0);
+	assert_true(st.on);
+	assert_int_equal(st.state.cause, AB_CAMPAIGN_BY_PASSWORD);
+	assert_int_equal(st.state.rate, 5);
+	assert_int_equal(la.on_rate, 0);
+	assert_int_equal(ab_tracker_campaign_set(a, AB_CAMPAIGN_FORCED_OFF, t0, &error), 0);
+	ab_tracker_deinit(&a);
+	ab_config_free(&cfg);
+}
+
 static int log_errors;
 static void count_log(enum ab_log_level level, const char *msg, void *ctx)
 {
@@ -1451,6 +1637,8 @@ int main(void)
 		cmocka_unit_test(test_hung_memcached_open),
 		cmocka_unit_test(test_dead_memcached_closed),
 		cmocka_unit_test(test_property_status_decide_bounds),
+		cmocka_unit_test(test_campaign_shared_by_nodes),
+		cmocka_unit_test(test_campaign_one_password_many_accounts),
 	};
 	return cmocka_run_group_tests_name("store", tests, setup, teardown);
 }
