@@ -216,7 +216,8 @@ def test_bad_targets_and_logins(conf):
         (("block", "300.1.2.3"), "not a network"),
         (("unblock", "2001:db8::/56"), "/48 subnet"),
         (("block",), "give one ADDRESS or SUBNET"),
-        (("status",), "give one USER"),
+        (("campaign", "bogus"), "give on, off or auto"),
+        (("campaign", "on", "off"), "give on, off or auto, or nothing"),
         (("status", "a", "b"), "give one USER"),
         (("check",), "--user"),
         (("check", "--user", "bob", "--address", "bogus"), "invalid address"),
@@ -233,6 +234,28 @@ def test_bad_targets_and_logins(conf):
         r = run(conf, *args)
         assert r.returncode == EXIT_USAGE, (args, r.returncode, r.err)
         assert msg in r.err, (args, r.err)
+
+
+def test_campaign_forced_and_handed_back(conf):
+    """authbrake campaign: off and idle on a fresh site (nothing learned, so
+    no rate can turn it on yet); on and off force it for every node, auto
+    hands it back; `status` alone shows the same."""
+    st = run_json(conf, "campaign")
+    assert (st["type"], st["on"], st["mode"], st["armed"]) == \
+        ("campaign", False, "auto", False), st
+    assert st["floor"] == 30 and st["interval_s"] == 600, st
+    r = run(conf, "status")
+    assert r.returncode == EXIT_OK, r.err
+    assert r.out.splitlines()[0] == "campaign mode: off (auto: the detector decides)"
+    assert "threshold: none yet" in r.out, r.out
+    r = run(conf, "campaign", "on")
+    assert r.returncode == EXIT_OK, r.err
+    assert r.out.startswith("campaign mode: on (forced)"), r.out
+    assert run_json(conf, "status")["on"] is True
+    st = run_json(conf, "campaign", "off")
+    assert (st["on"], st["mode"]) == (False, "off"), st
+    st = run_json(conf, "campaign", "auto")
+    assert (st["on"], st["mode"]) == (False, "auto"), st
 
 
 def test_json_escapes_hostile_logins(conf):
