@@ -751,9 +751,11 @@ static void campaign_detect(struct ab_tracker *tracker, time_t now)
 	if (step != AB_CAMPAIGN_NOTHING)
 		campaign_write(tracker, step, AB_CAMPAIGN_BY_RATE, now, rate,
 			       threshold);
-	/* a bucket of a campaign, or one at the threshold, is not what
-	   this site normally sees */
-	if (v->fold && !on && step != AB_CAMPAIGN_START &&
+	/* a bucket of a campaign, one at the threshold, or one while an
+	   administrator overrides the detector, is not what this site
+	   normally sees */
+	if (v->fold && !on && v->state.mode == AB_CAMPAIGN_AUTO &&
+	    step != AB_CAMPAIGN_START &&
 	    v->before_count < ab_campaign_threshold(cfg, &v->before_baseline,
 						    NULL, v->peak_known, v->peak)) {
 		struct ab_campaign_baseline learned = v->before_baseline;
@@ -810,9 +812,49 @@ static bool campaign_counts(const struct ab_tracker *tracker,
 static void campaign_password(struct ab_tracker *tracker, const struct job *job,
 			      time_t now);
 
+/* k more in this bucket's count of the site's failures from unfamiliar
+   origins, posted. */
+static void campaign_post_count(struct ab_tracker *tracker, uint64_t k,
+				time_t now)
+{
+	char key[AB_KEY_LEN];
+	struct ab_store_op op;
+
+	if (k == 0)
+		return;
+	memset(&op, 0, sizeof(op));
+	op.cmd = AB_STORE_INCR;
+	campaign_number_key(tracker, "cn", ab_campaign_bucket(tracker->cfg, now),
+			    0, key);
+	op.key = key;
+	op.value = k;
+	op.ttl_s = campaign_bucket_ttl(tracker->cfg);
+	ab_store_post(tracker->store, &op, 1);
+}
+
+/* An allow refused by a campaign's budget is a guess the campaign stopped
+   before the password check: it counts as a failure would have, so that a
+   spray it refuses keeps it on (its failures alone would stop once every
+   account had its one). */
+static void campaign_allows(struct ab_tracker *tracker,
+			    const struct ab_decision *decisions, size_t n,
+			    unsigned int flags, time_t now)
+{
+	uint64_t k = 0;
+	size_t i;
+
+	if ((flags & AB_ALLOW_DRY_RUN) != 0)
+		return;
+	for (i = 0; i < n; i++) {
+		if (!tracker->job[i].remembered &&
+		    decisions[i].why == AB_REASON_CAMPAIGN_LOCKED)
+			k++;
+	}
+	campaign_post_count(tracker, k, now);
+}
+
 static void campaign_report(struct ab_tracker *tracker, size_t n, time_t now)
 {
-	struct ab_store_op op;
 	uint64_t k = 0;
 	size_t i;
 
@@ -826,16 +868,7 @@ static void campaign_report(struct ab_tracker *tracker, size_t n, time_t now)
 		    tracker->cfg->campaign_password_accounts > 0)
 			campaign_password(tracker, job, now);
 	}
-	if (k == 0)
-		return;
-	memset(&op, 0, sizeof(op));
-	op.cmd = AB_STORE_INCR;
-	campaign_number_key(tracker, "cn", ab_campaign_bucket(tracker->cfg, now),
-			    0, tracker->campaign.key[CAMPAIGN_NOW]);
-	op.key = tracker->campaign.key[CAMPAIGN_NOW];
-	op.value = k;
-	op.ttl_s = campaign_bucket_ttl(tracker->cfg);
-	ab_store_post(tracker->store, &op, 1);
+	campaign_post_count(tracker, k, now);
 }
 
 /* One wrong password (PAM's fingerprint of it alone, not of the account)
@@ -1455,6 +1488,7 @@ void ab_tracker_allow_many(struct ab_tracker *tracker,
 		if ((flags & AB_ALLOW_DRY_RUN) == 0)
 			ab_verdicts_remember(tracker->verdicts, job->attempt, d, now);
 	}
+	campaign_allows(tracker, decisions_r, n, flags, now);
 }
 
 void ab_tracker_allow(struct ab_tracker *tracker,

@@ -802,7 +802,7 @@ static void test_campaign_shared_by_nodes(void **state)
 	struct ab_decision d;
 	const char *error;
 	char user[32], addr[32], pw[32];
-	time_t t0 = time(NULL);
+	time_t t0 = time(NULL), t;
 	unsigned int i;
 
 	(void)state;
@@ -859,14 +859,32 @@ static void test_campaign_shared_by_nodes(void **state)
 	campaign_login(a, "camp-spray-2", "100.72.2.1", "Spring2026", AB_OUTCOME_FAILURE,
 		       t0 + 5, &d);
 	assert_int_equal(d.verdict, AB_REJECT);
+	/* the spray goes on, refused: what it refuses keeps it on past
+	   campaign_cooldown (its failures alone stopped with the first
+	   round) */
+	for (t = t0 + 15; t <= t0 + 75; t += 10) {
+		for (i = 0; i < 6; i++) {
+			snprintf(user, sizeof(user), "camp-spray-%u", i);
+			snprintf(addr, sizeof(addr), "100.78.%u.%u", i, (unsigned int)(t - t0));
+			campaign_login(i % 2 == 0 ? a : b, user, addr, "Autumn2026",
+				       AB_OUTCOME_FAILURE, t, &d);
+			assert_int_equal(d.verdict, AB_REJECT);
+			assert_int_equal(d.why, AB_REASON_CAMPAIGN_LOCKED);
+		}
+		/* the next second's read sees them */
+		campaign_login(b, "camp-home", "100.70.0.9", "right", AB_OUTCOME_SUCCESS,
+			       t + 1, &d);
+		assert_true(d.campaign);
+	}
+	assert_int_equal(la.off + lb.off, 0);
 	/* the spray stops: campaign_cooldown later, it ends, logged once,
 	   and the normal budget is back */
 	campaign_login(a, "camp-spray-3", "100.72.3.1", "Spring2026", AB_OUTCOME_FAILURE,
-		       t0 + 60, &d);
+		       t0 + 130, &d);
 	assert_int_equal(d.verdict, AB_ALLOW);
 	assert_false(d.campaign);
 	campaign_login(b, "camp-spray-4", "100.72.4.1", "Spring2026", AB_OUTCOME_FAILURE,
-		       t0 + 61, &d);
+		       t0 + 131, &d);
 	assert_int_equal(d.verdict, AB_ALLOW);
 	assert_int_equal(la.off + lb.off, 1);
 	assert_int_equal(la.on_rate + lb.on_rate, 1);
@@ -889,7 +907,7 @@ static void test_campaign_one_password_many_accounts(void **state)
 	struct ab_decision d;
 	const char *error;
 	char user[32], addr[32], pw[32];
-	time_t t0 = time(NULL) + 200;
+	time_t t0 = time(NULL) + 300;
 	unsigned int i;
 
 	(void)state;
