@@ -702,6 +702,34 @@ static void campaign_log(struct ab_tracker *tracker, const struct ab_campaign *c
 
 /* Write the state with step done to it, if no other node wrote it since
    it was read; the node that wrote it logs a start or an end. */
+/* Write next over the state as it was read (its CAS token): DONE, MISS
+   when another writer came first, FAILED. */
+static enum ab_store_result campaign_cas(struct ab_tracker *tracker,
+					 const struct ab_campaign *next,
+					 const char **error_r)
+{
+	struct campaign_view *v = &tracker->campaign;
+	struct ab_store_op op;
+	char text[AB_CAMPAIGN_BYTES_MAX];
+
+	memset(&op, 0, sizeof(op));
+	op.cmd = AB_STORE_CAS;
+	op.key = v->key[CAMPAIGN_STATE];
+	op.dual = true;
+	op.bytes = text;
+	op.bytes_len = ab_campaign_encode(next, text);
+	op.cas = v->cas;
+	*error_r = "memcached: the campaign state's servers did not answer";
+	(void)ab_store_run(tracker->store, &op, 1, error_r);
+	tracker->campaign_cost.requests++;
+	tracker->campaign_cost.ops++;
+	if (op.result == AB_STORE_DONE) {
+		v->state = *next;
+		v->cas = op.cas;
+	}
+	return op.result;
+}
+
 static void campaign_write(struct ab_tracker *tracker,
 			   enum ab_campaign_step step,
 			   enum ab_campaign_cause cause, time_t now,
@@ -709,27 +737,13 @@ static void campaign_write(struct ab_tracker *tracker,
 {
 	struct campaign_view *v = &tracker->campaign;
 	struct ab_campaign next = v->state;
-	struct ab_store_op op;
-	char text[AB_CAMPAIGN_BYTES_MAX];
 	const char *error;
 
 	ab_campaign_apply(&next, step, cause, now, rate, threshold);
-	memset(&op, 0, sizeof(op));
-	op.cmd = AB_STORE_CAS;
-	op.key = v->key[CAMPAIGN_STATE];
-	op.dual = true;
-	op.bytes = text;
-	op.bytes_len = ab_campaign_encode(&next, text);
-	op.cas = v->cas;
-	(void)ab_store_run(tracker->store, &op, 1, &error);
-	tracker->campaign_cost.requests++;
-	tracker->campaign_cost.ops++;
-	if (op.result != AB_STORE_DONE) {
+	if (campaign_cas(tracker, &next, &error) != AB_STORE_DONE) {
 		v->read_at = 0;		/* another node came first: read again */
 		return;
 	}
-	v->state = next;
-	v->cas = op.cas;
 	if (step == AB_CAMPAIGN_START || step == AB_CAMPAIGN_END)
 		campaign_log(tracker, &next, step, now);
 }
@@ -2173,30 +2187,21 @@ int ab_tracker_campaign_set(struct ab_tracker *tracker,
 			    enum ab_campaign_mode mode, time_t now,
 			    const char **error_r)
 {
-	struct campaign_view *v = &tracker->campaign;
-	struct ab_store_op op;
-	char text[AB_CAMPAIGN_BYTES_MAX];
 	unsigned int try;
 	int ret;
 
 	for (try = 0; try < CAS_TRIES; try++) {
 		struct ab_campaign next;
+		enum ab_store_result result;
 
 		if ((ret = campaign_read(tracker, now, error_r)) < 0)
 			return ret;
-		next = v->state;
+		next = tracker->campaign.state;
 		next.mode = mode;
-		memset(&op, 0, sizeof(op));
-		op.cmd = AB_STORE_CAS;
-		op.key = v->key[CAMPAIGN_STATE];
-		op.dual = true;
-		op.bytes = text;
-		op.bytes_len = ab_campaign_encode(&next, text);
-		op.cas = v->cas;
-		if (ab_store_run(tracker->store, &op, 1, error_r) < 0 ||
-		    op.result == AB_STORE_FAILED)
+		result = campaign_cas(tracker, &next, error_r);
+		if (result == AB_STORE_FAILED)
 			return AB_ERR_STORE;
-		if (op.result == AB_STORE_DONE) {
+		if (result == AB_STORE_DONE) {
 			tracker_log(tracker, AB_LOG_WARNING,
 				    mode == AB_CAMPAIGN_AUTO ?
 				    "campaign mode: handed back to the detector by the administrator" :
