@@ -219,6 +219,19 @@ uint64_t ab_campaign_threshold(const struct ab_config *cfg,
 	return t > cfg->campaign_floor ? t : cfg->campaign_floor;
 }
 
+uint64_t ab_campaign_keep(const struct ab_campaign *c,
+			  const struct ab_config *cfg, uint64_t threshold,
+			  uint64_t normal_milli)
+{
+	uint64_t keep;
+
+	if (c->cause != AB_CAMPAIGN_BY_PASSWORD || cfg->campaign_password_accounts == 0)
+		return threshold;
+	keep = (normal_milli > UINT64_MAX / 2 ? UINT64_MAX / 2 : normal_milli + 999) / 1000 +
+		cfg->campaign_password_accounts;
+	return keep < threshold ? keep : threshold;
+}
+
 enum ab_campaign_step ab_campaign_step(const struct ab_campaign *c,
 				       const struct ab_config *cfg, time_t now,
 				       uint64_t rate, uint64_t threshold)

@@ -106,7 +106,18 @@ uint64_t ab_campaign_threshold(const struct ab_config *cfg,
 			       const struct ab_campaign_baseline *before,
 			       bool peak_known, uint64_t peak_milli);
 
-/* What a node does with the state it read and the rate it sees. */
+/* The rate that keeps a campaign on: its threshold, or for a campaign PAM
+   saw (one password on many accounts) the site's normal rate
+   (normal_milli: this hour's baseline, 0 when not learned) plus
+   campaign_password_accounts, when that is lower: the attempts it
+   refuses count in the rate, and a spray too small for the threshold
+   that started it by its password must not end it while it goes on. */
+uint64_t ab_campaign_keep(const struct ab_campaign *c,
+			  const struct ab_config *cfg, uint64_t threshold,
+			  uint64_t normal_milli);
+
+/* What a node does with the state it read and the rate it sees (threshold:
+   ab_campaign_threshold(), or while it is on ab_campaign_keep()). */
 enum ab_campaign_step {
 	AB_CAMPAIGN_NOTHING,
 	AB_CAMPAIGN_START,	/* on now: log it */

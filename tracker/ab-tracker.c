@@ -736,7 +736,7 @@ static void campaign_write(struct ab_tracker *tracker,
 			   uint64_t rate, uint64_t threshold)
 {
 	struct campaign_view *v = &tracker->campaign;
-	struct ab_campaign next = v->state;
+	struct ab_campaign before = v->state, next = v->state;
 	const char *error;
 
 	ab_campaign_apply(&next, step, cause, now, rate, threshold);
@@ -744,6 +744,10 @@ static void campaign_write(struct ab_tracker *tracker,
 		v->read_at = 0;		/* another node came first: read again */
 		return;
 	}
+	/* one that ran out with no node there to say so ends before the
+	   next starts: every start in the log has its end */
+	if (step == AB_CAMPAIGN_START && before.started != 0 && before.ended == 0)
+		campaign_log(tracker, &before, AB_CAMPAIGN_END, now);
 	if (step == AB_CAMPAIGN_START || step == AB_CAMPAIGN_END)
 		campaign_log(tracker, &next, step, now);
 }
@@ -758,9 +762,20 @@ static void campaign_detect(struct ab_tracker *tracker, time_t now)
 	uint64_t threshold = ab_campaign_threshold(cfg, &v->baseline,
 						   &v->before_baseline, v->peak_known,
 						   v->peak);
-	enum ab_campaign_step step = ab_campaign_step(&v->state, cfg, now, rate,
-						      threshold);
 	bool on = ab_campaign_on(&v->state, cfg, now);
+	enum ab_campaign_step step;
+
+	if (on) {
+		uint64_t normal = 0;
+
+		if (ab_campaign_learned(cfg, &v->baseline))
+			normal = v->baseline.milli;
+		if (ab_campaign_learned(cfg, &v->before_baseline) &&
+		    v->before_baseline.milli > normal)
+			normal = v->before_baseline.milli;
+		threshold = ab_campaign_keep(&v->state, cfg, threshold, normal);
+	}
+	step = ab_campaign_step(&v->state, cfg, now, rate, threshold);
 
 	if (step != AB_CAMPAIGN_NOTHING)
 		campaign_write(tracker, step, AB_CAMPAIGN_BY_RATE, now, rate,
@@ -896,6 +911,7 @@ static void campaign_password(struct ab_tracker *tracker, const struct job *job,
 	uint64_t b = ab_campaign_bucket(cfg, now), count;
 	char marker[AB_KEY_LEN], cur[AB_KEY_LEN], before[AB_KEY_LEN];
 	struct ab_store_op ops[4], post;
+	enum ab_campaign_step step;
 	const char *error;
 	unsigned int n = 0;
 
@@ -936,11 +952,14 @@ static void campaign_password(struct ab_tracker *tracker, const struct job *job,
 	if (ops[3].result == AB_STORE_DONE &&
 	    ab_campaign_decode(v->in, ops[3].out_bytes_len, &v->state, &error) < 0)
 		memset(&v->state, 0, sizeof(v->state));
-	if (ops[3].result == AB_STORE_FAILED ||
-	    v->state.mode != AB_CAMPAIGN_AUTO || ab_campaign_on(&v->state, cfg, now))
+	if (ops[3].result == AB_STORE_FAILED || v->state.mode != AB_CAMPAIGN_AUTO)
 		return;
-	campaign_write(tracker, AB_CAMPAIGN_START, AB_CAMPAIGN_BY_PASSWORD, now,
-		       count, cfg->campaign_password_accounts);
+	/* on already: the password still on many accounts keeps it on */
+	step = ab_campaign_step(&v->state, cfg, now, count,
+				cfg->campaign_password_accounts + 1);
+	if (step == AB_CAMPAIGN_START || step == AB_CAMPAIGN_REFRESH)
+		campaign_write(tracker, step, AB_CAMPAIGN_BY_PASSWORD, now,
+			       count, cfg->campaign_password_accounts);
 }
 
 /* Read the records that `which` picks (all: NULL) in one round trip.

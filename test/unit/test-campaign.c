@@ -213,6 +213,18 @@ static void test_steps(void **state)
 	assert_false(ab_campaign_on(&c, &cfg, t + 3600));
 	/* ended once: nothing more to say */
 	assert_int_equal(ab_campaign_step(&c, &cfg, t + 4000, 0, 30), AB_CAMPAIGN_NOTHING);
+	/* what keeps it on: the threshold; for a campaign PAM saw, the
+	   site's normal plus campaign_password_accounts when lower (a spray
+	   of one password, too small for the floor, that it now refuses) */
+	assert_int_equal(ab_campaign_keep(&c, &cfg, 30, 2000), 30);
+	c.cause = AB_CAMPAIGN_BY_PASSWORD;
+	assert_int_equal(ab_campaign_keep(&c, &cfg, 30, 2000), 12);
+	assert_int_equal(ab_campaign_keep(&c, &cfg, 30, 0), 10);
+	assert_int_equal(ab_campaign_keep(&c, &cfg, 30, 25000), 30);
+	assert_int_equal(ab_campaign_keep(&c, &cfg, AB_CAMPAIGN_NEVER, 0), 10);
+	cfg.campaign_password_accounts = 0;
+	assert_int_equal(ab_campaign_keep(&c, &cfg, 30, 0), 30);
+	c.cause = AB_CAMPAIGN_BY_RATE;
 	/* a forced mode: the detector does nothing */
 	c.mode = AB_CAMPAIGN_FORCED_OFF;
 	assert_int_equal(ab_campaign_step(&c, &cfg, t + 5000, 500, 30), AB_CAMPAIGN_NOTHING);
