@@ -49,8 +49,18 @@ it got in that time"):
               pairs such an attempt's allow and report by protocol, login,
               address and pwhash; smtp-parallel-botnet shows it holds.
 
+  spray       a password spray in SCALED time (one day = SPRAY_DAY s): 2000
+              accounts, 3 guesses per account per scaled day (one common
+              password per 8 scaled hours), each from a new /24, under its
+              own four configurations (SPRAY_CONFIGS: none, dovecot-penalty,
+              authbrake after `authbrake campaign off`, authbrake with
+              campaign mode auto) on Dovecots of its own whose authbrake has
+              the production windows scaled to SPRAY_DAY. Reported: checks
+              per scaled day and per 8 scaled hours, and when campaign mode
+              turned on. BENCH_ATTACK_SCENARIOS=spray runs it alone.
+
 During dictionary, botnet, parallel-botnet and slow-botnet (and their smtp-
-forms), the 40 staff
+forms, and spray), the 40 staff
 log in (right password) from their usual /24 in a loop: refused or delayed
 (> 1 s) logins and their latency are what the attack cost them. In
 phone-nat the legitimate logins are the 10 colleagues behind the NAT and
@@ -71,6 +81,7 @@ for the attacker's addresses) plus the attacker's successful logins.
 
 import atexit
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -274,18 +285,19 @@ class Run:
             c.close()
 
 
-CHECK_RE = re.compile(r"passwd-file\(([^,)]*),([0-9.]+)[^)]*\): "
-                      r"(Password mismatch|unknown user)")
+def check_lines(log):
+    """Dovecot's log lines for password checks that failed ("Password
+    mismatch" / "unknown user"), as matches of the harness's parser of
+    2.3's and 2.4's lines (harness.PASSDB_LINE_RE: groups user, address,
+    stamp)."""
+    for m in harness.PASSDB_LINE_RE.finditer(log):
+        if m["what"] in ("Password mismatch", "unknown user"):
+            yield m
 
 
-STAMP_RE = re.compile(r"^(\w{3} +\d+ \d\d:\d\d:\d\d) ")
-
-
-def _stamp(line):
-    m = STAMP_RE.match(line)
-    if not m:
-        return None
-    t = time.strptime(f"{time.localtime().tm_year} {m.group(1)}", "%Y %b %d %H:%M:%S")
+def _stamp(text):
+    """Epoch seconds of a log time stamp ("Dec  6 11:56:44"; this year)."""
+    t = time.strptime(f"{time.localtime().tm_year} {text}", "%Y %b %d %H:%M:%S")
     return time.mktime(t)
 
 
@@ -293,14 +305,11 @@ def count_checks(log, addresses, tail_from=None):
     """Password checks for these addresses; with tail_from (epoch seconds)
     also those logged since then (Dovecot's log has 1 s resolution)."""
     n = tail = 0
-    for line in log.splitlines():
-        m = CHECK_RE.search(line)
-        if m and m.group(2) in addresses:
+    for m in check_lines(log):
+        if m["address"] in addresses:
             n += 1
-            if tail_from is not None:
-                ts = _stamp(line)
-                if ts is not None and ts >= tail_from:
-                    tail += 1
+            if tail_from is not None and _stamp(m["stamp"]) >= tail_from:
+                tail += 1
     return n, tail
 
 
@@ -506,8 +515,8 @@ def scenario_slow(run, blk, pw):
     run.go(threads)
     time.sleep(0.3)
     log = run.dv.log_since(mark0)
-    times = sorted(sent[m.group(2)] for m in CHECK_RE.finditer(log)
-                   if m.group(2) in sent)
+    times = sorted(sent[m["address"]] for m in check_lines(log)
+                   if m["address"] in sent)
     per, most = window_counts(times, run.seconds, SLOW_WINDOW)
     att.windows = " ".join(map(str, per))
     note = (f"{len(sent)} guesses at {target}, 1 per {SLOW_PERIOD:g} s, each from a new "
@@ -553,9 +562,381 @@ def warm_up(sock, pw, blk, no_penalty, extra=()):
             c.auth(user, pw[user], rip, no_penalty=no_penalty)
 
 
+# ------------------------------------------------------------------ spray
+#
+# A password spray (issue 23): SPRAY_PER_DAY common wrong passwords a day,
+# each tried on every one of SPRAY_ACCOUNTS accounts, every guess from a new
+# /24. No address and no account ever reaches a threshold of its own (3
+# failures a day per account; account_lock_failures is 10 in 12 h): only
+# campaign mode's site-wide detector sees the spray. It runs in scaled time:
+# one day is SPRAY_DAY seconds, and authbrake's production windows are
+# scaled by the same factor (spray_conf()). Dovecot sends no password an
+# account does not tie to (pwhash hashes the login with it), so on Dovecot
+# campaign mode comes from the rate detector alone.
+
+SPRAY_ACCOUNTS = 2000
+SPRAY_PER_DAY = 3            # guesses per account per scaled day
+SPRAY_DAY = 72               # seconds that stand for a day: 1 s = 20 min
+# one common password per SPRAY_DAY / SPRAY_PER_DAY (8 scaled hours), tried
+# on every account in turn
+SPRAY_PASSWORDS = ("Winter2025!", "Password1", "Welcome1")
+# attacker connections: under campaign mode a guess let through is held
+# campaign_tarpit (2 s) before its check
+SPRAY_THREADS = 256
+SPRAY_CONFIGS = ("none", "dovecot-penalty", "authbrake-campaign-off", "authbrake")
+# the windows of the production configuration, scaled to SPRAY_DAY (each at
+# least 1 s, the configuration's resolution); familiar_days (whole days)
+# and the delays (tarpit_max, campaign_tarpit) are not scaled
+SPRAY_SCALED = ("ip_window", "block_time", "block_max", "account_window", "lock_time",
+                "password_repeat", "campaign_interval", "campaign_cooldown",
+                "campaign_day")
+SPRAY_CAMPAIGN_RE = re.compile(r"^(\w{3} [ \d]\d \d\d:\d\d:\d\d) authbrake-policy: \w+: "
+                               r"(campaign mode (?:on|off): .*)$", re.M)
+
+
+def spray_account(i):
+    return f"m{i:04d}"
+
+
+def spray_users():
+    return {spray_account(i): f"m{i:04d}-Strong-Pass-{i * 7919 % 10007}"
+            for i in range(SPRAY_ACCOUNTS)}
+
+
+class SprayBlock:
+    """Addresses of the spray under configuration c: a /24 per guess in 25
+    second octets from 127.130 on (Block's end below 130), the staff's
+    homes in 127.232 on."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def bot(self, g):
+        return f"127.{130 + self.c * 25 + g // 256}.{g % 256}.9"
+
+    def home(self, i, alt=0):
+        return f"127.{232 + self.c}.{i}.{7 + alt}"
+
+
+def authbrake_cli(conf, *args):
+    """`authbrake -c CONF ARGS`: (exit status, stdout, stderr)."""
+    r = subprocess.run([str(harness.CLI_BIN), "-c", str(conf), *args],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=30)
+    return r.returncode, r.stdout, r.stderr
+
+
+def campaign_state(conf):
+    """`authbrake --json campaign` as a dict; {"error": ...} when it fails."""
+    rc, out, err = authbrake_cli(conf, "--json", "campaign")
+    try:
+        if rc == 0:
+            return json.loads(out)
+    except ValueError:
+        pass
+    return {"error": f"authbrake campaign: exit {rc}: {(err or out).strip()[:200]}"}
+
+
+def spray_conf(d, mc):
+    """An authbrake.conf with the production settings (tracker/ab-config.c,
+    as `authbrake config` prints them) and their windows scaled to
+    SPRAY_DAY. campaign_interval cannot go below 1 s: when it is longer
+    than its scaled value, campaign_floor (failures per interval) grows by
+    as much, so the floor's rate stays production's. Returns (conf, {key:
+    value written}, {key: production value})."""
+    prod_conf = harness.write_authbrake_conf(os.path.join(d, "production"), mc,
+                                             **production_overrides())
+    rc, out, err = authbrake_cli(prod_conf, "config")
+    if rc != 0:
+        raise RuntimeError(f"authbrake config: exit {rc}: {err.strip()}")
+    prod = dict(re.findall(r"(?m)^(\w+) = (.*)$", out))
+    missing = [k for k in SPRAY_SCALED + ("campaign_floor",) if k not in prod]
+    if missing:
+        raise RuntimeError(f"authbrake config does not print {', '.join(missing)}: "
+                           "a build without campaign mode?")
+    factor = SPRAY_DAY / 86400
+    scaled = {}
+    for k in SPRAY_SCALED:
+        scaled[k] = max(1, round(harness.parse_duration(prod[k]) * factor))
+    ideal = harness.parse_duration(prod["campaign_interval"]) * factor
+    scaled["campaign_floor"] = max(1, round(int(prod["campaign_floor"])
+                                            * scaled["campaign_interval"] / ideal))
+    conf = harness.write_authbrake_conf(os.path.join(d, "scaled"), mc,
+                                        **production_overrides(
+                                            **{k: f"{v}s" if k in SPRAY_SCALED else v
+                                               for k, v in scaled.items()}))
+    return conf, scaled, {k: prod[k] for k in scaled}
+
+
+@contextlib.contextmanager
+def spray_dovecots(pw, mc):
+    """Two Dovecots with the staff and the SPRAY_ACCOUNTS accounts, anvil
+    penalty on as in production: one without a policy server, one with
+    authbrake-policy on the scaled production configuration. Yields
+    (plain, pol, conf, scaled, production)."""
+    d = tempfile.mkdtemp(prefix="ab-bench-attack-spray-")
+    atexit.register(shutil.rmtree, d, True)
+    conf, scaled, prod = spray_conf(d, mc)
+    every = dict(pw, **spray_users())
+    with harness.Dovecot(users=every, auth_debug=False, anvil_penalty=True) as plain, \
+            harness.Dovecot(users=every, policy_conf=conf, auth_debug=False,
+                            anvil_penalty=True) as pol:
+        yield plain, pol, conf, scaled, prod
+
+
+class CampaignWatch(threading.Thread):
+    """Asks `authbrake campaign` every POLL s while the spray runs: when
+    campaign mode was first seen on (time.monotonic()), how often it was
+    seen turning on, and the last answer."""
+    POLL = 0.2
+
+    def __init__(self, conf, stop):
+        super().__init__(daemon=True)
+        self.conf, self.stop = conf, stop
+        self.first_on = None
+        self.turned_on = 0
+        self.last = {}
+
+    def run(self):
+        was_on = False
+        while not self.stop.is_set():
+            st = campaign_state(self.conf)
+            self.last = st
+            on = st.get("on") is True
+            if on and not was_on:
+                self.turned_on += 1
+                if self.first_on is None:
+                    self.first_on = time.monotonic()
+            was_on = on
+            self.stop.wait(self.POLL)
+
+
+def learn(dv, sock, pw, blk, no_penalty, conf):
+    """The site's normal traffic before the spray (the staff from home,
+    every 0.1 s) until the rate detector is armed: it learns an hour of
+    the day (1/24 of campaign_day) before a rate can turn campaign mode on.
+    At most three scaled hours. Returns (seconds it took, last state)."""
+    run = Run(dv, sock, no_penalty, 0)
+    tally = Tally()
+    legit = [(s, pw[s], blk.home(i, i % 2)) for i, s in enumerate(STAFF)]
+    t = threading.Thread(target=run.legit_loop, args=(tally, legit, 0.1), daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    deadline = t0 + 3 * SPRAY_DAY / 24 + 2
+    st = campaign_state(conf)
+    while not st.get("armed") and time.monotonic() < deadline and "error" not in st:
+        time.sleep(0.2)
+        st = campaign_state(conf)
+    run.stop.set()
+    t.join(10)
+    for c in run.clients:
+        c.close()
+    return time.monotonic() - t0, st
+
+
+def scaled_hours(seconds):
+    return seconds * 24 / SPRAY_DAY
+
+
+def scenario_spray(run, blk, pw, n_guesses, conf=None):
+    """The spray: guess g at account g % SPRAY_ACCOUNTS with the common
+    password of its 8 scaled hours, from its own /24, sent at g x period
+    (SPRAY_THREADS connections take them in turn); the staff log in from
+    home meanwhile. With conf, a CampaignWatch polls campaign mode."""
+    att, leg = Tally(), Tally()
+    period = SPRAY_DAY / (SPRAY_ACCOUNTS * SPRAY_PER_DAY)
+    jobs = iter(range(n_guesses))
+    att.planned = n_guesses
+    sent = [None] * n_guesses    # seconds since t0 each guess was sent
+    t0 = time.monotonic()
+
+    def attacker():
+        try:
+            c = run.client()
+        except (OSError, AuthError):
+            return
+        while not run.stop.is_set():
+            with att.lock:
+                g = next(jobs, None)
+            if g is None:
+                return
+            wait = t0 + g * period - time.monotonic()
+            if wait > 0 and run.stop.wait(wait):
+                return
+            account = spray_account(g % SPRAY_ACCOUNTS)
+            password = SPRAY_PASSWORDS[(g // SPRAY_ACCOUNTS) % len(SPRAY_PASSWORDS)]
+            sent[g] = time.monotonic() - t0
+            ok, secs = run.auth(c, account, password, blk.bot(g))
+            if ok is None:
+                return
+            att.add(ok, secs, account)
+
+    watch = CampaignWatch(conf, run.stop) if conf else None
+    bots = [threading.Thread(target=attacker) for _ in range(SPRAY_THREADS)]
+    legit = [(s, pw[s], blk.home(i, i % 2)) for i, s in enumerate(STAFF)]
+    threads = bots + [threading.Thread(target=run.legit_loop, args=(leg, legit, 0.1))]
+    if watch:
+        threads.append(watch)
+    run.go(threads, until=bots)
+    return att, leg, sent, watch, t0
+
+
+def run_spray(m, scale, mc, pw):
+    """The spray under SPRAY_CONFIGS; its rows, as the scenarios' are."""
+    rows = []
+    seconds = max(3, round(SPRAY_DAY * scale))
+    n_guesses = round(SPRAY_ACCOUNTS * SPRAY_PER_DAY * seconds / SPRAY_DAY)
+    day = ("the scaled day" if seconds == SPRAY_DAY
+           else f"{scaled_hours(seconds):g} scaled hours")
+    with spray_dovecots(pw, mc) as (plain, pol, conf, scaled, prod):
+        scale_desc = (f"1 s = {86400 / SPRAY_DAY / 60:g} scaled min, a day = {SPRAY_DAY} s; "
+                      + ", ".join(f"{k} {scaled[k]}{'s' if k in SPRAY_SCALED else ''}"
+                                  f" (production {prod[k]})" for k in scaled))
+        say(PART, f"spray: Dovecot without policy pid {plain.pid}, with authbrake-policy "
+            f"pid {pol.pid} on production thresholds with windows SCALED ({scale_desc}); "
+            f"{SPRAY_ACCOUNTS} spray accounts + {len(pw)} users in passwd-file")
+        for c, prot in enumerate(SPRAY_CONFIGS):
+            dv = pol if prot.startswith("authbrake") else plain
+            no_penalty = prot == "none"
+            sock = os.path.join(dv.base_dir, "auth-client")
+            blk = SprayBlock(c)
+            mc.command("flush_all")
+            notes = []
+            if prot == "authbrake-campaign-off":
+                rc, out, err = authbrake_cli(conf, "campaign", "off")
+                if rc != 0:
+                    raise RuntimeError(f"authbrake campaign off: exit {rc}: {err.strip()}")
+            if dv is pol:
+                st = campaign_state(conf)
+                notes.append(f"before: campaign mode {st.get('mode', '?')}, "
+                             f"{'on' if st.get('on') else 'off'}"
+                             + (f" ({st['error']})" if "error" in st else ""))
+            warm_up(sock, pw, blk, no_penalty)
+            if prot == "authbrake":
+                # (nothing is learned while the mode is forced)
+                took, st = learn(dv, sock, pw, blk, no_penalty, conf)
+                notes.append(f"normal traffic for {took:.1f} s "
+                             f"({scaled_hours(took) * 60:.0f} scaled min) before the spray: "
+                             + ("the rate detector armed, threshold "
+                                f"{st.get('threshold')}" if st.get("armed") else
+                                f"the rate detector NOT armed ({st})"))
+            mark = dv.log_mark()
+            # a deadline: the run ends once every guess is answered
+            r = Run(dv, sock, no_penalty, seconds + 15)
+            tail_from = int(time.time()) + seconds - TAIL_SECONDS
+            wall0 = time.time()
+            att, leg, sent, watch, t0 = scenario_spray(
+                r, blk, pw, n_guesses, conf if dv is pol else None)
+            elapsed = time.monotonic() - t0
+            time.sleep(0.3)
+            log = dv.log_since(mark)
+            g_of = {blk.bot(g): g for g in range(n_guesses)}
+            checks, tail = count_checks(log, g_of, tail_from)
+            per_pass = [0] * -(-n_guesses // SPRAY_ACCOUNTS)
+            per_account = {}
+            for mt in check_lines(log):
+                g = g_of.get(mt["address"])
+                if g is not None:
+                    per_pass[g // SPRAY_ACCOUNTS] += 1
+                    per_account[g % SPRAY_ACCOUNTS] = per_account.get(g % SPRAY_ACCOUNTS, 0) + 1
+            checks += att.ok
+            late = max((s - g * SPRAY_DAY / (SPRAY_ACCOUNTS * SPRAY_PER_DAY)
+                        for g, s in enumerate(sent) if s is not None), default=0.0)
+            unsent = sum(1 for s in sent if s is None)
+            notes.append(f"{SPRAY_ACCOUNTS} accounts x {SPRAY_PER_DAY} guesses per scaled "
+                         f"day, one common password per {24 // SPRAY_PER_DAY} scaled hours, "
+                         f"each guess from a new /24: {sum(1 for s in sent if s is not None)} "
+                         f"sent (the latest {late:.1f} s behind schedule"
+                         + (f", {unsent} never sent" if unsent else "") + ")")
+            notes.append(f"checks per {24 // SPRAY_PER_DAY} scaled hours: "
+                         + " / ".join(map(str, per_pass))
+                         + f"; most on one account: {max(per_account.values(), default=0)}")
+            on_after = ""
+            if watch is not None:
+                lines = SPRAY_CAMPAIGN_RE.findall(log)
+                ons = [l for _, l in lines if l.startswith("campaign mode on")]
+                offs = [l for _, l in lines if l.startswith("campaign mode off")]
+                if watch.first_on is not None:
+                    t_on = watch.first_on - t0
+                    before = sum(1 for s in sent if s is not None and s <= t_on)
+                    on_after = f"{before} guesses"
+                    notes.append(f"campaign mode on after {before} guesses, {t_on:.1f} s "
+                                 f"({scaled_hours(t_on) * 60:.0f} scaled min) into the day "
+                                 f"(`authbrake campaign` polled every {CampaignWatch.POLL} s)")
+                else:
+                    on_after = "never"
+                    notes.append("campaign mode never seen on")
+                notes.append(f"Dovecot's log: 'campaign mode on' x{len(ons)}, "
+                             f"'campaign mode off' x{len(offs)}"
+                             + (f", first: \"{ons[0]}\"" if len(lines) == 1 else "")
+                             + ("; at (s into the day): " + ", ".join(
+                                 f"{_stamp(t) - int(wall0):.0f}: \"{l}\""
+                                 for t, l in lines[:12]) if len(lines) > 1 else ""))
+                st = watch.last
+                notes.append(f"after: campaign mode {st.get('mode', '?')}, "
+                             f"{'on' if st.get('on') else 'off'}"
+                             + (f" ({st['error']})" if "error" in st else ""))
+                why = policy_reasons(log, g_of)
+                if why:
+                    notes.append(f"authbrake on attacker: {why}")
+                why = policy_reasons(log, {blk.home(i, a) for i in range(40) for a in (0, 1)})
+                if why:
+                    notes.append(f"authbrake on legit addresses: {why}")
+                unchecked = sum(1 for line in log.splitlines()
+                                if "auth: " in line and "Policy server" in line)
+                notes.append(f"policy requests Dovecot gave up on: {unchecked}")
+            elif not no_penalty:
+                notes.append(f"anvil penalty of attacker address(es): max "
+                             f"{anvil_penalty(dv, set(g_of))}")
+            note = "; ".join(notes)
+            # a figure per day only when the run was a whole day (campaign
+            # mode's checks are not spread evenly over it)
+            per_day = checks if seconds == SPRAY_DAY else ""
+            row = {
+                "scenario": "spray", "protection": prot, "seconds": seconds,
+                "attacker_attempts": att.attempts, "attacker_checks": checks,
+                "checks_per_min_at_end": round(tail * 60 / TAIL_SECONDS),
+                "accounts_broken": " ".join(sorted(att.ok_accounts)) or "-",
+                "checks_per_window": " ".join(map(str, per_pass)),
+                "checks_per_day": per_day, "campaign_on_after": on_after,
+                "legit_total": leg.attempts, "legit_refused": leg.refused,
+                "legit_delayed": sum(1 for t in leg.latency if t > 1.0),
+                "legit_p50_ms": ms(percentile(leg.latency, 50)),
+                "legit_p99_ms": ms(percentile(leg.latency, 99)),
+                "legit_max_ms": ms(max(leg.latency) if leg.latency else None),
+                "note": note,
+            }
+            if r.errors:
+                row["note"] += f"; {len(r.errors)} client errors, first: {r.errors[0]}"
+            rows.append(row)
+            figure(PART, f"{'spray':10s} {prot:20s}",
+                   f"attacker: {att.attempts} answered, {checks} password checks in "
+                   f"{day} ({row['checks_per_min_at_end']}/min in "
+                   f"the last {TAIL_SECONDS} s), broken: {row['accounts_broken']}; legit: "
+                   f"{leg.attempts} logins, {leg.refused} refused, {row['legit_delayed']} "
+                   f"delayed >1 s, p50 {row['legit_p50_ms']} ms, p99 {row['legit_p99_ms']} ms; "
+                   + row["note"],
+                   f"bench/attack.py spray for {seconds} s = {day} (ran {elapsed:.1f} s), "
+                   f"SCALED time ({scale_desc}), {SPRAY_THREADS} attacker connections, "
+                   + ("`authbrake campaign off` before it, "
+                      if prot == "authbrake-campaign-off" else "")
+                   + f"auth-client socket of Dovecot pid {dv.pid}, "
+                   f"{'no-penalty flag' if no_penalty else 'anvil penalty on'}, "
+                   f"checks = Dovecot log lines 'Password mismatch'/'unknown user' for "
+                   f"{len(g_of)} attacker addresses + attacker OKs; {m['nproc']} CPUs")
+    return rows
+
+
 def run(m, scale=1.0):
     pw = users()
     rows = []
+    # BENCH_ATTACK_SCENARIOS=spray,botnet: those scenarios only
+    only = {x.strip() for x in os.environ.get("BENCH_ATTACK_SCENARIOS", "").split(",")
+            if x.strip()}
+    unknown = only - {name for name, _ in SCENARIOS} - {"spray"}
+    if unknown:
+        raise ValueError(f"BENCH_ATTACK_SCENARIOS: unknown scenario(s) {', '.join(sorted(unknown))}"
+                         f" (scenarios: {', '.join(n for n, _ in SCENARIOS)}, spray)")
     durations = {"dictionary": 15, "botnet": 20, "phone-nat": 15,
                  # a deadline: it ends when its two waves are answered
                  "parallel-botnet": 30,
@@ -577,6 +958,8 @@ def run(m, scale=1.0):
             "12 h, 20 in any day, 80 in any week)")
         for p, prot in enumerate(PROTECTIONS):
             for s, (name, fn) in enumerate(SCENARIOS):
+                if only and name not in only:
+                    continue
                 dv = pol if prot.startswith("authbrake") else plain
                 if name == "slow-botnet" and prot.startswith("authbrake"):
                     dv = short
@@ -668,6 +1051,8 @@ def run(m, scale=1.0):
                        f"checks = Dovecot log lines 'Password mismatch'/'unknown user' "
                        f"for {len(addrs)} {who} address(es) + {who} OKs; "
                        f"{m['nproc']} CPUs")
+        if not only or "spray" in only:
+            rows += run_spray(m, scale, mc, pw)
     base = {r["scenario"]: r for r in rows if r["protection"] == "none"}
     for r in rows:
         b = base.get(r["scenario"])
@@ -679,5 +1064,5 @@ def run(m, scale=1.0):
         "checks_per_min_at_end",
         "accounts_broken", "checks_per_window", "legit_total", "legit_refused", "legit_delayed",
         "legit_p50_ms", "legit_p99_ms", "legit_max_ms", "legit_added_p50_ms",
-        "legit_added_p99_ms", "note"])
+        "legit_added_p99_ms", "checks_per_day", "campaign_on_after", "note"])
     return rows
