@@ -108,12 +108,11 @@ struct campaign_view {
 	bool known;		/* read at least once */
 	struct ab_campaign state;
 	uint64_t cas;
-	uint64_t bucket, now_count, before_count;
+	uint64_t now_count, before_count;
 	struct ab_campaign_baseline baseline, before_baseline;
 	uint64_t peak;
 	bool peak_known, fold;
-	/* the ops of the read under way: where in the batch, which */
-	unsigned int at;
+	/* the ops of the read under way */
 	bool asked[CAMPAIGN_OPS];
 	char key[CAMPAIGN_OPS][AB_KEY_LEN];
 	unsigned char in[AB_CAMPAIGN_BYTES_MAX], in2[AB_CAMPAIGN_BYTES_MAX];
@@ -560,7 +559,6 @@ static unsigned int campaign_ops(struct ab_tracker *tracker,
 	unsigned int fold_slot = ab_campaign_slot(cfg, b - 1);
 
 	memset(v->asked, 0, sizeof(v->asked));
-	v->bucket = b;
 	campaign_state_key(tracker, v->key[CAMPAIGN_STATE]);
 	campaign_number_key(tracker, "cn", b, 0, v->key[CAMPAIGN_NOW]);
 	campaign_number_key(tracker, "cn", b - 1, 0, v->key[CAMPAIGN_BEFORE]);
