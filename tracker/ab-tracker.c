@@ -672,12 +672,21 @@ static void campaign_log(struct ab_tracker *tracker, const struct ab_campaign *c
 
 	ab_duration_str(cfg->campaign_interval_s, interval, sizeof(interval));
 	if (step == AB_CAMPAIGN_END) {
-		ab_duration_str(cfg->campaign_cooldown_s, interval, sizeof(interval));
+		char cooldown[32];
+
+		ab_duration_str(cfg->campaign_cooldown_s, cooldown, sizeof(cooldown));
 		ab_duration_str((unsigned long long)(now - c->started), lasted,
 				sizeof(lasted));
 		tracker_log(tracker, AB_LOG_WARNING,
 			    "campaign mode off: failures from unfamiliar origins "
-			    "under the threshold for %s; it lasted %s", interval, lasted);
+			    "under the threshold for %s (%llu in the last %s; baseline "
+			    "%s, floor %u); it lasted %s", cooldown,
+			    (unsigned long long)ab_campaign_rate(cfg, now, v->now_count,
+								 v->before_count),
+			    interval,
+			    campaign_baseline_str(cfg, &v->baseline, v->peak,
+						  baseline, sizeof(baseline)),
+			    cfg->campaign_floor, lasted);
 	} else if (c->cause == AB_CAMPAIGN_BY_PASSWORD) {
 		ab_duration_str(2ULL * cfg->campaign_interval_s, interval,
 				sizeof(interval));
