@@ -158,6 +158,8 @@ static int cli_init(struct cli *cli)
 	const char *error;
 	int ret;
 
+	if (cli->tracker != NULL)
+		return EXIT_OK;		/* a command that shows what it changed */
 	if ((ret = cli_load_config(cli)) != EXIT_OK)
 		return ret;
 	if (ab_tracker_init(&cli->cfg, cli_log, cli, &cli->tracker, &error) < 0)
