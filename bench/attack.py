@@ -562,6 +562,17 @@ def warm_up(sock, pw, blk, no_penalty, extra=()):
             c.auth(user, pw[user], rip, no_penalty=no_penalty)
 
 
+def legit_columns(leg):
+    """A row's columns for the legitimate logins beside an attack."""
+    return {
+        "legit_total": leg.attempts, "legit_refused": leg.refused,
+        "legit_delayed": sum(1 for t in leg.latency if t > 1.0),
+        "legit_p50_ms": ms(percentile(leg.latency, 50)),
+        "legit_p99_ms": ms(percentile(leg.latency, 99)),
+        "legit_max_ms": ms(max(leg.latency) if leg.latency else None),
+    }
+
+
 # ------------------------------------------------------------------ spray
 #
 # A password spray (issue 23): SPRAY_PER_DAY common wrong passwords a day,
@@ -899,11 +910,7 @@ def run_spray(m, scale, mc, pw):
                 "accounts_broken": " ".join(sorted(att.ok_accounts)) or "-",
                 "checks_per_window": " ".join(map(str, per_pass)),
                 "checks_per_day": per_day, "campaign_on_after": on_after,
-                "legit_total": leg.attempts, "legit_refused": leg.refused,
-                "legit_delayed": sum(1 for t in leg.latency if t > 1.0),
-                "legit_p50_ms": ms(percentile(leg.latency, 50)),
-                "legit_p99_ms": ms(percentile(leg.latency, 99)),
-                "legit_max_ms": ms(max(leg.latency) if leg.latency else None),
+                **legit_columns(leg),
                 "note": note,
             }
             if r.errors:
@@ -1018,11 +1025,7 @@ def run(m, scale=1.0):
                     "checks_per_min_at_end": round(tail * 60 / TAIL_SECONDS),
                     "accounts_broken": " ".join(broken) or "-",
                     "checks_per_window": att.windows,
-                    "legit_total": leg.attempts, "legit_refused": leg.refused,
-                    "legit_delayed": sum(1 for t in leg.latency if t > 1.0),
-                    "legit_p50_ms": ms(percentile(leg.latency, 50)),
-                    "legit_p99_ms": ms(percentile(leg.latency, 99)),
-                    "legit_max_ms": ms(max(leg.latency) if leg.latency else None),
+                    **legit_columns(leg),
                     "note": note,
                 }
                 if r.errors:

@@ -33,6 +33,7 @@ authbrake_stack(service, conf) -> str   conf.d/pam.d/SERVICE with the module
     path replaced by PAM_MODULE (the build under test) and conf= set to conf
 """
 
+import contextlib
 import os
 import pwd
 import re
@@ -497,3 +498,18 @@ class Courier(harness._ServerInDir):
 
     def __repr__(self):
         return f"<Courier imap={self.imap_port} pop3={self.pop3_port} dir={self.dir}>"
+
+
+@contextlib.contextmanager
+def serving(dir, daemons):
+    """A started Courier in dir for a module's tests; its diagnostics are
+    printed when a test fails, and it is stopped at the end."""
+    srv = Courier(dir=dir, daemons=daemons)
+    try:
+        srv.start()
+        yield srv
+    except BaseException:
+        print(srv.diagnostics())
+        raise
+    finally:
+        srv.stop()

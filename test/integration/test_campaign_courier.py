@@ -89,16 +89,8 @@ PAM_UNIX_FAIL_RE = re.compile(r"pam_unix\(\w+:auth\): authentication failure;.*"
 
 @pytest.fixture(scope="module")
 def courier_srv(tmp_path_factory):
-    d = tmp_path_factory.mktemp("courier-campaign")
-    srv = courier.Courier(dir=d, daemons=DAEMONS)
-    try:
-        srv.start()
+    with courier.serving(tmp_path_factory.mktemp("courier-campaign"), DAEMONS) as srv:
         yield srv
-    except BaseException:
-        print(srv.diagnostics())
-        raise
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

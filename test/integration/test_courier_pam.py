@@ -72,16 +72,8 @@ def conf(memcached, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def courier_srv(tmp_path_factory):
-    d = tmp_path_factory.mktemp("courier")
-    srv = courier.Courier(dir=d, daemons=DAEMONS)
-    try:
-        srv.start()
+    with courier.serving(tmp_path_factory.mktemp("courier"), DAEMONS) as srv:
         yield srv
-    except BaseException:
-        print(srv.diagnostics())
-        raise
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
